@@ -1,0 +1,269 @@
+"""Settings, all read from the environment through one `environ.Env()`.
+
+Without `DATABASE_URL` and `REDIS_URL` the platform runs as the embedded default: SQLite,
+the in-memory channel layer, tasks run in-process and a local llama.cpp model. With them set,
+the same code runs on PostgreSQL, Redis, separate Celery workers and vLLM.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+REDIS_URL = env.str("REDIS_URL", default="")
+# The embedded default: no Redis means one process with everything inside it.
+EMBEDDED = not REDIS_URL
+
+
+def _embedded_secret_key() -> str:
+    """Return the embedded default's secret key, created once and kept in VAR_DIR."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not EMBEDDED:
+        raise ImproperlyConfigured("SECRET_KEY must be set when REDIS_URL is set (a production deployment).")
+    SECRET_KEY = _embedded_secret_key()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Proxies whose X-Forwarded-For is believed when recording a customer's IP address.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "corsheaders",
+    "cs_platform",
+    "conversations",
+    "inference",
+    "knowledge",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cs_platform.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "cs_platform.asgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default shares one file between the server and its in-process tasks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# The embedded default serves static files straight from the source folders, with no collectstatic.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=EMBEDDED or DEBUG)
+
+if EMBEDDED:
+    CHANNEL_LAYERS: dict[str, dict[str, object]] = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# Celery. The embedded default runs tasks eagerly in-process; production uses Redis as the broker.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE = {
+    "fail-stalled-replies": {
+        "task": "inference.tasks.fail_stalled_replies",
+        "schedule": timedelta(seconds=env.int("REPLY_SWEEP_INTERVAL_SECONDS", default=15)),
+    },
+}
+
+# Reply generation. In the embedded default it runs on the server's own event loop (the in-memory
+# channel layer is per process and per loop); otherwise a Celery worker runs it.
+REPLY_GENERATION_IN_PROCESS = env.bool("REPLY_GENERATION_IN_PROCESS", default=EMBEDDED)
+
+# Inference server(s): any OpenAI-compatible endpoint (vLLM, llama.cpp). Comma-separated for fail-over.
+INFERENCE_BASE_URLS: list[str] = env.list("INFERENCE_BASE_URL", default=["http://127.0.0.1:8081/v1"])
+INFERENCE_MODEL = env.str("INFERENCE_MODEL", default="")
+INFERENCE_API_KEY = env.str("INFERENCE_API_KEY", default="")
+INFERENCE_VISION = env.bool("INFERENCE_VISION", default=not EMBEDDED)
+INFERENCE_CONNECT_TIMEOUT = env.float("INFERENCE_CONNECT_TIMEOUT", default=5.0)
+INFERENCE_FIRST_TOKEN_TIMEOUT = env.float("INFERENCE_FIRST_TOKEN_TIMEOUT", default=60.0)
+INFERENCE_TOKEN_TIMEOUT = env.float("INFERENCE_TOKEN_TIMEOUT", default=30.0)
+INFERENCE_TOTAL_TIMEOUT = env.float("INFERENCE_TOTAL_TIMEOUT", default=300.0)
+# The model's context window in tokens; the history is cut to fit it with the reply's max tokens.
+INFERENCE_CONTEXT_TOKENS = env.int("INFERENCE_CONTEXT_TOKENS", default=8192)
+INFERENCE_COALESCE_SECONDS = env.float("INFERENCE_COALESCE_SECONDS", default=0.03)
+# Images sent to the model per prompt, newest first (match vLLM's --limit-mm-per-prompt); older ones
+# are replaced by a short text placeholder.
+INFERENCE_MAX_IMAGES_PER_PROMPT = env.int("INFERENCE_MAX_IMAGES_PER_PROMPT", default=4)
+# Chat templates without a system role (gemma) get the instructions in the first user turn instead.
+INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = env.bool("INFERENCE_SYSTEM_PROMPT_IN_USER_TURN", default=False)
+# A reply whose worker has not shown progress for this long is failed and the customer told.
+REPLY_STALLED_AFTER_SECONDS = env.int("REPLY_STALLED_AFTER_SECONDS", default=30)
+# A reply no worker has picked up after this long is failed (no worker running, queue jammed).
+REPLY_QUEUE_TIMEOUT_SECONDS = env.int("REPLY_QUEUE_TIMEOUT_SECONDS", default=60)
+REPLY_HEARTBEAT_SECONDS = env.float("REPLY_HEARTBEAT_SECONDS", default=5.0)
+
+# Attachments (images).
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+ATTACHMENT_MAX_PER_MESSAGE = env.int("ATTACHMENT_MAX_PER_MESSAGE", default=4)
+ATTACHMENT_MAX_SIDE = env.int("ATTACHMENT_MAX_SIDE", default=2048)
+# Qwen-VL spends one visual token per 28x28 px patch: 1,605,632 px is at most 2048 visual tokens.
+ATTACHMENT_MAX_PIXELS = env.int("ATTACHMENT_MAX_PIXELS", default=2048 * 28 * 28)
+ATTACHMENT_URL_MAX_AGE_SECONDS = env.int("ATTACHMENT_URL_MAX_AGE_SECONDS", default=3600)
+
+# The widget: who may embed it and call its API from a browser.
+WIDGET_ALLOWED_ORIGINS: list[str] = env.list("WIDGET_ALLOWED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGINS = WIDGET_ALLOWED_ORIGINS
+CORS_URLS_REGEX = r"^/api/widget/.*$"
+
+# Customers: messages a conversation may send per minute over the websocket.
+WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
+RATELIMIT_USE_CACHE = "default"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "conversations.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}
+
+if not DEBUG and not EMBEDDED:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+
+
+def _validate() -> None:
+    """Fail at start-up on settings that cannot work, rather than on the first customer."""
+    if not INFERENCE_BASE_URLS:
+        raise ImproperlyConfigured("INFERENCE_BASE_URL must name at least one server.")
+    for url in INFERENCE_BASE_URLS:
+        parsed = urlparse(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ImproperlyConfigured(f"INFERENCE_BASE_URL has an invalid URL: {url!r}")
+    for name in (
+        "INFERENCE_CONNECT_TIMEOUT",
+        "INFERENCE_FIRST_TOKEN_TIMEOUT",
+        "INFERENCE_TOKEN_TIMEOUT",
+        "INFERENCE_TOTAL_TIMEOUT",
+        "INFERENCE_COALESCE_SECONDS",
+        "REPLY_HEARTBEAT_SECONDS",
+    ):
+        if globals()[name] <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
+    for name in ("ATTACHMENT_MAX_BYTES", "ATTACHMENT_MAX_PER_MESSAGE", "INFERENCE_CONTEXT_TOKENS"):
+        if globals()[name] <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive integer.")
+    if REPLY_STALLED_AFTER_SECONDS <= REPLY_HEARTBEAT_SECONDS:
+        raise ImproperlyConfigured("REPLY_STALLED_AFTER_SECONDS must be longer than REPLY_HEARTBEAT_SECONDS.")
+    for origin in WIDGET_ALLOWED_ORIGINS:
+        parsed = urlparse(origin)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc or parsed.path not in {"", "/"}:
+            raise ImproperlyConfigured(f"WIDGET_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
+
+
+_validate()
