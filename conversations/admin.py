@@ -1,0 +1,324 @@
+"""Admin: supervisors read transcripts, staff see attachments, tickets and feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nh3
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from markdown_it import MarkdownIt
+
+from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
+from conversations.serializers import attachment_url
+
+# Markdown from the model or a customer is rendered without raw HTML, then sanitised again.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+_ALLOWED_TAGS = {
+    "p",
+    "br",
+    "strong",
+    "em",
+    "code",
+    "pre",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "a",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "hr",
+    "del",
+}
+
+
+def render_markdown(text: str) -> SafeString:
+    """Markdown to HTML that cannot run anything: no raw HTML, no scripts, only http(s)/mailto links."""
+    html = nh3.clean(
+        _markdown.render(text),
+        tags=_ALLOWED_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+    return mark_safe(html)  # noqa: S308 - sanitised by nh3 just above
+
+
+def transcript_html(conversation: Conversation) -> SafeString:
+    """The conversation as staff read it: who said what, when, with images in place."""
+    messages = conversation.messages.order_by("created_at", "id").prefetch_related("attachments")
+    rows = []
+    for message in messages:
+        images = format_html_join(
+            "",
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
+            'style="max-width:160px;max-height:160px;margin:4px 4px 0 0;border-radius:6px;'
+            'border:1px solid #ccc"></a>',
+            (
+                (
+                    attachment_url(attachment),
+                    attachment_url(attachment, variant="thumbnail" if attachment.thumbnail else "image"),
+                    f"Image {attachment.width}×{attachment.height}",
+                )
+                for attachment in message.attachments.all()
+            ),
+        )
+        details = []
+        if message.role == Message.Role.ASSISTANT:
+            if message.model:
+                details.append(message.model)
+            if message.completion_tokens is not None:
+                details.append(f"{message.prompt_tokens or 0}+{message.completion_tokens} tokens")
+            if message.first_token_latency_ms is not None:
+                details.append(f"first token {message.first_token_latency_ms} ms")
+            if message.total_latency_ms is not None:
+                details.append(f"total {message.total_latency_ms} ms")
+            if message.error_code:
+                details.append(f"error: {message.error_code}")
+        feedback = getattr(message, "feedback", None) if message.role == Message.Role.ASSISTANT else None
+        if feedback is not None:
+            details.append(f"feedback {'👍' if feedback.rating > 0 else '👎'} {feedback.comment}".strip())
+        rows.append(
+            format_html(
+                '<div class="transcript-message transcript-{}" style="margin:0 0 12px;padding:8px 12px;'
+                'border-left:4px solid {};background:var(--darkened-bg)">'
+                '<div style="font-size:11px;color:var(--body-quiet-color)">'
+                "<strong>{}</strong> · {} · {}{}</div>"
+                '<div class="transcript-text">{}</div>{}</div>',
+                message.role,
+                {"customer": "#2b6cb0", "assistant": "#2f855a", "agent": "#b7791f"}.get(message.role, "#999"),
+                message.get_role_display(),
+                message.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                message.get_status_display(),
+                " · " + " · ".join(details) if details else "",
+                render_markdown(message.text) if message.text else format_html("<em>{}</em>", "(no text)"),
+                images,
+            )
+        )
+    if not rows:
+        return format_html("<em>{}</em>", "No messages yet.")
+    return mark_safe("".join(rows))  # noqa: S308 - every row was built with format_html
+
+
+class TicketInline(admin.TabularInline):
+    model = Ticket
+    extra = 0
+    fields = ("status", "reason", "assignee", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = (
+        "short_id",
+        "status",
+        "channel",
+        "locale",
+        "message_count",
+        "csat_score",
+        "created_at",
+        "last_message_at",
+        "customer_ip",
+    )
+    list_filter = ("status", "channel", "locale", "created_at", "csat__score")
+    search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "id",
+        "channel",
+        "locale",
+        "customer_ip",
+        "customer_user_agent",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "last_message_at",
+        "transcript",
+    )
+    fields = (
+        "id",
+        "status",
+        "channel",
+        "locale",
+        "customer_ip",
+        "customer_user_agent",
+        "metadata",
+        "created_at",
+        "last_message_at",
+        "transcript",
+    )
+    inlines = [TicketInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        return super().get_queryset(request).annotate(message_total=Count("messages")).select_related("csat")
+
+    @admin.display(description="Conversation", ordering="created_at")
+    def short_id(self, conversation: Conversation) -> str:
+        return str(conversation.pk)[:8]
+
+    @admin.display(description="Messages", ordering="message_total")
+    def message_count(self, conversation: Any) -> int:
+        return int(conversation.message_total)
+
+    @admin.display(description="CSAT", ordering="csat__score")
+    def csat_score(self, conversation: Conversation) -> str:
+        rating = getattr(conversation, "csat", None)
+        return f"{rating.score}/5" if rating else "–"
+
+    @admin.display(description="Transcript")
+    def transcript(self, conversation: Conversation) -> SafeString:
+        return transcript_html(conversation)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "conversation_link",
+        "role",
+        "short_text",
+        "status",
+        "model",
+        "completion_tokens",
+        "first_token_latency_ms",
+        "total_latency_ms",
+        "created_at",
+    )
+    list_filter = ("role", "status", "error_code", "created_at")
+    search_fields = ("text", "conversation__id", "client_id")
+    list_select_related = ("conversation",)
+    readonly_fields = [field.name for field in Message._meta.fields]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="Conversation")
+    def conversation_link(self, message: Message) -> str:
+        return format_html(
+            '<a href="../conversation/{}/change/">{}</a>',
+            message.conversation_id,
+            str(message.conversation_id)[:8],
+        )
+
+    @admin.display(description="Text")
+    def short_text(self, message: Message) -> str:
+        return message.text[:80] + ("…" if len(message.text) > 80 else "")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    list_display = (
+        "thumbnail_preview",
+        "id",
+        "conversation",
+        "dimensions",
+        "size_kb",
+        "original_name",
+        "created_at",
+    )
+    list_filter = ("content_type", "created_at")
+    search_fields = ("id", "sha256", "original_name", "conversation__id")
+    readonly_fields = (
+        "thumbnail_preview",
+        "id",
+        "conversation",
+        "message",
+        "content_type",
+        "size",
+        "sha256",
+        "width",
+        "height",
+        "original_name",
+        "original_content_type",
+        "original_size",
+        "ocr_text",
+        "created_at",
+    )
+    exclude = ("image", "thumbnail")
+    list_select_related = ("conversation",)
+
+    @admin.display(description="Image")
+    def thumbnail_preview(self, attachment: Attachment) -> str:
+        variant = "thumbnail" if attachment.thumbnail else "image"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" style="max-height:64px;'
+            'max-width:96px;border-radius:4px"></a>',
+            attachment_url(attachment),
+            attachment_url(attachment, variant=variant),
+        )
+
+    @admin.display(description="Size (px)")
+    def dimensions(self, attachment: Attachment) -> str:
+        return f"{attachment.width}×{attachment.height}"
+
+    @admin.display(description="Size", ordering="size")
+    def size_kb(self, attachment: Attachment) -> str:
+        return f"{attachment.size / 1024:.0f} KB"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Ticket)
+class TicketAdmin(admin.ModelAdmin):
+    list_display = ("id", "conversation", "status", "assignee", "short_reason", "created_at", "resolved_at")
+    list_filter = ("status", "assignee", "created_at")
+    search_fields = ("reason", "conversation__id")
+    list_select_related = ("conversation", "assignee")
+    raw_id_fields = ("conversation",)
+
+    @admin.display(description="Reason")
+    def short_reason(self, ticket: Ticket) -> str:
+        return ticket.reason[:80]
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    list_display = ("id", "rating", "comment", "reply_text", "conversation", "created_at")
+    list_filter = ("rating", "created_at")
+    search_fields = ("comment", "message__text")
+    list_select_related = ("message", "message__conversation")
+    readonly_fields = ("message", "rating", "comment", "created_at", "updated_at")
+
+    @admin.display(description="Reply")
+    def reply_text(self, feedback: Feedback) -> str:
+        return feedback.message.text[:80]
+
+    @admin.display(description="Conversation")
+    def conversation(self, feedback: Feedback) -> str:
+        return format_html(
+            '<a href="../conversation/{}/change/">{}</a>',
+            feedback.message.conversation_id,
+            str(feedback.message.conversation_id)[:8],
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(SatisfactionRating)
+class SatisfactionRatingAdmin(admin.ModelAdmin):
+    list_display = ("id", "score", "comment", "conversation", "created_at")
+    list_filter = ("score", "created_at")
+    search_fields = ("comment", "conversation__id")
+    list_select_related = ("conversation",)
+    readonly_fields = ("conversation", "score", "comment", "created_at", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
