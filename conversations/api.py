@@ -1,0 +1,188 @@
+"""The widget's REST API: conversations, history, attachments, quick entries."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.http import FileResponse, HttpRequest, JsonResponse
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from conversations import selectors, services
+from conversations.images import ImageRejected
+from conversations.models import Attachment, Conversation
+from conversations.serializers import ATTACHMENT_SIGNING_SALT, attachment_data, message_data
+from cs_platform.client_ip import client_ip_from_request
+from knowledge.selectors import quick_entry_list
+
+
+class ApiError(exceptions.APIException):
+    """An error with our own code, rendered as {"code", "detail"}."""
+
+    def __init__(self, code: str, detail: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> None:
+        super().__init__(detail=detail, code=code)
+        self.status_code = status_code
+
+
+def exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API error as {"code": ..., "detail": ...}."""
+    response = drf_exception_handler(error, context)
+    if response is None:
+        return None
+    if isinstance(error, exceptions.ValidationError):
+        from conversations.frames import first_error
+
+        response.data = {"code": "invalid_request", "detail": first_error(error.detail)}
+    elif isinstance(error, exceptions.APIException):
+        codes = error.get_codes()
+        response.data = {"code": codes if isinstance(codes, str) else "error", "detail": str(error.detail)}
+    return response
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            "not_authenticated", "Send the conversation's token as 'Authorization: Bearer <token>'.", 401
+        )
+    return token.strip()
+
+
+def authorised_conversation(request: Request, conversation_id: uuid.UUID) -> Conversation:
+    """The conversation named in the URL, if the request carries its token; else 401."""
+    conversation = selectors.conversation_get_by_token(
+        conversation_id=conversation_id, token=_bearer_token(request)
+    )
+    if conversation is None:
+        raise ApiError("invalid_token", "This token does not open this conversation.", 401)
+    return conversation
+
+
+def _locale_from_accept_language(header: str) -> str:
+    for part in header.split(","):
+        language = part.split(";")[0].strip().lower()
+        if language.startswith("zh"):
+            return Conversation.Locale.ZH_HANS
+        if language.startswith("en"):
+            return Conversation.Locale.EN
+    return Conversation.Locale.EN
+
+
+class ConversationCreateInput(serializers.Serializer[Any]):
+    locale = serializers.ChoiceField(choices=Conversation.Locale.choices, required=False)
+    metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        if len(json.dumps(value)) > 4000:
+            raise serializers.ValidationError("Metadata is limited to 4000 characters of JSON.")
+        return value
+
+
+@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="30/m", block=False), name="post")
+class ConversationCreateApi(APIView):
+    def post(self, request: Request) -> Response:
+        if getattr(request, "limited", False):
+            raise ApiError(
+                "rate_limited", "Too many new conversations from this address; try again shortly.", 429
+            )
+        payload = ConversationCreateInput(data=request.data or {})
+        payload.is_valid(raise_exception=True)
+        locale = payload.validated_data.get("locale") or _locale_from_accept_language(
+            request.headers.get("Accept-Language", "")
+        )
+        conversation, token = services.conversation_create(
+            locale=locale,
+            metadata=payload.validated_data["metadata"],
+            customer_ip=client_ip_from_request(request),
+            customer_user_agent=request.headers.get("User-Agent", ""),
+        )
+        return Response(
+            {"id": str(conversation.pk), "token": token, "ws_path": f"/ws/conversations/{conversation.pk}/"},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class MessageListApi(APIView):
+    def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        conversation = authorised_conversation(request, conversation_id)
+        messages = selectors.message_list(conversation=conversation)
+        return Response({"messages": [message_data(message) for message in messages]})
+
+
+@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="60/m", block=False), name="post")
+class AttachmentUploadApi(APIView):
+    parser_classes = [MultiPartParser, JSONParser]
+
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        conversation = authorised_conversation(request, conversation_id)
+        if getattr(request, "limited", False):
+            raise ApiError("rate_limited", "Too many uploads; please wait a minute.", 429)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ApiError("no_file", "Send the image as multipart form data in the field 'file'.")
+        try:
+            attachment = services.attachment_create(
+                conversation=conversation,
+                source=upload,
+                original_name=upload.name or "",
+                original_content_type=upload.content_type or "",
+            )
+        except ImageRejected as error:
+            raise ApiError(error.code, error.detail, error.http_status) from error
+        return Response(attachment_data(attachment), status=status.HTTP_201_CREATED)
+
+
+class FaqListApi(APIView):
+    def get(self, request: Request) -> Response:
+        locale = request.query_params.get("locale") or _locale_from_accept_language(
+            request.headers.get("Accept-Language", "")
+        )
+        if locale not in Conversation.Locale.values:
+            raise ApiError(
+                "invalid_locale", f"locale must be one of {', '.join(Conversation.Locale.values)}."
+            )
+        entries = quick_entry_list(locale=locale)
+        return Response({"entries": [{"id": entry.pk, "question": entry.question} for entry in entries]})
+
+
+def attachment_file(
+    request: HttpRequest, attachment_id: uuid.UUID, variant: str
+) -> FileResponse | JsonResponse:
+    """Serve an attachment's image or thumbnail to whoever holds a valid, unexpired signed link."""
+    signature = request.GET.get("signature", "")
+    signer = signing.TimestampSigner(salt=ATTACHMENT_SIGNING_SALT)
+    try:
+        value = signer.unsign(
+            f"{attachment_id}.{variant}:{signature}", max_age=settings.ATTACHMENT_URL_MAX_AGE_SECONDS
+        )
+    except signing.SignatureExpired:
+        return JsonResponse(
+            {"code": "link_expired", "detail": "This link has expired; reload the conversation."}, status=403
+        )
+    except signing.BadSignature:
+        return JsonResponse({"code": "invalid_signature", "detail": "This link is not valid."}, status=403)
+    if value != f"{attachment_id}.{variant}":
+        return JsonResponse({"code": "invalid_signature", "detail": "This link is not valid."}, status=403)
+    attachment = Attachment.objects.filter(pk=attachment_id).first()
+    if attachment is None:
+        return JsonResponse({"code": "not_found", "detail": "No such attachment."}, status=404)
+    field = attachment.thumbnail if variant == "thumbnail" else attachment.image
+    if not field:
+        return JsonResponse({"code": "not_found", "detail": "No such file."}, status=404)
+    response = FileResponse(field.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Disposition"] = "inline"
+    return response

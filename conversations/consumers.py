@@ -1,0 +1,240 @@
+"""The customer's websocket: authorise in the first frame, then chat, cancel, rate and hand off."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from rest_framework import serializers
+
+from conversations import events, frames, selectors, services
+from conversations.models import Conversation
+from conversations.serializers import message_data
+from cs_platform.ratelimit import rate_limit_exceeded
+
+logger = logging.getLogger(__name__)
+
+CLOSE_CODE_UNAUTHORISED = 4401
+
+
+def _ready_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "type": "ready",
+        "conversation": str(conversation.pk),
+        "messages": [message_data(message) for message in selectors.message_list(conversation=conversation)],
+        "pending_reply": selectors.reply_pending_snapshot(conversation=conversation),
+    }
+
+
+def _post_message(conversation: Conversation, data: dict[str, Any]) -> dict[str, Any]:
+    posted = services.message_post(
+        conversation=conversation,
+        text=data["text"],
+        client_id=data["client_id"],
+        attachment_ids=data["attachments"],
+    )
+    message = selectors.message_list_by_ids(ids=[posted.message.pk])[0]
+    return {
+        "message": message_data(message),
+        "reply_id": posted.reply.pk if posted.reply else None,
+        "reply_streaming": bool(posted.reply and posted.created),
+    }
+
+
+def _cancel_reply(conversation: Conversation, reply_id: int) -> dict[str, Any] | None:
+    outcome = services.reply_cancel(conversation=conversation, reply_id=reply_id)
+    if not outcome.cancelled_here:
+        return None  # its worker was told and will send reply.done itself
+    return events.reply_done_event(outcome.reply)
+
+
+class ConversationConsumer(AsyncJsonWebsocketConsumer):
+    """One customer socket on one conversation; replies reach it through the conversation's group."""
+
+    conversation: Conversation | None
+    # For each reply in progress at `ready`: the last delta already in its snapshot.
+    delta_floor: dict[int, int]
+
+    async def connect(self) -> None:
+        self.conversation = None
+        self.delta_floor = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.conversation is not None:
+            await self.channel_layer.group_discard(
+                events.conversation_group(self.conversation.pk), self.channel_name
+            )
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if text_data is None:
+            await self.send_error("invalid_frame", "Frames are JSON text, not binary.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", "The frame is not valid JSON.")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.send_error("invalid_frame", 'A frame is a JSON object with a "type".')
+            return
+        frame_type = content["type"]
+        if self.conversation is None:
+            if frame_type == "hello":
+                await self.frame_hello(content)
+            else:
+                await self.send_error("not_authenticated", 'Send {"type": "hello", "token": ...} first.')
+            return
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "message": self.frame_message,
+            "cancel": self.frame_cancel,
+            "feedback": self.frame_feedback,
+            "csat": self.frame_csat,
+            "handoff": self.frame_handoff,
+        }
+        handler = handlers.get(frame_type)
+        if handler is None:
+            detail = (
+                "Already authenticated." if frame_type == "hello" else f"Unknown frame type {frame_type!r}."
+            )
+            await self.send_error(
+                "unknown_type" if frame_type != "hello" else "already_authenticated", detail
+            )
+            return
+        try:
+            await handler(content)
+        except services.ServiceError as error:
+            await self.send_error(error.code, error.detail, content)
+
+    async def send_error(self, code: str, detail: str, frame: dict[str, Any] | None = None) -> None:
+        error: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+        if frame and frame.get("type") == "message" and isinstance(frame.get("client_id"), str):
+            error["client_id"] = frame["client_id"]
+        await self.send_json(error)
+
+    async def _validated(
+        self, serializer_class: type[serializers.Serializer[Any]], frame: dict[str, Any]
+    ) -> Any:
+        serializer = serializer_class(data=frame)
+        if not serializer.is_valid():
+            await self.send_error("invalid_frame", frames.first_error(serializer.errors), frame)
+            return None
+        return serializer.validated_data
+
+    async def frame_hello(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.HelloFrame, frame)
+        if data is None:
+            return
+        conversation = await database_sync_to_async(selectors.conversation_get_by_token)(
+            conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"], token=data["token"]
+        )
+        if conversation is None:
+            await self.close(code=CLOSE_CODE_UNAUTHORISED)
+            return
+        # Join first, then read the snapshot: a delta is then in the snapshot, or arrives here, or both.
+        await self.channel_layer.group_add(events.conversation_group(conversation.pk), self.channel_name)
+        self.conversation = conversation
+        ready = await database_sync_to_async(_ready_payload)(conversation)
+        pending = ready["pending_reply"]
+        if pending is not None:
+            self.delta_floor[pending["reply_id"]] = pending["seq"]
+        await self.send_json(ready)
+
+    async def frame_message(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.MessageFrame, frame)
+        if data is None:
+            return
+        assert self.conversation is not None
+        if await rate_limit_exceeded(
+            key=f"ws-message:{self.conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE
+        ):
+            await self.send_error(
+                "rate_limited", "Too many messages; please wait a minute before sending more.", frame
+            )
+            return
+        posted = await database_sync_to_async(_post_message)(self.conversation, data)
+        await self.send_json(
+            {
+                "type": "message.accepted",
+                "client_id": str(data["client_id"]),
+                "message": posted["message"],
+                "reply_id": posted["reply_id"],
+            }
+        )
+        if posted["reply_streaming"]:
+            await self.send_json({"type": "reply.started", "reply_id": posted["reply_id"]})
+
+    async def frame_cancel(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.CancelFrame, frame)
+        if data is None:
+            return
+        done = await database_sync_to_async(_cancel_reply)(self.conversation, data["reply_id"])
+        if done is not None:
+            await self.send_json(done)
+
+    async def frame_feedback(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.FeedbackFrame, frame)
+        if data is None:
+            return
+        feedback = await database_sync_to_async(services.feedback_record)(
+            conversation=self.conversation,
+            message_id=data["message_id"],
+            rating=data["rating"],
+            comment=data["comment"],
+        )
+        await self.send_json(
+            {"type": "feedback.saved", "message_id": feedback.message_id, "rating": feedback.rating}
+        )
+
+    async def frame_csat(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.CsatFrame, frame)
+        if data is None:
+            return
+        rating = await database_sync_to_async(services.csat_record)(
+            conversation=self.conversation, score=data["score"], comment=data["comment"]
+        )
+        await self.send_json({"type": "csat.saved", "score": rating.score})
+
+    async def frame_handoff(self, frame: dict[str, Any]) -> None:
+        data = await self._validated(frames.HandoffFrame, frame)
+        if data is None:
+            return
+        ticket = await database_sync_to_async(services.handoff_request)(
+            conversation=self.conversation, reason=data["reason"]
+        )
+        await self.send_json({"type": "handoff.started", "ticket_id": ticket.pk})
+
+    # Events from the conversation's group, named after their types.
+
+    async def reply_started(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def reply_delta(self, event: dict[str, Any]) -> None:
+        floor = self.delta_floor.get(event["reply_id"])
+        if floor is not None and event["seq"] <= floor:
+            return  # already in the text this socket got with `ready`
+        await self.send_json(event)
+
+    async def reply_done(self, event: dict[str, Any]) -> None:
+        self.delta_floor.pop(event["reply_id"], None)
+        await self.send_json(event)
+
+    async def reply_error(self, event: dict[str, Any]) -> None:
+        self.delta_floor.pop(event["reply_id"], None)
+        await self.send_json(event)
+
+    async def agent_joined(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def agent_message(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)

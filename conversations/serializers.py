@@ -1,0 +1,43 @@
+"""The one shape of a message (and its attachments) used by REST responses and websocket frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import signing
+from django.urls import reverse
+
+from conversations.models import Attachment, Message
+
+ATTACHMENT_SIGNING_SALT = "conversations.attachment"
+
+
+def attachment_url(attachment: Attachment, *, variant: str = "image") -> str:
+    """A signed link to an attachment's file that expires (ATTACHMENT_URL_MAX_AGE_SECONDS)."""
+    signed = signing.TimestampSigner(salt=ATTACHMENT_SIGNING_SALT).sign(f"{attachment.pk}.{variant}")
+    path = reverse("widget-attachment-file", kwargs={"attachment_id": attachment.pk, "variant": variant})
+    return f"{path}?signature={signed.split(':', 1)[1]}"
+
+
+def attachment_data(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": str(attachment.pk),
+        "content_type": attachment.content_type,
+        "width": attachment.width,
+        "height": attachment.height,
+        "url": attachment_url(attachment),
+        "thumbnail_url": attachment_url(attachment, variant="thumbnail") if attachment.thumbnail else None,
+    }
+
+
+def message_data(message: Message) -> dict[str, Any]:
+    """A message as clients see it; attachments should be prefetched by the caller."""
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "text": message.text,
+        "status": message.status,
+        "attachments": [attachment_data(attachment) for attachment in message.attachments.all()],
+        "citations": message.citations,
+        "created_at": message.created_at.isoformat(),
+    }
