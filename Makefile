@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/cs_platform \
 	REDIS_URL=redis://127.0.0.1:6379/1 \
+	DATABASE_CONN_MAX_AGE=0 \
 	SECRET_KEY=test-only-secret-key
 
 .PHONY: install run test lint typecheck pytest format bench

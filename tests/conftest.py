@@ -1,0 +1,62 @@
+"""Shared fixtures: real PostgreSQL and Redis (from the environment), a scripted inference server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from conversations import services
+from tests.scripted_inference import ScriptedInferenceServer
+
+_real_reply_generation_enqueue = services._reply_generation_enqueue
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis() -> None:
+    """Start the run with an empty Redis database: no channel groups or counters from earlier runs."""
+    if django_settings.REDIS_URL:
+        redis.Redis.from_url(django_settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: Any, tmp_path: Path) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def enqueued_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Replies queued for generation, recorded instead of run: most tests check only what was queued.
+
+    Tests that want replies generated use `live_replies`.
+    """
+    queued: list[int] = []
+    monkeypatch.setattr(services, "_reply_generation_enqueue", lambda *, reply_id: queued.append(reply_id))
+    return queued
+
+
+@pytest.fixture
+def scripted_inference(settings: Any) -> Iterator[ScriptedInferenceServer]:
+    """A scripted OpenAI-compatible server, configured as the only inference server."""
+    server = ScriptedInferenceServer().start()
+    settings.INFERENCE_BASE_URLS = [server.base_url]
+    settings.INFERENCE_MODEL = ""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_replies(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, scripted_inference: ScriptedInferenceServer
+) -> ScriptedInferenceServer:
+    """Replies are generated for real, in-process, against the scripted server."""
+    monkeypatch.setattr(services, "_reply_generation_enqueue", _real_reply_generation_enqueue)
+    settings.REPLY_GENERATION_IN_PROCESS = True
+    settings.INFERENCE_BASE_URLS = [scripted_inference.base_url]
+    return scripted_inference
