@@ -29,7 +29,7 @@ class ConversationFactory(factory.django.DjangoModelFactory):
     def _create(cls, model_class: type[Conversation], *args: Any, **kwargs: Any) -> Conversation:
         token = kwargs.pop("token")
         conversation = super()._create(model_class, *args, **kwargs)
-        conversation.token = token  # type: ignore[attr-defined]
+        conversation.token = token
         return conversation
 
 
