@@ -31,11 +31,11 @@ async def connect(
 
 
 async def receive_until(
-    communicator: WebsocketCommunicator, *types: str, timeout: float = 10
+    communicator: WebsocketCommunicator, *types: str, wait: float = 10
 ) -> list[dict[str, Any]]:
     frames = []
     while True:
-        frame = await communicator.receive_json_from(timeout=timeout)
+        frame = await communicator.receive_json_from(timeout=wait)
         frames.append(frame)
         if frame["type"] in types:
             return frames
