@@ -421,3 +421,18 @@ def _store_once(path: str, data: bytes) -> str:
     if default_storage.exists(path):
         return path
     return default_storage.save(path, ContentFile(data))
+
+
+def attachment_ocr_text(*, attachment: Attachment) -> str:
+    """The text OCR reads in an attachment, read once and kept; "" when there is none or no Tesseract."""
+    from conversations.ocr import image_text
+
+    if attachment.ocr_text is not None:
+        return attachment.ocr_text
+    with attachment.image.open("rb") as image_file:
+        text = image_text(image_file)
+    if text is None:
+        return ""  # Tesseract is not installed: try again once it is
+    Attachment.objects.filter(pk=attachment.pk).update(ocr_text=text)
+    attachment.ocr_text = text
+    return text

@@ -200,6 +200,10 @@ ATTACHMENT_MAX_SIDE = env.int("ATTACHMENT_MAX_SIDE", default=2048)
 # Qwen-VL spends one visual token per 28x28 px patch: 1,605,632 px is at most 2048 visual tokens.
 ATTACHMENT_MAX_PIXELS = env.int("ATTACHMENT_MAX_PIXELS", default=2048 * 28 * 28)
 ATTACHMENT_URL_MAX_AGE_SECONDS = env.int("ATTACHMENT_URL_MAX_AGE_SECONDS", default=3600)
+# OCR for text-only models (INFERENCE_VISION=false), where Tesseract is installed.
+OCR_LANGUAGES = env.str("OCR_LANGUAGES", default="chi_sim+eng")
+OCR_TIMEOUT_SECONDS = env.int("OCR_TIMEOUT_SECONDS", default=20)
+OCR_MAX_CHARS = env.int("OCR_MAX_CHARS", default=2000)
 
 # The widget: who may embed it and call its API from a browser.
 WIDGET_ALLOWED_ORIGINS: list[str] = env.list("WIDGET_ALLOWED_ORIGINS", default=[])

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from conversations.models import Attachment, Message
+from conversations.services import attachment_ocr_text
 from inference.client import ChatRequest
 from inference.models import AssistantProfile
 
@@ -80,13 +81,14 @@ def system_prompt(*, profile: ProfileSettings, locale: str) -> str:
     return f"Your name is {profile.name}.\n{profile.instructions.strip()}\n{policy}".strip()
 
 
-def _image_placeholder(attachment: Attachment, *, seen: bool) -> str:
-    if seen:
+def _image_placeholder(attachment: Attachment) -> str:
+    """What a prompt says in place of an image the model will not see."""
+    if settings.INFERENCE_VISION:
         return "[An earlier image from the customer, no longer shown.]"
     text = f"[The customer attached an image ({attachment.width}×{attachment.height}) that you cannot see."
-    ocr_text = getattr(attachment, "ocr_text", "")
+    ocr_text = attachment_ocr_text(attachment=attachment)
     if ocr_text:
-        text += f" Text read from it by OCR:\n{ocr_text.strip()}\n"
+        text += f" Text read from it by OCR:\n{ocr_text}\n"
     return text + "]"
 
 
@@ -164,7 +166,7 @@ def _message_entry(message: Message, *, images_left: int) -> tuple[dict[str, Any
                 cost += (attachment.width // 28 + 1) * (attachment.height // 28 + 1)
                 images_left -= 1
             else:
-                placeholder = _image_placeholder(attachment, seen=settings.INFERENCE_VISION)
+                placeholder = _image_placeholder(attachment)
                 parts.append({"type": "text", "text": placeholder})
                 cost += estimate_tokens(placeholder)
         if message.text:
