@@ -111,6 +111,9 @@ class ReplyGeneration:
     model: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Content chunks received: the completion's token count when the server reports no usage
+    # (llama.cpp and vLLM stream one token per chunk).
+    chunks_received: int = 0
     first_token_at: Any = None
     last_flush: float = 0.0
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
@@ -221,6 +224,7 @@ class ReplyGeneration:
             return False
         if self.first_token_at is None:
             self.first_token_at = timezone.now()
+        self.chunks_received += 1
         self.pending += event.text
         return True
 
@@ -256,7 +260,9 @@ class ReplyGeneration:
             status=outcome.status,
             model=self.model,
             prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
+            completion_tokens=self.chunks_received
+            if self.completion_tokens is None
+            else self.completion_tokens,
             first_token_latency_ms=_milliseconds(self.first_token_at - self.created_at)
             if self.first_token_at
             else None,

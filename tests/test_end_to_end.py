@@ -1,0 +1,314 @@
+"""The real thing: daphne, a Celery worker and beat as separate processes, PostgreSQL, Redis, and the
+llama.cpp server with the gemma 270M model; and the embedded default as `make run` starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conversations.models import Message
+from inference.local_model import LocalModelServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
+    """llama.cpp's OpenAI-compatible server with the gemma 270M model from PyPI."""
+    server = LocalModelServer(log_path=tmp_path_factory.mktemp("gemma") / "llama.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Stack:
+    base_url: str
+    processes: dict[str, subprocess.Popen[bytes]]
+    logs: Path
+    env: dict[str, str]
+
+    def start_worker(self) -> None:
+        """Start (or, like a process supervisor, restart) the Celery worker."""
+        self.processes["worker"] = _start(
+            [sys.executable, "-m", "celery", "-A", "cs_platform", "worker", "--loglevel=INFO",
+             "--concurrency=1", "--without-gossip", "--without-mingle"],
+            self.env,
+            self.logs / "worker.log",
+        )  # fmt: skip
+
+
+def _wait_until(predicate: Any, *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def production_stack(
+    transactional_db: None, gemma_server: LocalModelServer, tmp_path: Path
+) -> Iterator[Stack]:
+    """daphne + Celery worker + beat on the test database, a Redis database of their own, and gemma."""
+    database = settings.DATABASES["default"]
+    port = free_port()
+    redis_url = "redis://127.0.0.1:6379/3"
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "end-to-end-test-secret",
+        "INFERENCE_BASE_URL": gemma_server.base_url,
+        "INFERENCE_CONTEXT_TOKENS": str(gemma_server.context_tokens),
+        "INFERENCE_SYSTEM_PROMPT_IN_USER_TURN": "true",
+        "INFERENCE_VISION": "false",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "REPLY_HEARTBEAT_SECONDS": "1",
+        "REPLY_STALLED_AFTER_SECONDS": "5",
+        "REPLY_SWEEP_INTERVAL_SECONDS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = {
+        "daphne": _start(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "cs_platform.asgi:application"],
+            env,
+            logs / "daphne.log",
+        ),
+        "beat": _start(
+            [sys.executable, "-m", "celery", "-A", "cs_platform", "beat", "--loglevel=INFO",
+             f"--schedule={tmp_path / 'beat-schedule'}"],
+            env,
+            logs / "beat.log",
+        ),
+    }  # fmt: skip
+    stack = Stack(base_url=f"http://127.0.0.1:{port}", processes=processes, logs=logs, env=env)
+    stack.start_worker()
+    try:
+        _wait_until(lambda: _answers(f"{stack.base_url}/healthz"), seconds=60, what="daphne")
+        _wait_until(
+            lambda: "ready." in (logs / "worker.log").read_text(), seconds=60, what="the Celery worker"
+        )
+        yield stack
+    finally:
+        for process in processes.values():
+            _stop(process)
+        for log in sorted(logs.iterdir()):
+            print(f"----- {log.name} -----\n{log.read_text()[-3000:]}")
+
+
+async def _open_conversation(base_url: str) -> tuple[dict[str, Any], Any]:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{base_url}/api/widget/conversations", json={"locale": "en"})
+    assert response.status_code == 201, response.text
+    conversation = response.json()
+    socket = await websockets.connect(
+        base_url.replace("http", "ws") + conversation["ws_path"], origin=base_url
+    )
+    await socket.send(json.dumps({"type": "hello", "token": conversation["token"]}))
+    ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+    assert ready["type"] == "ready"
+    assert ready["messages"] == []
+    return conversation, socket
+
+
+async def _frames_until(socket: Any, *types: str, seconds: float) -> list[dict[str, Any]]:
+    frames = []
+    async with asyncio.timeout(seconds):
+        while True:
+            frame = json.loads(await socket.recv())
+            frames.append(frame)
+            if frame["type"] in types:
+                return frames
+
+
+async def test_it_streams_a_real_reply_through_daphne_celery_and_llama_cpp(production_stack: Stack) -> None:
+    _, socket = await _open_conversation(production_stack.base_url)
+    async with socket:
+        client_id = str(uuid.uuid4())
+        await socket.send(
+            json.dumps(
+                {"type": "message", "client_id": client_id, "text": "Hello, how do I return a parcel?"}
+            )
+        )
+        frames = await _frames_until(socket, "reply.done", "reply.error", seconds=120)
+
+    accepted, started, *deltas, done = frames
+    assert accepted["type"] == "message.accepted"
+    assert accepted["client_id"] == client_id
+    assert started == {"type": "reply.started", "reply_id": accepted["reply_id"]}
+    assert done["type"] == "reply.done", done
+    assert deltas, "the reply streamed no deltas"
+    assert all(delta["type"] == "reply.delta" for delta in deltas)
+    assert [delta["seq"] for delta in deltas] == list(range(len(deltas)))
+    streamed = "".join(delta["text"] for delta in deltas)
+    saved = await database_sync_to_async(Message.objects.get)(pk=accepted["reply_id"])
+    assert streamed == saved.text == done["message"]["text"]
+    assert saved.text.strip()
+    assert saved.status == Message.Status.COMPLETE
+    assert saved.model == "gemma-3-270m"
+    assert saved.completion_tokens is not None
+    assert saved.completion_tokens > 0
+    customer_message = await database_sync_to_async(Message.objects.get)(pk=accepted["message"]["id"])
+    assert customer_message.text == "Hello, how do I return a parcel?"
+
+
+async def test_it_tells_the_customer_when_the_worker_is_killed_mid_reply(production_stack: Stack) -> None:
+    _, socket = await _open_conversation(production_stack.base_url)
+    async with socket:
+        await socket.send(
+            json.dumps(
+                {
+                    "type": "message",
+                    "client_id": str(uuid.uuid4()),
+                    "text": "Write a long, detailed guide to returning parcels, with twenty numbered steps.",
+                }
+            )
+        )
+        frames = await _frames_until(socket, "reply.delta", "reply.done", "reply.error", seconds=120)
+        assert frames[-1]["type"] == "reply.delta", frames
+        reply_id = frames[-1]["reply_id"]
+        # Kill the worker's whole process group at once: no chance to save or say anything.
+        worker = production_stack.processes["worker"]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        killed_at = time.monotonic()
+        # Its supervisor starts a new worker, which runs the sweeper; the dead one's job is not redone.
+        production_stack.start_worker()
+        frames = await _frames_until(socket, "reply.done", "reply.error", seconds=60)
+
+    error = frames[-1]
+    assert error["type"] == "reply.error", error
+    assert error["reply_id"] == reply_id
+    assert error["code"] == "worker_lost"
+    assert "try again" in error["detail"]
+    assert time.monotonic() - killed_at < 60
+    reply = await database_sync_to_async(Message.objects.get)(pk=reply_id)
+    assert reply.status == Message.Status.FAILED
+    assert reply.error_code == "worker_lost"
+    # What the customer saw before the worker died is kept.
+    assert reply.text == error["message"]["text"]
+
+
+@pytest.fixture
+def embedded_platform(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`manage.py run_embedded`, as `make run` starts it: SQLite, in-memory layer, its own llama.cpp."""
+    port, model_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_BROKER_URL", "INFERENCE_BASE_URL"}
+    }
+    env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "embedded.log"
+    process = _start(
+        [sys.executable, "manage.py", "run_embedded", "--port", str(port), "--model-port", str(model_port)],
+        env,
+        log,
+    )
+    try:
+        _wait_until(
+            lambda: "Press Ctrl+C to stop." in log.read_text(), seconds=240, what="the embedded platform"
+        )
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        _stop(process)
+        print(log.read_text()[-3000:])
+
+
+async def test_it_runs_the_embedded_default_end_to_end(
+    embedded_platform: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base_url, process, log = embedded_platform
+    output = log.read_text()
+    assert f"Chat:   {base_url}/chat/" in output
+    password = re.search(r"user: admin, password: (\S+)\)", output)
+    assert password, output
+
+    conversation, socket = await _open_conversation(base_url)
+    async with socket:
+        await socket.send(
+            json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": "Hi! Who are you?"})
+        )
+        frames = await _frames_until(socket, "reply.done", "reply.error", seconds=120)
+    done = frames[-1]
+    assert done["type"] == "reply.done", done
+    streamed = "".join(frame["text"] for frame in frames if frame["type"] == "reply.delta")
+    assert streamed == done["message"]["text"]
+    assert streamed.strip()
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        history = await http.get(
+            f"/api/widget/conversations/{conversation['id']}/messages",
+            headers={"Authorization": f"Bearer {conversation['token']}"},
+        )
+        assert [(message["role"], message["status"]) for message in history.json()["messages"]] == [
+            ("customer", "complete"),
+            ("assistant", "complete"),
+        ]
+        chat_page = await http.get("/chat/")
+        assert chat_page.status_code == 200
+        # Both messages show in admin: log in as the printed admin and open the conversation.
+        login_page = await http.get("/admin/login/")
+        csrf = http.cookies["csrftoken"]
+        await http.post(
+            "/admin/login/?next=/admin/",
+            data={"username": "admin", "password": password.group(1), "csrfmiddlewaretoken": csrf},
+            headers={"Referer": f"{base_url}/admin/login/"},
+        )
+        assert login_page.status_code == 200
+        page = await http.get(f"/admin/conversations/conversation/{conversation['id']}/change/")
+    assert page.status_code == 200
+    assert "Hi! Who are you?" in page.text
+    assert "transcript-assistant" in page.text
+    assert process.poll() is None
