@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 from channels.db import database_sync_to_async
 from django.conf import settings
 
