@@ -154,7 +154,7 @@ async def _open_conversation(base_url: str) -> tuple[dict[str, Any], Any]:
     assert response.status_code == 201, response.text
     conversation = response.json()
     socket = await websockets.connect(
-        base_url.replace("http", "ws") + conversation["ws_path"], origin=base_url
+        base_url.replace("http", "ws") + conversation["ws_path"], origin=Origin(base_url)
     )
     await socket.send(json.dumps({"type": "hello", "token": conversation["token"]}))
     ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
