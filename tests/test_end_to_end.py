@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from websockets.typing import Origin
 from channels.db import database_sync_to_async
 from django.conf import settings
+from websockets.typing import Origin
 
 from conversations.models import Message
 from inference.local_model import LocalModelServer, free_port
