@@ -217,6 +217,10 @@ WIDGET_ALLOWED_ORIGINS: list[str] = env.list("WIDGET_ALLOWED_ORIGINS", default=[
 CORS_ALLOWED_ORIGINS = WIDGET_ALLOWED_ORIGINS
 CORS_URLS_REGEX = r"^/api/widget/.*$"
 
+# /metrics (Prometheus) is not public: these addresses, or a bearer token.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # Customers: messages a conversation may send per minute over the websocket.
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
 RATELIMIT_USE_CACHE = "default"

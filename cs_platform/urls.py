@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from conversations.views import chat_page
-from cs_platform import health
+from cs_platform import health, metrics
 
 admin.site.site_header = "Customer service platform"
 admin.site.site_title = "Customer service"
@@ -16,4 +16,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]
