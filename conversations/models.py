@@ -129,6 +129,9 @@ class Attachment(models.Model):
     original_name = models.CharField(max_length=255, blank=True)
     original_content_type = models.CharField(max_length=64, blank=True)
     original_size = models.PositiveIntegerField(default=0)
+    # The upload's size as displayed (after EXIF rotation), before normalisation scaled it.
+    original_width = models.PositiveIntegerField(default=0)
+    original_height = models.PositiveIntegerField(default=0)
     position = models.PositiveSmallIntegerField(default=0, help_text="Order within its message.")
     # Text read by OCR for text-only models; None until it was needed, "" if nothing was read.
     ocr_text = models.TextField(null=True, blank=True)  # noqa: DJ001 - None (not yet read) differs from ""
@@ -173,8 +176,8 @@ class Feedback(models.Model):
     """A customer's thumbs up or down on one assistant reply."""
 
     class Rating(models.IntegerChoices):
-        UP = 1, "👍 Helpful"
-        DOWN = -1, "👎 Not helpful"
+        UP = 1, "Helpful"
+        DOWN = -1, "Not helpful"
 
     message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
     rating = models.SmallIntegerField(choices=Rating.choices)

@@ -409,6 +409,8 @@ def attachment_create(
         original_name=original_name[:255],
         original_content_type=original_content_type[:64],
         original_size=original_size,
+        original_width=image.original_width,
+        original_height=image.original_height,
     )
     attachment.image.name = _store_once(attachment_path(attachment, ""), image.data)
     attachment.thumbnail.name = _store_once(attachment_thumbnail_path(attachment, ""), image.thumbnail)
