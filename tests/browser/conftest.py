@@ -1,0 +1,132 @@
+"""Browser tests: daphne as a separate process on the test database, replies generated in-process
+against a scripted inference server, and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from inference.local_model import free_port
+from tests.scripted_inference import ScriptedInferenceServer
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make between
+# browser steps are ordinary synchronous calls all the same.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+pytestmark = pytest.mark.browser
+
+
+@dataclass
+class Platform:
+    url: str
+    inference: ScriptedInferenceServer
+    log: Path
+    embedding_origin: str
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Playwright]:
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def host_page_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain web server on another origin, for pages that embed the widget with embed.js."""
+    root = tmp_path / "host-site"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def platform(
+    transactional_db: None, scripted_inference: ScriptedInferenceServer, tmp_path: Path, host_page_server: Any
+) -> Iterator[Platform]:
+    """The platform served by daphne in its own process, on the test database."""
+    database = settings.DATABASES["default"]
+    port = free_port()
+    embedding_origin = host_page_server[0]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": "redis://127.0.0.1:6379/4",
+        "SECRET_KEY": "browser-test-secret",
+        "REPLY_GENERATION_IN_PROCESS": "true",
+        "INFERENCE_BASE_URL": scripted_inference.base_url,
+        "INFERENCE_VISION": "true",
+        "WHITENOISE_USE_FINDERS": "true",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "WIDGET_ALLOWED_ORIGINS": embedding_origin,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "daphne.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cs_platform.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"daphne did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Platform(url=url, inference=scripted_inference, log=log, embedding_origin=embedding_origin)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        print(log.read_text()[-4000:])

@@ -1,0 +1,300 @@
+"""The customer widget in headless Chromium: streaming, images, history, safety, feedback, embedding."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from PIL import Image
+from playwright.sync_api import Browser, Dialog, Page, Request, ViewportSize, expect
+
+from conversations.models import Attachment, Feedback, Message
+from tests.browser.conftest import SCREENSHOTS, Platform
+from tests.factories import FaqEntryFactory
+from tests.scripted_inference import Script
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=375, height=740)
+
+
+@pytest.fixture
+def quick_entries() -> None:
+    for position, question in enumerate(["查订单", "开发票", "退换货"]):
+        FaqEntryFactory(question=question, locale="zh-Hans", position=position)
+    for position, question in enumerate(["Where is my order?", "I need an invoice", "Returns and exchanges"]):
+        FaqEntryFactory(question=question, locale="en", position=position)
+
+
+def open_chat(
+    browser: Browser,
+    platform: Platform,
+    *,
+    viewport: ViewportSize = DESKTOP,
+    locale: str = "en-US",
+    is_mobile: bool = False,
+) -> Page:
+    context = browser.new_context(viewport=viewport, locale=locale, is_mobile=is_mobile, has_touch=is_mobile)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors  # type: ignore[attr-defined]
+    page.goto(f"{platform.url}/chat/")
+    expect(page.get_by_test_id("composer-input")).to_be_visible()
+    return page
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_test_id("composer-input").fill(text)
+    page.get_by_test_id("composer-input").press("Enter")
+
+
+def last_assistant_text(page: Page) -> Any:
+    return page.locator('[data-testid="message"][data-role="assistant"]').last.get_by_test_id("message-text")
+
+
+def wait_for_reply_done(page: Page) -> None:
+    expect(
+        page.locator('[data-testid="message"][data-role="assistant"][data-status="complete"]')
+    ).not_to_have_count(0, timeout=45_000)
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+def test_it_streams_a_reply_as_the_customer_watches(browser: Browser, platform: Platform, quick_entries: None,
+                                                     screenshots: Path) -> None:  # fmt: skip
+    tokens = ["Sure", "! ", "Invoices ", "are ", "in ", "**My orders → Invoice**", ". ", "Anything ", "else?"]
+    platform.inference.enqueue(Script(tokens=tokens, first_token_delay=0.8, token_delay=0.25))
+    page = open_chat(browser, platform)
+
+    send(page, "How do I get an invoice?")
+
+    customer = page.locator('[data-testid="message"][data-role="customer"]').last
+    expect(customer.get_by_test_id("message-text")).to_have_text("How do I get an invoice?")
+    expect(page.get_by_test_id("thinking")).to_be_visible()
+    expect(page.get_by_test_id("stop-button")).to_be_visible()
+    # The reply grows while it streams: some of it shows before all of it.
+    expect(last_assistant_text(page)).to_contain_text("Invoices", timeout=10_000)
+    partial = last_assistant_text(page).inner_text()
+    assert "Anything else?" not in partial
+    wait_for_reply_done(page)
+    expect(last_assistant_text(page)).to_have_text(
+        "Sure! Invoices are in My orders → Invoice. Anything else?"
+    )
+    # Markdown rendered: the bold part is <strong>.
+    expect(last_assistant_text(page).locator("strong")).to_have_text("My orders → Invoice")
+    expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    page.screenshot(path=str(screenshots / "desktop-en.png"))
+
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert reply.text == "".join(tokens)
+    assert reply.status == Message.Status.COMPLETE
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def _photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
+    image = Image.radial_gradient("L").resize((width, height)).convert("RGB")
+    image.save(path, "JPEG", quality=90)
+    return path
+
+
+def test_it_scales_a_large_photo_in_the_browser_before_uploading_it(browser: Browser, platform: Platform,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    platform.inference.enqueue(Script(tokens=["I ", "see ", "a ", "photo."]))
+    page = open_chat(browser, platform)
+    uploads: list[Request] = []
+    page.on(
+        "request", lambda request: uploads.append(request) if request.url.endswith("/attachments") else None
+    )
+
+    page.get_by_test_id("file-input").set_input_files(str(_photo(tmp_path / "photo.jpg")))
+
+    expect(page.get_by_test_id("attachment-preview")).to_have_count(1)
+    expect(page.get_by_test_id("attachment-preview")).to_have_attribute(
+        "data-status", "ready", timeout=15_000
+    )
+    assert len(uploads) == 1
+    # What reached the server was already scaled down in the browser to 2048 px on the long side.
+    uploaded = Attachment.objects.get()
+    assert (uploaded.original_width, uploaded.original_height) == (2048, 1536)
+    send(page, "What is in this photo?")
+    wait_for_reply_done(page)
+
+    attachment = Attachment.objects.get()
+    assert attachment.message is not None
+    assert attachment.message.text == "What is in this photo?"
+    assert (attachment.width, attachment.height) == (1463, 1097)
+    user_turn = platform.inference.chat_requests[-1].json["messages"][-1]
+    image_parts = [part for part in user_turn["content"] if part["type"] == "image_url"]
+    assert len(image_parts) == 1
+    assert image_parts[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    expect(page.locator('[data-testid="message"][data-role="customer"] img')).to_have_count(1)
+
+
+def test_it_shows_the_conversation_again_after_a_reload(browser: Browser, platform: Platform) -> None:
+    platform.inference.enqueue(Script(tokens=["Your ", "order ", "ships ", "tomorrow."]))
+    page = open_chat(browser, platform)
+    send(page, "Where is my order?")
+    wait_for_reply_done(page)
+
+    page.reload()
+
+    expect(
+        page.locator('[data-testid="message"][data-role="customer"]').get_by_test_id("message-text")
+    ).to_have_text(["Where is my order?"])
+    expect(last_assistant_text(page)).to_have_text("Your order ships tomorrow.")
+
+    page.get_by_test_id("new-conversation").click()
+    expect(page.locator('[data-testid="message"][data-role="customer"]')).to_have_count(0)
+
+
+def test_it_renders_hostile_model_output_inertly(browser: Browser, platform: Platform) -> None:
+    hostile = ["Look: ", "<img src=x onerror=alert(1)>", " and ", "[x](javascript:alert(1))", " and ",
+               "<script>alert(2)</script>", " done."]  # fmt: skip
+    platform.inference.enqueue(Script(tokens=hostile))
+    page = open_chat(browser, platform)
+    dialogs: list[str] = []
+
+    def record_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", record_dialog)
+
+    send(page, "<b>bold?</b> <img src=y onerror=alert(3)>")
+    wait_for_reply_done(page)
+
+    reply = last_assistant_text(page)
+    expect(reply).to_contain_text("done.")
+    assert reply.locator("img").count() == 0
+    assert reply.locator("script").count() == 0
+    for href in reply.locator("a").evaluate_all("links => links.map(link => link.getAttribute('href'))"):
+        assert href is None or not href.strip().lower().startswith("javascript:")
+    customer = page.locator('[data-testid="message"][data-role="customer"]').last.get_by_test_id(
+        "message-text"
+    )
+    expect(customer).to_have_text("<b>bold?</b> <img src=y onerror=alert(3)>")
+    assert customer.locator("b, img").count() == 0
+    assert page.locator("img[src='x'], img[src='y']").count() == 0
+    page.wait_for_timeout(500)
+    assert dialogs == []
+
+
+def test_it_records_a_rating_that_staff_see_in_admin(
+    browser: Browser, platform: Platform, screenshots: Path
+) -> None:
+    platform.inference.enqueue(Script(tokens=["Returns ", "are ", "free ", "within ", "30 ", "days."]))
+    page = open_chat(browser, platform)
+    send(page, "Are returns free?")
+    wait_for_reply_done(page)
+
+    page.locator('[data-testid="message"][data-role="assistant"]').last.get_by_test_id("feedback-up").click()
+
+    expect(
+        page.locator('[data-testid="message"][data-role="assistant"]').last.get_by_test_id("feedback-up")
+    ).to_have_attribute("aria-pressed", "true")
+    deadline = time.monotonic() + 10
+    while not Feedback.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    feedback = Feedback.objects.get()
+    assert feedback.rating == 1
+    assert feedback.message.text == "Returns are free within 30 days."
+
+    get_user_model().objects.create_superuser("supervisor", "supervisor@example.com", "a-long-password-1")
+    admin = browser.new_page(viewport=DESKTOP)
+    admin.goto(f"{platform.url}/admin/login/")
+    admin.fill("#id_username", "supervisor")
+    admin.fill("#id_password", "a-long-password-1")
+    admin.click("input[type=submit]")
+    admin.goto(f"{platform.url}/admin/conversations/feedback/")
+    expect(admin.locator("#result_list")).to_contain_text("Returns are free within 30 days.")
+    admin.goto(f"{platform.url}/admin/conversations/conversation/{feedback.message.conversation_id}/change/")
+    expect(admin.locator(".transcript-assistant")).to_contain_text("Returns are free within 30 days.")
+    expect(admin.locator(".transcript-customer")).to_contain_text("Are returns free?")
+    admin.screenshot(path=str(screenshots / "admin-transcript.png"), full_page=True)
+
+
+def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browser, platform: Platform,
+                                                                 host_page_server: tuple[str, Path],
+                                                                 screenshots: Path) -> None:  # fmt: skip
+    host_url, host_root = host_page_server
+    (host_root / "index.html").write_text(
+        "<!doctype html><html><head><title>Acme Store</title></head><body style='font-family:sans-serif'>"
+        "<h1>Acme Store</h1><p>Welcome to our shop.</p>"
+        f'<script src="{platform.url}/static/widget/embed.js" data-lang="en" data-color="#0a7d5a" '
+        'data-greeting="Hi! Ask me anything about your order." data-position="right"></script>'
+        "</body></html>"
+    )
+    platform.inference.enqueue(Script(tokens=["Hello ", "from ", "the ", "widget."]))
+    page = browser.new_page(viewport=DESKTOP)
+    events: list[str] = []
+    page.expose_function("recordWidgetEvent", lambda name: events.append(name))
+    page.goto(f"{host_url}/index.html")
+    page.evaluate("""() => ['message.sent', 'reply.done'].forEach(name =>
+        window.addEventListener('cswidget:' + name, () => window.recordWidgetEvent(name)))""")
+
+    page.get_by_test_id("launcher").click()
+
+    frame = page.frame_locator('[data-testid="widget-frame"]')
+    expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
+    frame.get_by_test_id("composer-input").fill("Hi!")
+    frame.get_by_test_id("composer-input").press("Enter")
+    expect(
+        frame.locator(
+            '[data-testid="message"][data-role="assistant"][data-status="complete"]'
+        ).get_by_test_id("message-text")
+    ).to_have_text("Hello from the widget.", timeout=20_000)
+    page.screenshot(path=str(screenshots / "embedded-en.png"))
+    page.wait_for_timeout(300)
+    assert "message.sent" in events
+    assert "reply.done" in events
+
+
+@pytest.mark.parametrize(
+    ("name", "viewport", "locale", "is_mobile"),
+    [
+        ("desktop-zh", DESKTOP, "zh-CN", False),
+        ("phone-zh", PHONE, "zh-CN", True),
+        ("phone-en", PHONE, "en-US", True),
+    ],
+)
+def test_it_lays_out_for_desktop_and_phone_in_both_languages(
+    browser: Browser,
+    platform: Platform,
+    quick_entries: None,
+    screenshots: Path,
+    name: str,
+    viewport: ViewportSize,
+    locale: str,
+    is_mobile: bool,
+) -> None:
+    answer = (
+        "您好！发票可以在「我的订单 → 发票」中下载。"
+        if locale.startswith("zh")
+        else "Hi! You can download it from **My orders**."
+    )
+    platform.inference.enqueue(Script(tokens=re.findall(r".{1,6}", answer)))
+    page = open_chat(browser, platform, viewport=viewport, locale=locale, is_mobile=is_mobile)
+    quick = page.get_by_test_id("quick-entry")
+    chinese = ["查订单", "开发票", "退换货"]
+    english = ["Where is my order?", "I need an invoice", "Returns and exchanges"]
+    expected = chinese if locale.startswith("zh") else english
+    expect(quick).to_have_text(expected)
+    if is_mobile:
+        # One column on a phone: the quick entries sit above the composer.
+        composer_top = page.get_by_test_id("composer-input").bounding_box()["y"]  # type: ignore[index]
+        assert quick.first.bounding_box()["y"] < composer_top  # type: ignore[index]
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    quick.nth(1).click()
+    wait_for_reply_done(page)
+    expect(page.locator('[data-testid="message"][data-role="customer"]').last).to_contain_text(expected[1])
+    page.screenshot(path=str(screenshots / f"{name}.png"))
