@@ -72,7 +72,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                     attachment_url(attachment, variant="thumbnail" if attachment.thumbnail else "image"),
                     f"Image {attachment.width}×{attachment.height}",
                 )
-                for attachment in message.attachments.all()
+                for attachment in sorted(message.attachments.all(), key=lambda item: item.position)
             ),
         )
         details = []
@@ -89,7 +89,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 details.append(f"error: {message.error_code}")
         feedback = getattr(message, "feedback", None) if message.role == Message.Role.ASSISTANT else None
         if feedback is not None:
-            details.append(f"feedback {'👍' if feedback.rating > 0 else '👎'} {feedback.comment}".strip())
+            details.append(f"rated {feedback.get_rating_display().lower()} {feedback.comment}".strip())
         rows.append(
             format_html(
                 '<div class="transcript-message transcript-{}" style="margin:0 0 12px;padding:8px 12px;'
@@ -252,6 +252,8 @@ class AttachmentAdmin(admin.ModelAdmin):
     )
     exclude = ("image", "thumbnail")
     list_select_related = ("conversation",)
+    # The thumbnail column already links to the full image: an anchor inside the change link is invalid HTML.
+    list_display_links = ("id",)
 
     @admin.display(description="Image")
     def thumbnail_preview(self, attachment: Attachment) -> str:
@@ -269,6 +271,8 @@ class AttachmentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Size", ordering="size")
     def size_kb(self, attachment: Attachment) -> str:
+        if attachment.size < 1024:
+            return f"{attachment.size} bytes"  # not "0 KB"
         return f"{attachment.size / 1024:.0f} KB"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

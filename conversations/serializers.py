@@ -37,7 +37,11 @@ def message_data(message: Message) -> dict[str, Any]:
         "role": message.role,
         "text": message.text,
         "status": message.status,
-        "attachments": [attachment_data(attachment) for attachment in message.attachments.all()],
+        # In the order the customer sent them, not the order they were uploaded in.
+        "attachments": [
+            attachment_data(attachment)
+            for attachment in sorted(message.attachments.all(), key=lambda attachment: attachment.position)
+        ],
         "citations": message.citations,
         "created_at": message.created_at.isoformat(),
     }

@@ -121,15 +121,22 @@ def prompt_build(*, reply_id: int) -> ChatRequest:
     images_left = settings.INFERENCE_MAX_IMAGES_PER_PROMPT if settings.INFERENCE_VISION else 0
     history: list[dict[str, Any]] = []
     for message in _history_messages(reply):
-        entry, cost, images_left = _message_entry(message, images_left=images_left)
+        allowance = images_left
+        entry, cost, images_left = _message_entry(message, images_left=allowance)
         if entry is None:
             continue
         if cost > budget:
             if history:
                 break
-            # The newest customer message alone is over the budget: keep its most recent part.
-            entry = {"role": entry["role"], "content": _truncate_to_tokens(_entry_text(entry), budget)}
-            cost = budget
+            # The newest customer message alone is over the budget: show it fewer of its images (the
+            # others become placeholders) rather than none, then keep the most recent part of its text.
+            while cost > budget and allowance > 0:
+                allowance -= 1
+                fewer, cost, images_left = _message_entry(message, images_left=allowance)
+                entry = fewer or entry
+            if cost > budget:
+                entry = {"role": entry["role"], "content": _truncate_to_tokens(_entry_text(entry), budget)}
+                cost = budget
         history.append(entry)
         budget -= cost
     history.reverse()
