@@ -154,22 +154,34 @@ def _message_by_client_id(*, conversation: Conversation, client_id: uuid.UUID) -
 def _attachments_for_new_message(
     *, conversation: Conversation, attachment_ids: Sequence[uuid.UUID]
 ) -> list[Attachment]:
+    """The message's attachments, in order: uploads not sent yet, or copies of ones already sent.
+
+    A retry re-sends its images; an attachment belongs to one message, so a sent one is copied
+    (sharing the stored file, which is content-addressed) rather than moved.
+    """
     if not attachment_ids:
         return []
     unique_ids = list(dict.fromkeys(attachment_ids))
     found = {
         attachment.id: attachment
         for attachment in Attachment.objects.select_for_update().filter(
-            conversation=conversation, id__in=unique_ids, message__isnull=True
+            conversation=conversation, id__in=unique_ids
         )
     }
     missing = [attachment_id for attachment_id in unique_ids if attachment_id not in found]
     if missing:
-        raise ServiceError(
-            "unknown_attachment",
-            "An attachment was not found in this conversation, or it was already sent.",
-        )
-    return [found[attachment_id] for attachment_id in unique_ids]
+        raise ServiceError("unknown_attachment", "An attachment was not found in this conversation.")
+    attachments = []
+    for attachment_id in unique_ids:
+        attachment = found[attachment_id]
+        if attachment.message_id is not None:
+            attachment.pk = None
+            attachment.id = uuid.uuid4()
+            attachment._state.adding = True
+            attachment.message = None
+            attachment.save()
+        attachments.append(attachment)
+    return attachments
 
 
 def _reply_generation_enqueue(*, reply_id: int) -> None:

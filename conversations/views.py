@@ -18,6 +18,7 @@ _COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 def _widget_config(request: HttpRequest) -> dict[str, Any]:
     language = request.GET.get("lang")
     colour = request.GET.get("color", "")
+    embedded = request.GET.get("embed") == "1"
     return {
         "apiBase": "/api/widget",
         "locale": language if language in {"zh-Hans", "en"} else None,
@@ -25,10 +26,14 @@ def _widget_config(request: HttpRequest) -> dict[str, Any]:
         "maxUploadBytes": settings.ATTACHMENT_MAX_BYTES,
         "maxImageSide": settings.ATTACHMENT_MAX_SIDE,
         "acceptedTypes": ["image/jpeg", "image/png", "image/webp", "image/gif"],
-        "embedded": request.GET.get("embed") == "1",
-        "greeting": request.GET.get("greeting", "")[:300] or None,
+        "embedded": embedded,
+        # Only the embedding site (through embed.js) chooses a greeting: a crafted link to /chat/
+        # must not put words in the company's mouth.
+        "greeting": (request.GET.get("greeting", "")[:300] or None) if embedded else None,
         "brandColor": colour if _COLOUR.match(colour) else None,
         "title": active_profile().name,
+        # The widget gives up on a reply that shows no sign of life a little after the server would.
+        "replyTimeoutSeconds": int(settings.INFERENCE_FIRST_TOKEN_TIMEOUT) + 30,
     }
 
 

@@ -921,7 +921,7 @@ def assert_message_refused(
 
     assert callbacks == []
     assert caught.value.code == "unknown_attachment"
-    assert caught.value.detail == "An attachment was not found in this conversation, or it was already sent."
+    assert caught.value.detail == "An attachment was not found in this conversation."
     assert list(Message.objects.values_list("pk", flat=True)) == messages_before
     assert (
         list(Attachment.objects.order_by("pk").values_list("pk", "message_id", "position"))
@@ -942,21 +942,32 @@ def test_it_refuses_an_attachment_from_another_conversation(
     assert enqueued_replies == []
 
 
-def test_it_refuses_an_attachment_already_sent(
+def test_it_copies_an_attachment_already_sent_when_a_message_is_retried(
     enqueued_replies: list[int], django_capture_on_commit_callbacks: Any
 ) -> None:
     conversation = ConversationFactory()
     attachment = attachment_for(conversation)
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.message_post(conversation=conversation, text="First", attachment_ids=[attachment.pk])
+        first = services.message_post(conversation=conversation, text="Look", attachment_ids=[attachment.pk])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        retry = services.message_post(conversation=conversation, text="Look", attachment_ids=[attachment.pk])
+
+    assert retry.created is True
+    assert retry.reply is not None
     assert first.reply is not None
-    assert enqueued_replies == [first.reply.pk]
-
-    assert_message_refused(conversation, [attachment.pk], django_capture_on_commit_callbacks)
-
-    assert enqueued_replies == [first.reply.pk]
+    assert enqueued_replies == [first.reply.pk, retry.reply.pk]
     attachment.refresh_from_db()
     assert (attachment.message_id, attachment.position) == (first.message.pk, 0)
+    copy = Attachment.objects.get(message=retry.message)
+    assert copy.pk != attachment.pk
+    assert copy.conversation_id == conversation.pk
+    assert (copy.image.name, copy.thumbnail.name, copy.sha256) == (
+        attachment.image.name,
+        attachment.thumbnail.name,
+        attachment.sha256,
+    )
+    assert (copy.width, copy.height, copy.size) == (attachment.width, attachment.height, attachment.size)
 
 
 def test_it_refuses_an_unknown_attachment_id(
