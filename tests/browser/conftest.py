@@ -49,6 +49,54 @@ class Platform:
     inference: ScriptedInferenceServer
     log: Path
     embedding_origin: str
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start daphne and wait until it answers."""
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "cs_platform.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"daphne did not start:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """Kill daphne at once, as a crash or a lost connection would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 @pytest.fixture(scope="session")
@@ -102,31 +150,17 @@ def platform(
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "daphne.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cs_platform.asgi:application"],
-        cwd=ROOT,
+    platform = Platform(
+        url=f"http://127.0.0.1:{port}",
+        inference=scripted_inference,
+        log=log,
+        embedding_origin=embedding_origin,
+        port=port,
         env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"daphne did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Platform(url=url, inference=scripted_inference, log=log, embedding_origin=embedding_origin)
+        platform.start()
+        yield platform
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        platform.stop()
         print(log.read_text()[-4000:])

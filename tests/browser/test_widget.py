@@ -247,7 +247,8 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
     frame = page.frame_locator('[data-testid="widget-frame"]')
     expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
     frame.get_by_test_id("composer-input").fill("Hi!")
-    frame.get_by_test_id("composer-input").press("Enter")
+    # Keys typed into a cross-origin iframe are sometimes lost by Playwright: click Send instead.
+    frame.get_by_test_id("send-button").click()
     expect(
         frame.locator(
             '[data-testid="message"][data-role="assistant"][data-status="complete"]'
@@ -298,3 +299,47 @@ def test_it_lays_out_for_desktop_and_phone_in_both_languages(
     wait_for_reply_done(page)
     expect(page.locator('[data-testid="message"][data-role="customer"]').last).to_contain_text(expected[1])
     page.screenshot(path=str(screenshots / f"{name}.png"))
+
+
+def test_it_reconnects_and_carries_on_when_the_connection_drops(browser: Browser, platform: Platform) -> None:
+    platform.inference.enqueue(
+        Script(tokens=["First ", "answer."]),
+        Script(tokens=["Second ", "answer."]),
+    )
+    page = open_chat(browser, platform)
+    send(page, "First question")
+    wait_for_reply_done(page)
+
+    platform.kill()
+    expect(page.get_by_test_id("connection-banner")).to_be_visible(timeout=10_000)
+    platform.start()
+    expect(page.get_by_test_id("connection-banner")).to_be_hidden(timeout=30_000)
+
+    send(page, "Second question")
+    expect(last_assistant_text(page)).to_have_text("Second answer.", timeout=30_000)
+    assert list(Message.objects.filter(role=Message.Role.CUSTOMER).values_list("text", flat=True)) == [
+        "First question",
+        "Second question",
+    ]
+
+
+def test_it_says_when_the_assistant_is_down_and_offers_a_person_and_a_retry(
+    browser: Browser, platform: Platform
+) -> None:
+    platform.inference.enqueue(Script(status=500), Script(tokens=["Back ", "again."]))
+    page = open_chat(browser, platform, locale="zh-CN")
+
+    send(page, "你好")
+
+    error = page.get_by_test_id("reply-error")
+    expect(error).to_be_visible(timeout=20_000)
+    expect(error).to_have_attribute("data-code", "inference_unavailable")
+    expect(error).to_contain_text("人工")
+    expect(page.get_by_test_id("error-handoff-button")).to_be_visible()
+    failed = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert (failed.status, failed.error_code) == (Message.Status.FAILED, "inference_unavailable")
+
+    page.get_by_test_id("retry-button").first.click()
+
+    expect(last_assistant_text(page)).to_have_text("Back again.", timeout=20_000)
+    assert Message.objects.filter(role=Message.Role.CUSTOMER, text="你好").count() == 2
