@@ -32,9 +32,17 @@ from conversations.images import normalise_image, qwen_vl_tokens  # noqa: E402
 BENCHMARKS_PATH = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Image preprocessing"
 PHOTO_SIZE = (4000, 3000)
-# Long-side limits to compare: the default, the largest for which libjpeg can decode a
-# 4000-pixel-wide photo at 1/2 scale, and two smaller, model-friendly sizes (1/2 and 1/4 scale).
-MAX_SIDES = (2048, 2000, 1280, 768)
+# The platform's defaults (ATTACHMENT_MAX_SIDE, ATTACHMENT_MAX_PIXELS in cs_platform/settings.py).
+PLATFORM_MAX_SIDE = 2048
+PLATFORM_MAX_PIXELS = 2048 * 28 * 28
+# (label, long-side limit, pixel limit): the platform's defaults first, then the long-side limit
+# alone (where libjpeg must decode a 4000-pixel photo in full), then smaller, model-friendly sizes.
+CONFIGURATIONS = (
+    ("platform default: 2048 px, 1,605,632 px", PLATFORM_MAX_SIDE, PLATFORM_MAX_PIXELS),
+    ("2048 px, no pixel limit", 2048, 2048 * 2048),
+    ("1280 px", 1280, 2048 * 2048),
+    ("768 px", 768, 2048 * 2048),
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ def decoded_size(photo: bytes, target: tuple[int, int]) -> tuple[int, int]:
 
 
 def stage_timings(photo: bytes, runs: int) -> dict[str, Timing]:
-    """Where the time goes at the default size: full decode, 1/2-scale decode, resize, encode."""
+    """Where the time goes for a full-size decode: full and 1/2-scale decode, resize, encode."""
 
     def decode(scale_target: tuple[int, int] | None) -> Image.Image:
         with Image.open(io.BytesIO(photo)) as image:
@@ -155,17 +163,19 @@ def cpu_model() -> str:
 def build_section(photo: bytes, runs: int) -> str:
     """Run every configuration and return the Markdown section."""
     rows: list[str] = []
-    for max_side in MAX_SIDES:
-        result = normalise_image(photo, max_side=max_side)
+    for label, max_side, max_pixels in CONFIGURATIONS:
+        result = normalise_image(photo, max_side=max_side, max_output_pixels=max_pixels)
         # The photo is stored sideways: the stored-orientation target is the output transposed.
         decoded_width, decoded_height = decoded_size(photo, (result.height, result.width))
         with_draft, without_draft = measure_pair(
-            functools.partial(normalise_image, photo, max_side=max_side),
-            functools.partial(normalise_image, photo, max_side=max_side, _use_draft=False),
+            functools.partial(normalise_image, photo, max_side=max_side, max_output_pixels=max_pixels),
+            functools.partial(
+                normalise_image, photo, max_side=max_side, max_output_pixels=max_pixels, _use_draft=False
+            ),
             runs,
         )
         rows.append(
-            f"| {max_side}{' (default)' if max_side == 2048 else ''} "
+            f"| {label} "
             f"| {result.width}x{result.height} "
             f"| {decoded_width}x{decoded_height} (1/{PHOTO_SIZE[0] // decoded_width}) "
             f"| {with_draft.minimum:.0f} / {with_draft.median:.0f} / {with_draft.mean:.0f} "
@@ -198,20 +208,19 @@ def build_section(photo: bytes, runs: int) -> str:
             f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs visible)",
             f"- Python {platform.python_version()}, Pillow {PIL.__version__}",
             "",
-            "| max_side | output | decoded with draft | with draft (ms) | without draft (ms) "
+            "| limits | output | decoded with draft | with draft (ms) | without draft (ms) "
             "| speed-up (median) | output size | thumbnail | Qwen-VL tokens |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
             "libjpeg can only decode at 1/1, 1/2, 1/4 or 1/8 scale, and `draft` never goes below the "
-            "requested size. A 4000-pixel side needs a target of 2000 or less for 1/2 scale, so at the "
-            "default 2048 the photo is decoded in full and draft mode changes nothing (any difference in "
-            "that row is noise); it pays off for smaller targets and for larger photos "
-            "(a 48-megapixel 8000x6000 photo decodes at 1/2 "
-            "for 2048). Qwen-VL tokens are one per 28x28 patch (`qwen_vl_tokens`), before any "
-            "server-side `max_pixels` resizing.",
+            "requested size. With the platform's defaults the pixel limit (one Qwen-VL token per 28x28 "
+            "patch, at most 2048 tokens) makes the output 1463x1097 or smaller, so a 12-megapixel photo "
+            "is decoded at 1/2 scale. With the long-side limit alone (2048) a 4000-pixel side needs a "
+            "full decode and draft changes nothing (any difference in that row is noise). Qwen-VL tokens "
+            "are one per 28x28 patch (`qwen_vl_tokens`), before any server-side `max_pixels` resizing.",
             "",
-            "Where the time goes at the default size (min / median / mean ms):",
+            "Where the time goes for 2048 px with no pixel limit, decoded in full (min / median / mean ms):",
             "",
             "| stage | ms |",
             "| --- | --- |",
