@@ -8,6 +8,7 @@ import nh3
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
@@ -89,7 +90,8 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 details.append(f"error: {message.error_code}")
         feedback = getattr(message, "feedback", None) if message.role == Message.Role.ASSISTANT else None
         if feedback is not None:
-            details.append(f"rated {feedback.get_rating_display().lower()} {feedback.comment}".strip())
+            comment = f": {feedback.comment}" if feedback.comment else ""
+            details.append(f"rated {feedback.get_rating_display().lower()}{comment}")
         rows.append(
             format_html(
                 '<div class="transcript-message transcript-{}" style="margin:0 0 12px;padding:8px 12px;'
@@ -112,6 +114,22 @@ def transcript_html(conversation: Conversation) -> SafeString:
     return mark_safe("".join(rows))  # noqa: S308 - every row was built with format_html
 
 
+class CreatedByCustomersOnly(admin.ModelAdmin):
+    """Rows that only customers create (through the widget): staff read and change them, never add."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+def conversation_link(conversation_id: Any) -> str:
+    """A link to a conversation's admin page (and its transcript)."""
+    return format_html(
+        '<a href="{}">{}</a>',
+        reverse("admin:conversations_conversation_change", args=[conversation_id]),
+        str(conversation_id)[:8],
+    )
+
+
 class TicketInline(admin.TabularInline):
     model = Ticket
     extra = 0
@@ -120,7 +138,7 @@ class TicketInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(CreatedByCustomersOnly):
     list_display = (
         "short_id",
         "status",
@@ -181,15 +199,12 @@ class ConversationAdmin(admin.ModelAdmin):
     def transcript(self, conversation: Conversation) -> SafeString:
         return transcript_html(conversation)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(CreatedByCustomersOnly):
     list_display = (
         "id",
-        "conversation_link",
+        "conversation",
         "role",
         "short_text",
         "status",
@@ -206,23 +221,16 @@ class MessageAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
 
     @admin.display(description="Conversation")
-    def conversation_link(self, message: Message) -> str:
-        return format_html(
-            '<a href="../conversation/{}/change/">{}</a>',
-            message.conversation_id,
-            str(message.conversation_id)[:8],
-        )
+    def conversation(self, message: Message) -> str:
+        return conversation_link(message.conversation_id)
 
     @admin.display(description="Text")
     def short_text(self, message: Message) -> str:
         return message.text[:80] + ("…" if len(message.text) > 80 else "")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin):
+class AttachmentAdmin(CreatedByCustomersOnly):
     list_display = (
         "thumbnail_preview",
         "id",
@@ -275,9 +283,6 @@ class AttachmentAdmin(admin.ModelAdmin):
             return f"{attachment.size} bytes"  # not "0 KB"
         return f"{attachment.size / 1024:.0f} KB"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(Ticket)
 class TicketAdmin(admin.ModelAdmin):
@@ -293,7 +298,7 @@ class TicketAdmin(admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(CreatedByCustomersOnly):
     list_display = ("id", "rating", "comment", "reply_text", "conversation", "created_at")
     list_filter = ("rating", "created_at")
     search_fields = ("comment", "message__text")
@@ -306,23 +311,13 @@ class FeedbackAdmin(admin.ModelAdmin):
 
     @admin.display(description="Conversation")
     def conversation(self, feedback: Feedback) -> str:
-        return format_html(
-            '<a href="../conversation/{}/change/">{}</a>',
-            feedback.message.conversation_id,
-            str(feedback.message.conversation_id)[:8],
-        )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return conversation_link(feedback.message.conversation_id)
 
 
 @admin.register(SatisfactionRating)
-class SatisfactionRatingAdmin(admin.ModelAdmin):
+class SatisfactionRatingAdmin(CreatedByCustomersOnly):
     list_display = ("id", "score", "comment", "conversation", "created_at")
     list_filter = ("score", "created_at")
     search_fields = ("comment", "conversation__id")
     list_select_related = ("conversation",)
     readonly_fields = ("conversation", "score", "comment", "created_at", "updated_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

@@ -188,7 +188,7 @@ def test_it_shows_who_said_what_in_the_transcript(admin_client: Client) -> None:
     assert message_html(transcript, "assistant") == ["<p>很抱歉，我们会为您补发。</p>\n"]
     assert message_html(transcript, "system") == ["<p>已为您转接人工客服，请稍候。</p>\n"]
     assert "qwen2.5-vl-7b · 812+14 tokens · first token 350 ms · total 900 ms" in transcript
-    assert "feedback 👎 Too slow to help" in transcript
+    assert "rated not helpful: Too slow to help" in transcript
     roles = re.findall(r'class="transcript-message transcript-(\w+)"', transcript)
     assert roles == ["customer", "assistant", "system"]
 
