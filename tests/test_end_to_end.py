@@ -25,7 +25,8 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from conversations.models import Message
-from inference.local_model import LocalModelServer, free_port
+from cs_platform.processes import free_port, wait_until_answering
+from inference.local_model import LocalModelServer
 
 pytestmark = pytest.mark.e2e
 
@@ -66,13 +67,6 @@ def _wait_until(predicate: Any, *, seconds: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -136,7 +130,9 @@ def production_stack(
     stack = Stack(base_url=f"http://127.0.0.1:{port}", processes=processes, logs=logs, env=env)
     stack.start_worker()
     try:
-        _wait_until(lambda: _answers(f"{stack.base_url}/healthz"), seconds=60, what="daphne")
+        wait_until_answering(
+            f"{stack.base_url}/healthz", timeout=60, process=processes["daphne"], what="daphne"
+        )
         _wait_until(
             lambda: "ready." in (logs / "worker.log").read_text(), seconds=60, what="the Celery worker"
         )

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient, Client
 
-from inference.local_model import free_port
+from cs_platform.processes import free_port
 from tests.scripted_inference import ScriptedInferenceServer
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -16,12 +15,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from inference.local_model import free_port
+from cs_platform.processes import free_port, wait_until_answering
 from tests.scripted_inference import ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,16 +70,10 @@ class Platform:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"daphne did not start:\n{self.log.read_text()}")
-            time.sleep(0.2)
+        try:
+            wait_until_answering(f"{self.url}/healthz", timeout=60, process=self.process, what="daphne")
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{self.log.read_text()}") from error
 
     def kill(self) -> None:
         """Kill daphne at once, as a crash or a lost connection would."""
@@ -99,13 +91,15 @@ class Platform:
             self.kill()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread,
+# and the async tests collected after this package need the thread back.
+@pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:

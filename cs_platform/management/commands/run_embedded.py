@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.services import replies_fail_stalled
 from cs_platform.demo import admin_password_file, demo_data_load
+from cs_platform.processes import wait_until_answering
 from inference.local_model import LocalModelServer
 
 
@@ -67,7 +66,10 @@ class Command(BaseCommand):
             env=environment,
         )  # fmt: skip
         try:
-            self._wait_for(f"{address}/healthz", server)
+            try:
+                wait_until_answering(f"{address}/healthz", timeout=60, process=server, what="daphne")
+            except RuntimeError as error:
+                raise CommandError(str(error)) from error
             self.stdout.write(self.style.SUCCESS("\nThe platform is running."))
             self.stdout.write(f"  Chat:   {address}/chat/")
             self.stdout.write(
@@ -94,15 +96,3 @@ class Command(BaseCommand):
         if admin_password_file().exists():
             return admin_password_file().read_text().strip()
         return "(set earlier; change it with `python manage.py changepassword admin`)"
-
-    def _wait_for(self, url: str, server: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise CommandError(f"daphne exited with status {server.returncode}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise CommandError("daphne did not start within 60 s")
