@@ -3,8 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/cs_platform \
-	REDIS_URL=redis://127.0.0.1:6379/1 \
+# The tests' PostgreSQL (pytest-django creates test_<name>) and Redis database; override to run
+# two checkouts' tests side by side.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cs_platform
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) \
+	REDIS_URL=$(TEST_REDIS_URL) \
 	DATABASE_CONN_MAX_AGE=0 \
 	SECRET_KEY=test-only-secret-key
 
