@@ -14,9 +14,9 @@ def conversation_group(conversation_id: uuid.UUID | str) -> str:
     return f"conversation.{uuid.UUID(str(conversation_id)).hex}"
 
 
-def reply_control_group(reply_id: int) -> str:
-    """The group a reply's generator listens on, to be told to stop."""
-    return f"reply-control.{reply_id}"
+def reply_cancel_key(reply_id: int) -> str:
+    """Cache key of the flag that tells a reply's generator to stop."""
+    return f"reply-cancel:{reply_id}"
 
 
 def reply_progress_key(reply_id: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -210,7 +211,7 @@ class CancelOutcome:
 
 
 def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
-    """Stop a reply: cancel it outright if no worker took it yet, else tell its worker to stop."""
+    """Stop a reply: cancel it outright if no worker took it yet, else flag it for its worker."""
     reply = Message.objects.filter(
         conversation=conversation, pk=reply_id, role=Message.Role.ASSISTANT
     ).first()
@@ -226,9 +227,9 @@ def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
         reply.refresh_from_db()
         return CancelOutcome(reply=reply, cancelled_here=True)
     Message.objects.filter(pk=reply.pk).update(cancel_requested_at=now)
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(events.reply_control_group(reply.pk), {"type": "generation.cancel"})
+    # The generator looks for this flag every few hundred milliseconds (the database flag, read with
+    # its heartbeat, backs it up); it then closes the stream and sends reply.done itself.
+    cache.set(events.reply_cancel_key(reply.pk), True, timeout=int(settings.INFERENCE_TOTAL_TIMEOUT) + 300)
     reply.refresh_from_db()
     return CancelOutcome(reply=reply, cancelled_here=reply.status != Message.Status.STREAMING)
 

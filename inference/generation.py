@@ -1,8 +1,9 @@
 """Generate one assistant reply: stream it from the inference server to the conversation's sockets.
 
-One event loop runs the whole reply: a producer task reads the server's stream, a listener task waits
-for a cancel, and the loop here coalesces tokens into numbered deltas (the first at once, then about
-every 30 ms), keeps the text-so-far for sockets that join mid-reply, and saves the outcome once.
+One event loop runs the whole reply: a producer task reads the server's stream, and the loop here
+coalesces tokens into numbered deltas (the first at once, then about every 30 ms), keeps the
+text-so-far for sockets that join mid-reply, looks for a cancel every 250 ms, and saves the outcome
+once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
@@ -32,6 +33,15 @@ from inference.errors import InferenceError, InferenceTimeout, customer_error_de
 from inference.prompts import prompt_build
 
 logger = logging.getLogger(__name__)
+
+# How often a generation looks for the customer's request to stop.
+CANCEL_CHECK_SECONDS = 0.25
+
+# Cache calls off the thread that serialises database work (thread_sensitive=True): they are
+# frequent (a write per delta, a read every CANCEL_CHECK_SECONDS) and the cache is thread-safe.
+_cache_get = sync_to_async(cache.get, thread_sensitive=False)
+_cache_set = sync_to_async(cache.set, thread_sensitive=False)
+_cache_delete = sync_to_async(cache.delete, thread_sensitive=False)
 
 # Strong references to in-process generations, so the event loop does not drop them.
 _in_process_tasks: set[asyncio.Task[None]] = set()
@@ -124,14 +134,10 @@ class ReplyGeneration:
 
     async def run(self) -> None:
         """Generate, stream and save the reply; every way out saves it and tells the customer."""
-        control_channel = await self.layer.new_channel()
-        control_group = events.reply_control_group(self.reply_id)
-        await self.layer.group_add(control_group, control_channel)
-        tasks: list[asyncio.Task[None]] = []
+        producer: asyncio.Task[None] | None = None
         try:
             request = await database_sync_to_async(prompt_build)(reply_id=self.reply_id)
-            tasks.append(asyncio.create_task(self._produce(request)))
-            tasks.append(asyncio.create_task(self._listen_for_cancel(control_channel)))
+            producer = asyncio.create_task(self._produce(request))
             outcome = await self._consume()
         except InferenceError as error:
             outcome = _Outcome(Message.Status.FAILED, error)
@@ -141,11 +147,10 @@ class ReplyGeneration:
                 Message.Status.FAILED, InferenceError("An unexpected error stopped the reply.")
             )
         finally:
-            for task in tasks:
-                task.cancel()
-            # Cancelling the producer closes the HTTP stream, so the server stops generating as well.
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.layer.group_discard(control_group, control_channel)
+            if producer is not None:
+                # Cancelling the producer closes the HTTP stream, so the server stops generating too.
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
         if outcome.status == "abandoned":
             return
         await self._flush()
@@ -164,21 +169,19 @@ class ReplyGeneration:
             logger.exception("Reading the inference stream failed")
             await self.queue.put(("error", InferenceError(f"Reading the stream failed: {error}")))
 
-    async def _listen_for_cancel(self, channel: str) -> None:
-        while True:
-            message = await self.layer.receive(channel)
-            if message.get("type") == "generation.cancel":
-                await self.queue.put(("cancel", None))
-                return
+    async def _cancel_requested(self) -> bool:
+        """Whether the customer asked to stop: a flag in the cache, set by `reply_cancel`."""
+        return bool(await _cache_get(events.reply_cancel_key(self.reply_id)))
 
     async def _consume(self) -> _Outcome:
         started = time.monotonic()
         total_deadline = started + settings.INFERENCE_TOTAL_TIMEOUT
         token_deadline = started + settings.INFERENCE_FIRST_TOKEN_TIMEOUT
         next_heartbeat = started + settings.REPLY_HEARTBEAT_SECONDS
+        next_cancel_check = started + CANCEL_CHECK_SECONDS
         while True:
             flush_at = self.last_flush + settings.INFERENCE_COALESCE_SECONDS if self.pending else math.inf
-            wake_at = min(total_deadline, token_deadline, next_heartbeat, flush_at)
+            wake_at = min(total_deadline, token_deadline, next_heartbeat, next_cancel_check, flush_at)
             try:
                 kind, value = await asyncio.wait_for(
                     self.queue.get(), timeout=max(0.0, wake_at - time.monotonic())
@@ -191,15 +194,18 @@ class ReplyGeneration:
                     token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
             elif kind == "end":
                 return _Outcome(Message.Status.COMPLETE)
-            elif kind == "cancel":
-                return _Outcome(Message.Status.CANCELLED)
             elif kind == "error":
                 raise value
             if self.pending and (
                 self.seq < 0 or now >= self.last_flush + settings.INFERENCE_COALESCE_SECONDS
             ):
                 await self._flush()
+            if now >= next_cancel_check:
+                if await self._cancel_requested():
+                    return _Outcome(Message.Status.CANCELLED)
+                next_cancel_check = now + CANCEL_CHECK_SECONDS
             if now >= next_heartbeat:
+                # The database flag backs up the cache's, should the cache have lost it.
                 verdict = await database_sync_to_async(reply_heartbeat)(reply_id=self.reply_id)
                 if verdict == HeartbeatVerdict.ABANDON:
                     logger.warning("Reply %s was finished elsewhere; stopping", self.reply_id)
@@ -237,7 +243,7 @@ class ReplyGeneration:
         self.text += chunk
         # The snapshot is written before the delta is sent: a socket that joins the group and then
         # reads the snapshot sees every delta either in the snapshot or in its group, never in neither.
-        await cache.aset(
+        await _cache_set(
             events.reply_progress_key(self.reply_id),
             {"text": self.text, "seq": self.seq},
             timeout=int(settings.INFERENCE_TOTAL_TIMEOUT) + 300,
@@ -270,7 +276,8 @@ class ReplyGeneration:
             error_code=code,
             error_detail=detail,
         )
-        await cache.adelete(events.reply_progress_key(self.reply_id))
+        await _cache_delete(events.reply_progress_key(self.reply_id))
+        await _cache_delete(events.reply_cancel_key(self.reply_id))
         if saved is None:
             return
         if error:
