@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+import time
+import types
 import uuid
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
 
-from conversations.models import Message
+from conversations import events, services
+from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
+from cs_platform import ratelimit
 from cs_platform.asgi import application
-from tests.factories import ConversationFactory
+from tests import factories
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+ConversationFactory: Any = factories.ConversationFactory
+MessageFactory: Any = factories.MessageFactory
 
-async def connect(
-    conversation: Any, token: str | None = None
-) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+
+async def open_socket(conversation: Any) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(
         application, f"/ws/conversations/{conversation.pk}/", headers=[(b"origin", b"http://localhost")]
     )
     connected, _ = await communicator.connect()
     assert connected
+    return communicator
+
+
+async def connect(
+    conversation: Any, token: str | None = None
+) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    communicator = await open_socket(conversation)
     await communicator.send_json_to({"type": "hello", "token": token or conversation.token})
     ready = await communicator.receive_json_from(timeout=5)
     return communicator, ready
@@ -41,11 +55,216 @@ async def receive_until(
             return frames
 
 
+async def assert_next_frame_answers_a_barrier(communicator: WebsocketCommunicator) -> None:
+    """Nothing was sent since the last frame read: the answer to a fresh frame comes next.
+
+    The consumer handles one frame at a time, so anything it sent for earlier frames precedes this.
+    """
+    await communicator.send_json_to({"type": "barrier"})
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "unknown_type",
+        "detail": "Unknown frame type 'barrier'.",
+    }
+
+
+def message_frame(text: str = "Where is my parcel?", **fields: Any) -> dict[str, Any]:
+    return {"type": "message", "client_id": str(uuid.uuid4()), "text": text, **fields}
+
+
+@database_sync_to_async
+def create_conversation(**fields: Any) -> Conversation:
+    return ConversationFactory(**fields)
+
+
+@database_sync_to_async
+def message_rows(conversation: Conversation) -> list[tuple[str, str, str]]:
+    return [
+        (message.role, message.text, message.status)
+        for message in Message.objects.filter(conversation=conversation).order_by("id")
+    ]
+
+
+@database_sync_to_async
+def get_message(pk: int) -> Message:
+    return Message.objects.get(pk=pk)
+
+
+@database_sync_to_async
+def count(model: Any, **filters: Any) -> int:
+    return int(model.objects.filter(**filters).count())
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+async def test_it_closes_the_socket_with_4401_on_a_wrong_token():
+    conversation = await create_conversation()
+    communicator = await open_socket(conversation)
+
+    await communicator.send_json_to({"type": "hello", "token": "not-the-token"})
+
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+async def test_it_closes_the_socket_with_4401_on_another_conversations_token():
+    conversation = await create_conversation()
+    other = await create_conversation()
+    communicator = await open_socket(conversation)
+
+    await communicator.send_json_to({"type": "hello", "token": other.token})
+
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+async def test_it_refuses_frames_before_hello_and_keeps_the_socket_open():
+    conversation = await create_conversation()
+    communicator = await open_socket(conversation)
+
+    await communicator.send_json_to(message_frame())
+    refused = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "hello", "token": conversation.token})
+    ready = await communicator.receive_json_from(timeout=5)
+
+    assert refused == {
+        "type": "error",
+        "code": "not_authenticated",
+        "detail": 'Send {"type": "hello", "token": ...} first.',
+    }
+    assert ready == {
+        "type": "ready",
+        "conversation": str(conversation.pk),
+        "messages": [],
+        "pending_reply": None,
+    }
+    assert await message_rows(conversation) == []
+    await communicator.disconnect()
+
+
+async def test_it_answers_a_second_hello_with_already_authenticated():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "hello", "token": conversation.token})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "already_authenticated",
+        "detail": "Already authenticated.",
+    }
+    await communicator.disconnect()
+
+
+# --- malformed frames ----------------------------------------------------------------------------
+
+
+NOT_A_FRAME = 'A frame is a JSON object with a "type".'
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("{not json", {"code": "invalid_json", "detail": "The frame is not valid JSON."}),
+        ("[1, 2]", {"code": "invalid_frame", "detail": NOT_A_FRAME}),
+        ('"message"', {"code": "invalid_frame", "detail": NOT_A_FRAME}),
+        ('{"text": "no type"}', {"code": "invalid_frame", "detail": NOT_A_FRAME}),
+        ('{"type": "dance"}', {"code": "unknown_type", "detail": "Unknown frame type 'dance'."}),
+    ],
+)
+async def test_it_answers_a_malformed_frame_with_an_error_and_saves_nothing(
+    raw: str, expected: dict[str, str], enqueued_replies: list[int]
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_to(text_data=raw)
+    error = await communicator.receive_json_from(timeout=5)
+    # The socket is still open and usable.
+    await communicator.send_json_to(message_frame("Still there?"))
+    accepted = await communicator.receive_json_from(timeout=5)
+
+    assert error == {"type": "error", **expected}
+    assert accepted["type"] == "message.accepted"
+    assert await message_rows(conversation) == [
+        ("customer", "Still there?", "complete"),
+        ("assistant", "", "streaming"),
+    ]
+    await communicator.disconnect()
+
+
+async def test_it_refuses_a_binary_frame():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_to(bytes_data=b"\x00\x01")
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": "Frames are JSON text, not binary.",
+    }
+    assert await message_rows(conversation) == []
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "detail"),
+    [
+        ({"client_id": "not-a-uuid"}, "invalid_frame", "client_id: Must be a valid UUID."),
+        ({"text": "x" * 4001}, "invalid_frame", "text: Ensure this field has no more than 4000 characters."),
+        (
+            {"attachments": [str(uuid.uuid4()) for _ in range(5)]},
+            "invalid_frame",
+            "attachments: A message can carry at most 4 images.",
+        ),
+        ({"attachments": ["not-a-uuid"]}, "invalid_frame", "attachments: 0: Must be a valid UUID."),
+        ({"text": "   "}, "empty_message", "A message needs text or at least one image."),
+        (
+            {"attachments": [str(uuid.uuid4())]},
+            "unknown_attachment",
+            "An attachment was not found in this conversation.",
+        ),
+    ],
+)
+async def test_it_refuses_an_invalid_message_frame_and_saves_nothing(
+    fields: dict[str, Any], code: str, detail: str, enqueued_replies: list[int]
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    frame = message_frame(**fields)
+
+    await communicator.send_json_to(frame)
+    error = await communicator.receive_json_from(timeout=5)
+
+    assert error == {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    await assert_next_frame_answers_a_barrier(communicator)
+    assert await message_rows(conversation) == []
+    assert enqueued_replies == []
+    await communicator.disconnect()
+
+
+async def test_it_accepts_a_message_of_exactly_4000_characters(enqueued_replies: list[int]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to(message_frame("x" * 4000))
+    accepted = await communicator.receive_json_from(timeout=5)
+
+    assert accepted["type"] == "message.accepted"
+    assert len(accepted["message"]["text"]) == 4000
+    await communicator.disconnect()
+
+
+# --- messages and replies ------------------------------------------------------------------------
+
+
 async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
     live_replies: ScriptedInferenceServer,
 ):
     live_replies.enqueue(Script(tokens=["Hel", "lo", ", ", "wor", "ld", "!"], token_delay=0.05))
-    conversation = await database_sync_to_async(ConversationFactory)()
+    conversation = await create_conversation()
     communicator, ready = await connect(conversation)
     assert ready == {
         "type": "ready",
@@ -56,22 +275,530 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
 
     client_id = str(uuid.uuid4())
     await communicator.send_json_to({"type": "message", "client_id": client_id, "text": "Hi there"})
+    accepted = await communicator.receive_json_from(timeout=5)
+    # The message is saved before it is acknowledged.
+    saved = await get_message(accepted["message"]["id"])
     frames = await receive_until(communicator, "reply.done", "reply.error")
 
-    accepted, started, *deltas, done = frames
     assert accepted["type"] == "message.accepted"
     assert accepted["client_id"] == client_id
-    assert accepted["message"]["role"] == "customer"
-    assert accepted["message"]["text"] == "Hi there"
+    assert (saved.role, saved.text, str(saved.client_id)) == ("customer", "Hi there", client_id)
+    assert accepted["message"] == {
+        "id": saved.pk,
+        "role": "customer",
+        "text": "Hi there",
+        "status": "complete",
+        "attachments": [],
+        "citations": [],
+        "created_at": saved.created_at.isoformat(),
+    }
+    started, *deltas, done = frames
     assert started == {"type": "reply.started", "reply_id": accepted["reply_id"]}
+    assert {delta["type"] for delta in deltas} == {"reply.delta"}
+    assert {delta["reply_id"] for delta in deltas} == {accepted["reply_id"]}
     assert [delta["seq"] for delta in deltas] == list(range(len(deltas)))
     assert "".join(delta["text"] for delta in deltas) == "Hello, world!"
-    assert done["type"] == "reply.done"
-    assert done["message"]["text"] == "Hello, world!"
-    assert done["message"]["status"] == "complete"
-    reply = await database_sync_to_async(Message.objects.get)(pk=accepted["reply_id"])
+    reply = await get_message(accepted["reply_id"])
+    assert done == {
+        "type": "reply.done",
+        "reply_id": reply.pk,
+        "message": {
+            "id": reply.pk,
+            "role": "assistant",
+            "text": "Hello, world!",
+            "status": "complete",
+            "attachments": [],
+            "citations": [],
+            "created_at": reply.created_at.isoformat(),
+        },
+    }
     assert reply.text == "Hello, world!"
     assert reply.status == Message.Status.COMPLETE
+    assert reply.reply_to_id == saved.pk
     assert reply.completion_tokens == 6
+    assert reply.model == "scripted-model"
     assert reply.first_token_latency_ms is not None
     await communicator.disconnect()
+
+
+async def test_it_saves_a_repeated_client_id_once_and_answers_with_the_same_message(
+    live_replies: ScriptedInferenceServer,
+):
+    live_replies.enqueue(Script(tokens=["Once", "."]))
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    frame = message_frame("Only once, please")
+
+    await communicator.send_json_to(frame)
+    first = await receive_until(communicator, "reply.done", "reply.error")
+    await communicator.send_json_to(frame)
+    again = await communicator.receive_json_from(timeout=5)
+
+    accepted = first[0]
+    assert first[-1]["type"] == "reply.done"
+    assert again == {
+        "type": "message.accepted",
+        "client_id": frame["client_id"],
+        "message": accepted["message"],
+        "reply_id": accepted["reply_id"],
+    }
+    # No second reply.started (nor anything else) for the repeat.
+    await assert_next_frame_answers_a_barrier(communicator)
+    assert await message_rows(conversation) == [
+        ("customer", "Only once, please", "complete"),
+        ("assistant", "Once.", "complete"),
+    ]
+    assert len(live_replies.chat_requests) == 1
+    await communicator.disconnect()
+
+
+async def test_it_queues_one_reply_for_a_client_id_repeated_while_the_reply_is_queued(
+    enqueued_replies: list[int],
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    frame = message_frame()
+
+    await communicator.send_json_to(frame)
+    accepted, started = await receive_until(communicator, "reply.started")
+    await communicator.send_json_to(frame)
+    again = await communicator.receive_json_from(timeout=5)
+
+    assert started == {"type": "reply.started", "reply_id": accepted["reply_id"]}
+    assert again == accepted
+    await assert_next_frame_answers_a_barrier(communicator)
+    assert enqueued_replies == [accepted["reply_id"]]
+    assert await message_rows(conversation) == [
+        ("customer", "Where is my parcel?", "complete"),
+        ("assistant", "", "streaming"),
+    ]
+    await communicator.disconnect()
+
+
+async def test_it_gives_a_socket_that_joins_mid_reply_the_text_so_far_and_the_rest_without_gaps(
+    live_replies: ScriptedInferenceServer,
+):
+    tokens = [f"t{index} " for index in range(30)]
+    live_replies.enqueue(Script(tokens=tokens, token_delay=0.05))
+    conversation = await create_conversation()
+    first, _ = await connect(conversation)
+    await first.send_json_to(message_frame())
+    accepted, _started = await receive_until(first, "reply.started")
+    first_deltas: list[dict[str, Any]] = []
+    while not first_deltas or first_deltas[-1]["seq"] < 2:
+        first_deltas += await receive_until(first, "reply.delta")
+
+    second, ready = await connect(conversation)
+    second_frames = await receive_until(second, "reply.done", "reply.error")
+    first_frames = await receive_until(first, "reply.done", "reply.error")
+
+    reply_id = accepted["reply_id"]
+    pending = ready["pending_reply"]
+    assert set(pending) == {"reply_id", "text", "seq"}
+    assert pending["reply_id"] == reply_id
+    assert pending["seq"] >= 2
+    assert [(message["role"], message["status"]) for message in ready["messages"]] == [
+        ("customer", "complete"),
+        ("assistant", "streaming"),
+    ]
+    *later_deltas, done = second_frames
+    assert [delta["seq"] for delta in later_deltas] == list(
+        range(pending["seq"] + 1, pending["seq"] + 1 + len(later_deltas))
+    )
+    assert {delta["type"] for delta in later_deltas} == {"reply.delta"}
+    final = "".join(tokens)
+    assert pending["text"] + "".join(delta["text"] for delta in later_deltas) == final
+    assert done["type"] == "reply.done"
+    assert done["message"]["text"] == final
+    # The first socket saw every delta exactly once, too.
+    first_all = first_deltas + first_frames[:-1]
+    assert [delta["seq"] for delta in first_all] == list(range(len(first_all)))
+    assert "".join(delta["text"] for delta in first_all) == final
+    assert first_frames[-1] == done
+    assert (await get_message(reply_id)).text == final
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_it_gives_a_socket_that_reconnects_after_the_reply_the_saved_history(
+    live_replies: ScriptedInferenceServer,
+):
+    live_replies.enqueue(Script(tokens=["All", " done"]))
+    conversation = await create_conversation()
+    first, _ = await connect(conversation)
+    await first.send_json_to(message_frame("Is it done?"))
+    frames = await receive_until(first, "reply.done", "reply.error")
+    await first.disconnect()
+
+    second, ready = await connect(conversation)
+
+    accepted, done = frames[0], frames[-1]
+    assert done["type"] == "reply.done"
+    assert ready == {
+        "type": "ready",
+        "conversation": str(conversation.pk),
+        "messages": [accepted["message"], done["message"]],
+        "pending_reply": None,
+    }
+    assert ready["messages"][1]["text"] == "All done"
+    await assert_next_frame_answers_a_barrier(second)
+    await second.disconnect()
+
+
+async def test_it_skips_deltas_already_in_the_text_a_joining_socket_got_with_ready(
+    enqueued_replies: list[int],
+):
+    conversation = await create_conversation()
+    first, _ = await connect(conversation)
+    await first.send_json_to(message_frame())
+    accepted, _started = await receive_until(first, "reply.started")
+    reply_id = accepted["reply_id"]
+    # A generation that has sent deltas 0 and 1, as a worker records them before sending each.
+    await cache.aset(events.reply_progress_key(reply_id), {"text": "Hello", "seq": 1})
+    second, ready = await connect(conversation)
+    layer = get_channel_layer()
+    assert layer is not None
+    group = events.conversation_group(conversation.pk)
+
+    # Delta 1 raced the snapshot: it is in `ready` already, and arrives again through the group.
+    for seq, text in [(1, "lo"), (2, " world")]:
+        await layer.group_send(group, {"type": "reply.delta", "reply_id": reply_id, "seq": seq, "text": text})
+
+    assert ready["pending_reply"] == {"reply_id": reply_id, "text": "Hello", "seq": 1}
+    assert await second.receive_json_from(timeout=5) == {
+        "type": "reply.delta",
+        "reply_id": reply_id,
+        "seq": 2,
+        "text": " world",
+    }
+    # The socket that was there all along gets every delta.
+    assert [frame["seq"] for frame in await receive_until(first, "reply.delta")] == [1]
+    assert [frame["seq"] for frame in await receive_until(first, "reply.delta")] == [2]
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_it_passes_agent_events_from_the_group_to_the_socket():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    layer = get_channel_layer()
+    assert layer is not None
+    joined = {"type": "agent.joined", "name": "Lee"}
+    said = {"type": "agent.message", "message": {"id": 7, "role": "agent", "text": "Hi, I am Lee."}}
+
+    await layer.group_send(events.conversation_group(conversation.pk), joined)
+    await layer.group_send(events.conversation_group(conversation.pk), said)
+
+    assert await communicator.receive_json_from(timeout=5) == joined
+    assert await communicator.receive_json_from(timeout=5) == said
+    await communicator.disconnect()
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+
+async def test_it_cancels_a_streaming_reply_keeping_its_text_and_closing_the_inference_stream(
+    live_replies: ScriptedInferenceServer,
+):
+    live_replies.enqueue(Script(tokens=["One", " two", " three"], stall_after=2, stall_seconds=30))
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+    text = ""
+    while text != "One two":
+        [delta] = await receive_until(communicator, "reply.delta")
+        text += delta["text"]
+
+    cancelled_at = time.monotonic()
+    await communicator.send_json_to({"type": "cancel", "reply_id": accepted["reply_id"]})
+    done = await communicator.receive_json_from(timeout=5)
+    await live_replies.wait_for_disconnects_async(1, timeout=3)
+
+    reply = await get_message(accepted["reply_id"])
+    assert done == {
+        "type": "reply.done",
+        "reply_id": reply.pk,
+        "message": {
+            "id": reply.pk,
+            "role": "assistant",
+            "text": "One two",
+            "status": "cancelled",
+            "attachments": [],
+            "citations": [],
+            "created_at": reply.created_at.isoformat(),
+        },
+    }
+    assert (reply.text, reply.status, reply.error_code) == ("One two", "cancelled", "")
+    assert reply.cancel_requested_at is not None
+    [request] = live_replies.disconnects
+    assert request.disconnected_at is not None
+    assert request.disconnected_at - cancelled_at < 3
+    assert not request.completed
+    await communicator.disconnect()
+
+
+async def test_it_cancels_a_reply_no_worker_has_started(enqueued_replies: list[int]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+
+    await communicator.send_json_to({"type": "cancel", "reply_id": accepted["reply_id"]})
+    done = await communicator.receive_json_from(timeout=5)
+
+    reply = await get_message(accepted["reply_id"])
+    assert done == {
+        "type": "reply.done",
+        "reply_id": reply.pk,
+        "message": {
+            "id": reply.pk,
+            "role": "assistant",
+            "text": "",
+            "status": "cancelled",
+            "attachments": [],
+            "citations": [],
+            "created_at": reply.created_at.isoformat(),
+        },
+    }
+    assert reply.status == Message.Status.CANCELLED
+    assert reply.completed_at is not None
+    assert reply.generation_started_at is None
+    # A worker that takes the job afterwards finds nothing to do.
+    assert await database_sync_to_async(services.reply_claim)(reply_id=reply.pk) is False
+    await communicator.disconnect()
+
+
+async def test_it_answers_cancel_of_a_finished_reply_with_the_reply_as_it_is():
+    conversation = await create_conversation()
+    question = await database_sync_to_async(MessageFactory)(conversation=conversation)
+    reply = await database_sync_to_async(MessageFactory)(
+        conversation=conversation, role="assistant", text="Done already.", reply_to=question
+    )
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "cancel", "reply_id": reply.pk})
+    done = await communicator.receive_json_from(timeout=5)
+
+    assert done["type"] == "reply.done"
+    assert (done["message"]["text"], done["message"]["status"]) == ("Done already.", "complete")
+    reloaded = await get_message(reply.pk)
+    assert (reloaded.status, reloaded.cancel_requested_at) == ("complete", None)
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("whose", ["missing", "other_conversation", "customer_message"])
+async def test_it_answers_cancel_of_an_unknown_reply_with_unknown_reply(whose: str):
+    conversation = await create_conversation()
+    other_reply = await database_sync_to_async(MessageFactory)(role="assistant", status="streaming", text="")
+    own_message = await database_sync_to_async(MessageFactory)(conversation=conversation)
+    reply_id = {
+        "missing": 987_654_321,
+        "other_conversation": other_reply.pk,
+        "customer_message": own_message.pk,
+    }[whose]
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "cancel", "reply_id": reply_id})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "unknown_reply",
+        "detail": "There is no such reply in this conversation.",
+    }
+    untouched = await get_message(other_reply.pk)
+    assert (untouched.status, untouched.cancel_requested_at) == ("streaming", None)
+    await communicator.disconnect()
+
+
+async def test_it_refuses_a_cancel_frame_without_a_valid_reply_id():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "cancel", "reply_id": "soon"})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": "reply_id: A valid integer is required.",
+    }
+    await communicator.disconnect()
+
+
+# --- feedback, satisfaction, handoff ----------------------------------------------------------------
+
+
+async def test_it_saves_feedback_on_a_reply_and_lets_the_customer_change_it():
+    conversation = await create_conversation()
+    reply = await database_sync_to_async(MessageFactory)(
+        conversation=conversation, role="assistant", text="Try turning it off and on."
+    )
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to(
+        {"type": "feedback", "message_id": reply.pk, "rating": -1, "comment": " Did not help "}
+    )
+    saved = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "feedback", "message_id": reply.pk, "rating": 1})
+    changed = await communicator.receive_json_from(timeout=5)
+
+    assert saved == {"type": "feedback.saved", "message_id": reply.pk, "rating": -1}
+    assert changed == {"type": "feedback.saved", "message_id": reply.pk, "rating": 1}
+    feedback = await database_sync_to_async(Feedback.objects.get)(message_id=reply.pk)
+    assert (feedback.rating, feedback.comment) == (1, "")
+    assert await count(Feedback) == 1
+    await communicator.disconnect()
+
+
+UNKNOWN_MESSAGE = "There is no such assistant reply in this conversation."
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "detail"),
+    [
+        ({"rating": 5}, "invalid_frame", 'rating: "5" is not a valid choice.'),
+        ({"rating": 0}, "invalid_frame", 'rating: "0" is not a valid choice.'),
+        ({"rating": None}, "invalid_frame", "rating: This field may not be null."),
+        ({"message_id": 987_654_321}, "unknown_message", UNKNOWN_MESSAGE),
+        ({"message_id": "customer"}, "unknown_message", UNKNOWN_MESSAGE),
+    ],
+)
+async def test_it_refuses_invalid_feedback_and_saves_nothing(frame: dict[str, Any], code: str, detail: str):
+    conversation = await create_conversation()
+    reply = await database_sync_to_async(MessageFactory)(conversation=conversation, role="assistant")
+    question = await database_sync_to_async(MessageFactory)(conversation=conversation)
+    if frame.get("message_id") == "customer":
+        frame = {**frame, "message_id": question.pk}
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "feedback", "message_id": reply.pk, "rating": 1, **frame})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": code,
+        "detail": detail,
+    }
+    assert await count(Feedback) == 0
+    await communicator.disconnect()
+
+
+async def test_it_saves_a_satisfaction_score_and_lets_the_customer_change_it():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "csat", "score": 2, "comment": "Slow"})
+    first = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "csat", "score": 5})
+    second = await communicator.receive_json_from(timeout=5)
+
+    assert first == {"type": "csat.saved", "score": 2}
+    assert second == {"type": "csat.saved", "score": 5}
+    rating = await database_sync_to_async(SatisfactionRating.objects.get)(conversation=conversation)
+    assert (rating.score, rating.comment) == (5, "")
+    assert await count(SatisfactionRating) == 1
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("score", "detail"),
+    [
+        (0, "score: Ensure this value is greater than or equal to 1."),
+        (6, "score: Ensure this value is less than or equal to 5."),
+        ("great", "score: A valid integer is required."),
+    ],
+)
+async def test_it_refuses_an_invalid_satisfaction_score_and_saves_nothing(score: Any, detail: str):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "csat", "score": score})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": detail,
+    }
+    assert await count(SatisfactionRating) == 0
+    await communicator.disconnect()
+
+
+async def test_it_hands_off_to_a_person_and_then_stops_ai_replies(enqueued_replies: list[int]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "handoff", "reason": " I want a person "})
+    started = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to(message_frame("Hello? Anyone?"))
+    accepted = await communicator.receive_json_from(timeout=5)
+
+    ticket = await database_sync_to_async(Ticket.objects.get)(conversation=conversation)
+    assert started == {"type": "handoff.started", "ticket_id": ticket.pk}
+    assert (ticket.status, ticket.reason) == ("open", "I want a person")
+    assert (await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)).status == "handed_off"
+    assert accepted["type"] == "message.accepted"
+    assert accepted["reply_id"] is None
+    assert accepted["message"]["text"] == "Hello? Anyone?"
+    # No reply.started: the next frame answers the barrier.
+    await assert_next_frame_answers_a_barrier(communicator)
+    assert await message_rows(conversation) == [
+        ("system", "A person will join this conversation shortly.", "complete"),
+        ("customer", "Hello? Anyone?", "complete"),
+    ]
+    assert enqueued_replies == []
+    await communicator.disconnect()
+
+
+async def test_it_keeps_one_ticket_when_the_customer_asks_for_a_person_twice():
+    conversation = await create_conversation(locale="zh-Hans")
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "handoff", "reason": "人工"})
+    first = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "handoff"})
+    second = await communicator.receive_json_from(timeout=5)
+
+    assert first == second
+    assert await count(Ticket, conversation=conversation) == 1
+    assert await message_rows(conversation) == [("system", "已为您转接人工客服，请稍候。", "complete")]
+    await communicator.disconnect()
+
+
+# --- rate limit ----------------------------------------------------------------------------------
+
+
+async def test_it_refuses_messages_over_the_rate_limit_and_saves_none_of_them(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, enqueued_replies: list[int]
+):
+    settings.WIDGET_MESSAGES_PER_MINUTE = 2
+    # One fixed minute, so that the test cannot straddle two counting windows.
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: 1_800_000_000.0))
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    answers = []
+    frames = [message_frame(f"Message {number}") for number in range(3)]
+    for frame in frames:
+        await communicator.send_json_to(frame)
+        answers.append(await communicator.receive_json_from(timeout=5))
+        if answers[-1]["type"] == "message.accepted":
+            await receive_until(communicator, "reply.started")
+
+    assert [answer["type"] for answer in answers] == ["message.accepted", "message.accepted", "error"]
+    assert answers[2] == {
+        "type": "error",
+        "code": "rate_limited",
+        "detail": "Too many messages; please wait a minute before sending more.",
+        "client_id": frames[2]["client_id"],
+    }
+    assert [row for row in await message_rows(conversation) if row[0] == "customer"] == [
+        ("customer", "Message 0", "complete"),
+        ("customer", "Message 1", "complete"),
+    ]
+    assert len(enqueued_replies) == 2
+    # The limit is per conversation: another conversation may still talk.
+    other = await create_conversation()
+    other_communicator, _ = await connect(other)
+    await other_communicator.send_json_to(message_frame())
+    assert (await other_communicator.receive_json_from(timeout=5))["type"] == "message.accepted"
+    await communicator.disconnect()
+    await other_communicator.disconnect()

@@ -1,0 +1,811 @@
+"""Reply generation against a scripted inference server, listening on the conversation's group.
+
+The generation runs on the test's own event loop (`reply_generate`) or, like a Celery worker, on a loop
+of its own in another thread (`inference.tasks.generate_reply`); events go through the real Redis
+channel layer and the text-so-far through the real Redis cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.utils import timezone
+
+from conversations import events, services
+from conversations.models import Conversation, Message
+from inference import tasks
+from inference.generation import reply_generate
+from inference.local_model import free_port
+from tests import factories
+from tests.scripted_inference import Script, ScriptedInferenceServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AssistantProfileFactory: Any = factories.AssistantProfileFactory
+ConversationFactory: Any = factories.ConversationFactory
+MessageFactory: Any = factories.MessageFactory
+
+BARRIER = {"type": "test.barrier"}
+
+
+class GroupListener:
+    """A test channel in a conversation's group, as a customer's socket would be."""
+
+    def __init__(self, channel: str) -> None:
+        self.layer = get_channel_layer()
+        self.channel = channel
+
+    @classmethod
+    async def join(cls, conversation: Conversation) -> GroupListener:
+        layer = get_channel_layer()
+        assert layer is not None
+        channel = await layer.new_channel()
+        await layer.group_add(events.conversation_group(conversation.pk), channel)
+        return cls(channel)
+
+    async def next(self, wait: float = 10) -> dict[str, Any]:
+        assert self.layer is not None
+        event: dict[str, Any] = await asyncio.wait_for(self.layer.receive(self.channel), wait)
+        return event
+
+    async def until(self, *types: str, wait: float = 10) -> list[dict[str, Any]]:
+        received = []
+        while True:
+            received.append(await self.next(wait))
+            if received[-1]["type"] in types:
+                return received
+
+    async def rest(self) -> list[dict[str, Any]]:
+        """Everything sent to the group so far: a barrier sent now arrives after all of it."""
+        assert self.layer is not None
+        await self.layer.send(self.channel, BARRIER)
+        received = await self.until(BARRIER["type"])
+        return received[:-1]
+
+
+@pytest.fixture
+def other_server() -> Iterator[ScriptedInferenceServer]:
+    with ScriptedInferenceServer() as server:
+        yield server
+
+
+@database_sync_to_async
+def queued_reply(
+    *, locale: str = "en", text: str = "Where is my parcel?", conversation: Conversation | None = None
+) -> Message:
+    """A customer message and its reply, queued (the `enqueued_replies` fixture keeps it from running)."""
+    conversation = conversation or ConversationFactory(locale=locale)
+    posted = services.message_post(conversation=conversation, text=text)
+    assert posted.reply is not None
+    return posted.reply
+
+
+@database_sync_to_async
+def reload(reply: Message) -> Message:
+    return Message.objects.get(pk=reply.pk)
+
+
+def deltas_of(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in received if event["type"] == "reply.delta"]
+
+
+def assert_numbered(deltas: list[dict[str, Any]], reply_id: int) -> None:
+    assert [(delta["type"], delta["reply_id"], delta["seq"]) for delta in deltas] == [
+        ("reply.delta", reply_id, seq) for seq in range(len(deltas))
+    ]
+
+
+async def generate(reply: Message, wait: float = 15) -> None:
+    await asyncio.wait_for(reply_generate(reply_id=reply.pk), wait)
+
+
+# --- a reply that streams to the end -----------------------------------------------------------------
+
+
+async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
+    scripted_inference: ScriptedInferenceServer,
+):
+    tokens = ["您好", "，", "包裹", "明天", "送达", "。", " OK"]
+    scripted_inference.enqueue(
+        Script(
+            tokens=tokens,
+            usage={"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49},
+            model="qwen2.5-vl-7b",
+        )
+    )
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    deltas, done = received[:-1], received[-1]
+    assert_numbered(deltas, reply.pk)
+    assert "".join(delta["text"] for delta in deltas) == "您好，包裹明天送达。 OK"
+    assert done == {
+        "type": "reply.done",
+        "reply_id": reply.pk,
+        "message": {
+            "id": reply.pk,
+            "role": "assistant",
+            "text": "您好，包裹明天送达。 OK",
+            "status": "complete",
+            "attachments": [],
+            "citations": [],
+            "created_at": saved.created_at.isoformat(),
+        },
+    }
+    assert saved.text == "您好，包裹明天送达。 OK"
+    assert saved.status == Message.Status.COMPLETE
+    assert (saved.prompt_tokens, saved.completion_tokens) == (42, 7)
+    assert saved.model == "qwen2.5-vl-7b"
+    assert (saved.error_code, saved.error_detail) == ("", "")
+    assert saved.first_token_latency_ms is not None
+    assert saved.total_latency_ms is not None
+    assert 0 <= saved.first_token_latency_ms <= saved.total_latency_ms
+    assert saved.generation_started_at is not None
+    assert saved.completed_at is not None
+    # The text-so-far for sockets joining mid-reply is gone once the reply is saved.
+    assert await cache.aget(events.reply_progress_key(reply.pk)) is None
+
+
+async def test_it_counts_prompt_and_completion_tokens_from_the_servers_usage(
+    scripted_inference: ScriptedInferenceServer,
+):
+    scripted_inference.enqueue(Script(tokens=["a", "b", "c"]))
+    reply = await queued_reply(text="one two three four")
+
+    await generate(reply)
+
+    saved = await reload(reply)
+    [request] = scripted_inference.chat_requests
+    # The scripted server counts the words of the prompt it received; the reply stores what it reported.
+    expected_prompt_tokens = sum(len(message["content"].split()) for message in request.json["messages"])
+    assert (saved.prompt_tokens, saved.completion_tokens) == (expected_prompt_tokens, 3)
+    assert saved.model == "scripted-model"
+
+
+async def test_it_sends_the_first_token_at_once_before_the_next_one_exists(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    # Later tokens would wait this long to be gathered into one delta; the first does not wait at all.
+    settings.INFERENCE_COALESCE_SECONDS = 60
+    scripted_inference.enqueue(Script(tokens=["First", " second"], stall_after=1, stall_seconds=30))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    generation = asyncio.create_task(reply_generate(reply_id=reply.pk))
+
+    first = await listener.next()
+
+    # The server is still holding back the second token: the delta did not wait for it.
+    [request] = scripted_inference.chat_requests
+    assert not request.completed
+    assert first == {"type": "reply.delta", "reply_id": reply.pk, "seq": 0, "text": "First"}
+    outcome = await database_sync_to_async(services.reply_cancel)(
+        conversation=reply.conversation, reply_id=reply.pk
+    )
+    assert outcome.cancelled_here is False
+    await asyncio.wait_for(generation, 10)
+    [done] = await listener.rest()
+    assert done["type"] == "reply.done"
+    assert (done["message"]["text"], done["message"]["status"]) == ("First", "cancelled")
+    saved = await reload(reply)
+    assert (saved.text, saved.status) == ("First", "cancelled")
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+    # The request to stop is cleared with the reply saved.
+    assert await cache.aget(events.reply_cancel_key(reply.pk)) is None
+
+
+async def test_it_coalesces_fast_tokens_into_fewer_numbered_deltas(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_COALESCE_SECONDS = 0.25
+    tokens = ["First"] + [f" w{index}" for index in range(60)]
+    scripted_inference.enqueue(Script(tokens=tokens, token_delay=0.002))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    deltas = deltas_of(received)
+    assert received[-1]["type"] == "reply.done"
+    assert_numbered(deltas, reply.pk)
+    assert deltas[0]["text"] == "First"
+    assert 2 <= len(deltas) < len(tokens) // 3
+    assert "".join(delta["text"] for delta in deltas) == "".join(tokens)
+    assert (await reload(reply)).text == "".join(tokens)
+
+
+async def test_it_keeps_the_text_so_far_in_the_cache_while_streaming(
+    scripted_inference: ScriptedInferenceServer,
+):
+    scripted_inference.enqueue(Script(tokens=["Half", " way", " there"], stall_after=2, stall_seconds=30))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    generation = asyncio.create_task(reply_generate(reply_id=reply.pk))
+
+    text = ""
+    last_seq = -1
+    while text != "Half way":
+        delta = await listener.next()
+        text += delta["text"]
+        last_seq = delta["seq"]
+    progress = await cache.aget(events.reply_progress_key(reply.pk))
+    await database_sync_to_async(services.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
+    await asyncio.wait_for(generation, 10)
+
+    assert progress == {"text": "Half way", "seq": last_seq}
+    assert await cache.aget(events.reply_progress_key(reply.pk)) is None
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-Hans"])
+async def test_it_reports_a_server_error_as_inference_unavailable_in_the_customers_language(
+    locale: str, scripted_inference: ScriptedInferenceServer
+):
+    scripted_inference.enqueue(Script(status=500, error_message="CUDA out of memory"))
+    reply = await queued_reply(locale=locale)
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    [error] = await listener.rest()
+    saved = await reload(reply)
+    detail = {
+        "en": "The assistant is unavailable right now. Please try again in a moment, or ask for a person.",
+        "zh-Hans": "智能助手暂时无法使用，请稍后重试，或转接人工客服。",
+    }[locale]
+    assert error == {
+        "type": "reply.error",
+        "reply_id": reply.pk,
+        "code": "inference_unavailable",
+        "detail": detail,
+        "message": {
+            "id": reply.pk,
+            "role": "assistant",
+            "text": "",
+            "status": "failed",
+            "attachments": [],
+            "citations": [],
+            "created_at": saved.created_at.isoformat(),
+        },
+    }
+    assert (saved.status, saved.text, saved.error_code, saved.error_detail) == (
+        "failed",
+        "",
+        "inference_unavailable",
+        detail,
+    )
+    # The server's own words stay out of what the customer sees.
+    assert "CUDA" not in saved.error_detail
+    assert saved.completed_at is not None
+    assert len(scripted_inference.chat_requests) == 1
+
+
+async def test_it_fails_over_from_an_unreachable_server_to_the_next(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_BASE_URLS = [f"http://127.0.0.1:{free_port()}/v1", scripted_inference.base_url]
+    scripted_inference.enqueue(Script(tokens=["From", " the", " second"]))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    assert received[-1]["type"] == "reply.done"
+    assert (saved.status, saved.text) == ("complete", "From the second")
+    assert len(scripted_inference.chat_requests) == 1
+
+
+async def test_it_fails_over_from_a_server_answering_500_to_the_next(
+    settings: Any, scripted_inference: ScriptedInferenceServer, other_server: ScriptedInferenceServer
+):
+    settings.INFERENCE_BASE_URLS = [other_server.base_url, scripted_inference.base_url]
+    other_server.enqueue(Script(status=503, error_message="overloaded"))
+    scripted_inference.enqueue(Script(tokens=["Still", " here"]))
+    reply = await queued_reply()
+
+    await generate(reply)
+
+    saved = await reload(reply)
+    assert (saved.status, saved.text, saved.error_code) == ("complete", "Still here", "")
+    assert len(other_server.chat_requests) == 1
+    assert len(scripted_inference.chat_requests) == 1
+    # Both servers were asked the same thing.
+    assert other_server.chat_requests[0].json == scripted_inference.chat_requests[0].json
+
+
+async def test_it_does_not_fail_over_once_the_first_token_arrived(
+    settings: Any, scripted_inference: ScriptedInferenceServer, other_server: ScriptedInferenceServer
+):
+    settings.INFERENCE_BASE_URLS = [scripted_inference.base_url, other_server.base_url]
+    scripted_inference.enqueue(Script(tokens=["Begun", " and", " lost"], disconnect_after=1))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    assert [event["type"] for event in received] == ["reply.delta", "reply.error"]
+    assert received[-1]["code"] == "inference_unavailable"
+    assert received[-1]["message"]["text"] == "Begun"
+    assert (saved.status, saved.text, saved.error_code) == ("failed", "Begun", "inference_unavailable")
+    # The second server would have repeated the text from the start: it was never asked.
+    assert other_server.requests == []
+
+
+async def test_it_fails_when_no_server_is_reachable(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_BASE_URLS = [
+        f"http://127.0.0.1:{free_port()}/v1",
+        f"http://127.0.0.1:{free_port()}/v1",
+    ]
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    [error] = await listener.rest()
+    saved = await reload(reply)
+    assert error["code"] == "inference_unavailable"
+    assert (saved.status, saved.text, saved.error_code) == ("failed", "", "inference_unavailable")
+
+
+async def test_it_does_not_fail_over_when_the_server_rejects_the_request(
+    settings: Any, scripted_inference: ScriptedInferenceServer, other_server: ScriptedInferenceServer
+):
+    settings.INFERENCE_BASE_URLS = [scripted_inference.base_url, other_server.base_url]
+    scripted_inference.enqueue(Script(status=400, error_message="context length exceeded"))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    [error] = await listener.rest()
+    saved = await reload(reply)
+    detail = "The assistant could not handle this message. Please rephrase it, or ask for a person."
+    assert (error["code"], error["detail"]) == ("inference_rejected", detail)
+    assert (saved.status, saved.error_code, saved.error_detail) == ("failed", "inference_rejected", detail)
+    assert other_server.requests == []
+
+
+async def test_it_fails_a_malformed_chunk_as_a_bad_response_and_keeps_the_partial_text(
+    scripted_inference: ScriptedInferenceServer,
+):
+    scripted_inference.enqueue(Script(tokens=["Par", "tial", " never"], malformed_after=2))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    deltas, error = received[:-1], received[-1]
+    assert_numbered(deltas, reply.pk)
+    assert "".join(delta["text"] for delta in deltas) == "Partial"
+    assert error["type"] == "reply.error"
+    assert error["code"] == "inference_bad_response"
+    assert error["detail"] == (
+        "The assistant sent an answer we could not read. Please try again, or ask for a person."
+    )
+    assert error["message"]["text"] == "Partial"
+    assert (saved.status, saved.text, saved.error_code) == ("failed", "Partial", "inference_bad_response")
+
+
+async def test_it_times_out_waiting_for_the_first_token_and_closes_the_stream(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_FIRST_TOKEN_TIMEOUT = 0.5
+    scripted_inference.enqueue(Script(tokens=["Too", " late"], first_token_delay=30))
+    reply = await queued_reply(locale="zh-Hans")
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply, wait=10)
+
+    [error] = await listener.rest()
+    saved = await reload(reply)
+    detail = "智能助手响应超时，请重试，或转接人工客服。"
+    assert (error["code"], error["detail"]) == ("inference_timeout", detail)
+    assert (saved.status, saved.text, saved.error_code) == ("failed", "", "inference_timeout")
+    assert saved.first_token_latency_ms is None
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+    assert not scripted_inference.chat_requests[0].completed
+
+
+async def test_it_times_out_on_a_stall_between_tokens_keeping_the_partial_text(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_TOKEN_TIMEOUT = 0.5
+    scripted_inference.enqueue(Script(tokens=["Almost", " there", " now"], stall_after=2, stall_seconds=30))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply, wait=10)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    assert "".join(delta["text"] for delta in deltas_of(received)) == "Almost there"
+    assert received[-1]["type"] == "reply.error"
+    assert received[-1]["code"] == "inference_timeout"
+    assert received[-1]["message"]["text"] == "Almost there"
+    assert (saved.status, saved.text, saved.error_code) == ("failed", "Almost there", "inference_timeout")
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+    [request] = scripted_inference.disconnects
+    assert not request.completed
+
+
+async def test_it_times_out_a_reply_that_takes_longer_than_the_total_timeout(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_TOTAL_TIMEOUT = 1.5
+    tokens = [f"w{index} " for index in range(100)]
+    scripted_inference.enqueue(Script(tokens=tokens, token_delay=0.05))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply, wait=10)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    streamed = "".join(delta["text"] for delta in deltas_of(received))
+    assert received[-1]["code"] == "inference_timeout"
+    assert (saved.status, saved.error_code) == ("failed", "inference_timeout")
+    assert saved.text == streamed
+    # A proper, non-empty prefix: the reply was cut off, not lost and not finished.
+    assert 0 < len(saved.text) < len("".join(tokens))
+    assert "".join(tokens).startswith(saved.text)
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+
+
+async def test_it_stops_at_a_heartbeat_when_the_cancel_is_in_the_database_but_not_the_cache(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.REPLY_HEARTBEAT_SECONDS = 0.1
+    scripted_inference.enqueue(
+        Script(tokens=["Going", " on", " and", " on"], stall_after=1, stall_seconds=30)
+    )
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    generation = asyncio.create_task(reply_generate(reply_id=reply.pk))
+    await listener.next()
+
+    # As reply_cancel does, minus the cache flag (as if the cache had lost it).
+    await Message.objects.filter(pk=reply.pk).aupdate(cancel_requested_at=timezone.now())
+    await asyncio.wait_for(generation, 10)
+
+    [done] = await listener.rest()
+    saved = await reload(reply)
+    assert done["type"] == "reply.done"
+    assert (done["message"]["text"], done["message"]["status"]) == ("Going", "cancelled")
+    assert (saved.text, saved.status) == ("Going", "cancelled")
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+
+
+async def test_it_does_not_generate_a_reply_cancelled_before_a_worker_took_it(
+    scripted_inference: ScriptedInferenceServer,
+):
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    await database_sync_to_async(services.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
+
+    await generate(reply)
+
+    assert await listener.rest() == []
+    saved = await reload(reply)
+    assert (saved.status, saved.text, saved.generation_started_at) == ("cancelled", "", None)
+    assert scripted_inference.requests == []
+
+
+# --- redelivery and lost workers ----------------------------------------------------------------------
+
+
+async def test_it_generates_a_redelivered_job_once(scripted_inference: ScriptedInferenceServer):
+    scripted_inference.enqueue(Script(tokens=["Only", " once"]))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    # The Celery task, twice, as after a redelivery: each runs its own event loop, like a worker.
+    await asyncio.to_thread(tasks.generate_reply, reply.pk)
+    await asyncio.to_thread(tasks.generate_reply, reply.pk)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    assert [event["type"] for event in received if event["type"] != "reply.delta"] == ["reply.done"]
+    assert (saved.status, saved.text) == ("complete", "Only once")
+    assert len(scripted_inference.chat_requests) == 1
+
+
+async def test_it_generates_once_when_two_deliveries_run_at_the_same_time(
+    scripted_inference: ScriptedInferenceServer,
+):
+    scripted_inference.enqueue(Script(tokens=["Just", " one"], token_delay=0.05))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await asyncio.wait_for(
+        asyncio.gather(reply_generate(reply_id=reply.pk), reply_generate(reply_id=reply.pk)), 15
+    )
+
+    received = await listener.rest()
+    assert [event["type"] for event in received if event["type"] != "reply.delta"] == ["reply.done"]
+    assert (await reload(reply)).text == "Just one"
+    assert len(scripted_inference.chat_requests) == 1
+
+
+@database_sync_to_async
+def started_reply(*, heartbeat_age: timedelta, locale: str = "en") -> Message:
+    """A reply a worker claimed, whose last heartbeat was `heartbeat_age` ago."""
+    conversation = ConversationFactory(locale=locale)
+    posted = services.message_post(conversation=conversation, text="Hello?")
+    assert posted.reply is not None
+    assert services.reply_claim(reply_id=posted.reply.pk)
+    then = timezone.now() - heartbeat_age
+    Message.objects.filter(pk=posted.reply.pk).update(generation_started_at=then, heartbeat_at=then)
+    return Message.objects.select_related("conversation").get(pk=posted.reply.pk)
+
+
+async def test_it_fails_a_reply_whose_worker_died_keeping_the_text_it_had_streamed(settings: Any):
+    settings.REPLY_STALLED_AFTER_SECONDS = 30
+    dead = await started_reply(heartbeat_age=timedelta(seconds=31))
+    alive = await started_reply(heartbeat_age=timedelta(seconds=5))
+    await cache.aset(events.reply_progress_key(dead.pk), {"text": "partial", "seq": 3})
+    await cache.aset(events.reply_progress_key(alive.pk), {"text": "still going", "seq": 1})
+    dead_listener = await GroupListener.join(dead.conversation)
+    alive_listener = await GroupListener.join(alive.conversation)
+
+    failed = await database_sync_to_async(tasks.fail_stalled_replies)()
+
+    saved = await reload(dead)
+    detail = "The assistant stopped while answering. Please try again, or ask for a person."
+    assert failed == 1
+    assert (saved.status, saved.text, saved.error_code, saved.error_detail) == (
+        "failed",
+        "partial",
+        "worker_lost",
+        detail,
+    )
+    assert saved.completed_at is not None
+    [error] = await dead_listener.rest()
+    assert error == {
+        "type": "reply.error",
+        "reply_id": dead.pk,
+        "code": "worker_lost",
+        "detail": detail,
+        "message": {
+            "id": dead.pk,
+            "role": "assistant",
+            "text": "partial",
+            "status": "failed",
+            "attachments": [],
+            "citations": [],
+            "created_at": saved.created_at.isoformat(),
+        },
+    }
+    untouched = await reload(alive)
+    assert (untouched.status, untouched.text, untouched.error_code, untouched.completed_at) == (
+        "streaming",
+        "",
+        "",
+        None,
+    )
+    assert await alive_listener.rest() == []
+
+
+async def test_it_fails_a_reply_no_worker_picked_up_in_time(settings: Any):
+    settings.REPLY_QUEUE_TIMEOUT_SECONDS = 60
+    stuck = await queued_reply(locale="zh-Hans")
+    fresh = await queued_reply()
+    await Message.objects.filter(pk=stuck.pk).aupdate(created_at=timezone.now() - timedelta(seconds=61))
+    listener = await GroupListener.join(stuck.conversation)
+
+    failed = await database_sync_to_async(tasks.fail_stalled_replies)()
+
+    saved = await reload(stuck)
+    assert failed == 1
+    assert (saved.status, saved.text, saved.error_code, saved.error_detail) == (
+        "failed",
+        "",
+        "inference_unavailable",
+        "智能助手暂时无法使用，请稍后重试，或转接人工客服。",
+    )
+    [error] = await listener.rest()
+    assert (error["type"], error["code"]) == ("reply.error", "inference_unavailable")
+    assert (await reload(fresh)).status == "streaming"
+    # A worker that takes the job late finds nothing to do.
+    assert await database_sync_to_async(services.reply_claim)(reply_id=stuck.pk) is False
+
+
+async def test_it_stops_without_overwriting_a_reply_the_sweeper_failed_meanwhile(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.REPLY_HEARTBEAT_SECONDS = 0.1
+    tokens = [f"t{index} " for index in range(40)]
+    scripted_inference.enqueue(Script(tokens=tokens, token_delay=0.05))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    generation = asyncio.create_task(reply_generate(reply_id=reply.pk))
+    await listener.next()
+
+    swept = await database_sync_to_async(services.reply_fail)(reply_id=reply.pk, code="worker_lost")
+    await asyncio.wait_for(generation, 10)
+
+    assert swept is not None
+    saved = await reload(reply)
+    assert (saved.status, saved.error_code, saved.text) == ("failed", "worker_lost", swept.text)
+    assert swept.text != "".join(tokens)
+    received = await listener.rest()
+    # Only the sweeper's reply.error: the abandoned generation sends no reply.done of its own.
+    assert [event["type"] for event in received if event["type"] != "reply.delta"] == ["reply.error"]
+    await scripted_inference.wait_for_disconnects_async(1, timeout=5)
+    assert not scripted_inference.chat_requests[0].completed
+
+
+# --- the request the inference server receives ---------------------------------------------------------
+
+
+@database_sync_to_async
+def conversation_with_history(**profile: Any) -> Message:
+    AssistantProfileFactory(**profile)
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, text="My order is late")
+    MessageFactory(conversation=conversation, role="assistant", text="Sorry! What is the order number?")
+    MessageFactory(conversation=conversation, role="system", text="A person will join shortly.")
+    MessageFactory(conversation=conversation, role="agent", text="Hi, I am Lee from support.")
+    posted = services.message_post(conversation=conversation, text="It is 12345")
+    assert posted.reply is not None
+    return posted.reply
+
+
+SYSTEM_PROMPT = (
+    "Your name is Ava.\n"
+    "You help customers of the test shop.\n"
+    "Always answer in the language of the customer's latest message (Simplified Chinese or English)."
+)
+
+
+async def test_it_sends_the_profile_and_the_history_in_order(scripted_inference: ScriptedInferenceServer):
+    reply = await conversation_with_history(name="Ava", max_tokens=300, temperature=0.7)
+
+    await generate(reply)
+
+    [request] = scripted_inference.chat_requests
+    assert request.headers["accept"] == "text/event-stream"
+    assert "authorization" not in request.headers
+    assert request.json == {
+        "model": "scripted-model",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 300,
+        "temperature": 0.7,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": "My order is late"},
+            {"role": "assistant", "content": "Sorry! What is the order number?"},
+            {"role": "assistant", "content": "[A human agent wrote:] Hi, I am Lee from support."},
+            {"role": "user", "content": "It is 12345"},
+        ],
+    }
+
+
+async def test_it_uses_the_configured_model_and_api_key(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+    settings.INFERENCE_API_KEY = "sk-inference"
+    reply = await queued_reply()
+
+    await generate(reply)
+
+    # No need to ask the server which model it serves.
+    assert [request.path for request in scripted_inference.requests] == ["/v1/chat/completions"]
+    [request] = scripted_inference.chat_requests
+    assert request.json["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert request.headers["authorization"] == "Bearer sk-inference"
+
+
+async def test_it_puts_the_instructions_into_the_first_user_turn_when_configured(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = True
+    reply = await conversation_with_history(name="Ava")
+
+    await generate(reply)
+
+    [request] = scripted_inference.chat_requests
+    assert request.json["messages"] == [
+        {"role": "user", "content": f"{SYSTEM_PROMPT}\n\nMy order is late"},
+        {"role": "assistant", "content": "Sorry! What is the order number?"},
+        {"role": "assistant", "content": "[A human agent wrote:] Hi, I am Lee from support."},
+        {"role": "user", "content": "It is 12345"},
+    ]
+
+
+@database_sync_to_async
+def conversation_with_turns(texts: list[str]) -> Message:
+    """Alternating customer and assistant turns, the last one the customer's, its reply queued."""
+    AssistantProfileFactory(name="Ava", max_tokens=100)
+    conversation = ConversationFactory()
+    for index, text in enumerate(texts[:-1]):
+        MessageFactory(conversation=conversation, role="assistant" if index % 2 else "customer", text=text)
+    posted = services.message_post(conversation=conversation, text=texts[-1])
+    assert posted.reply is not None
+    return posted.reply
+
+
+async def test_it_drops_the_oldest_history_to_fit_the_context_window(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    # Each turn is 30 characters: an estimated 10 tokens, plus 6 for the chat template: 16.
+    turns = [f"turn {number} ".ljust(30, ".") for number in range(1, 6)]
+    reply = await conversation_with_turns(turns)
+    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
+    # Room for the reply's max_tokens, the system message and exactly three turns.
+    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 3 * 16
+
+    await generate(reply)
+
+    [request] = scripted_inference.chat_requests
+    assert request.json["messages"] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": turns[2]},
+        {"role": "assistant", "content": turns[3]},
+        {"role": "user", "content": turns[4]},
+    ]
+
+
+async def test_it_never_opens_the_history_with_an_assistant_turn(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    turns = [f"turn {number} ".ljust(30, ".") for number in range(1, 6)]
+    reply = await conversation_with_turns(turns)
+    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
+    # Room for four turns, the oldest of which would be the assistant's.
+    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 4 * 16
+
+    await generate(reply)
+
+    [request] = scripted_inference.chat_requests
+    assert request.json["messages"] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": turns[2]},
+        {"role": "assistant", "content": turns[3]},
+        {"role": "user", "content": turns[4]},
+    ]
+
+
+async def test_it_always_keeps_the_newest_customer_message_even_over_the_budget(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+):
+    long_text = "start " + "y" * 600 + " end"
+    reply = await conversation_with_turns(["An earlier question", "An earlier answer", long_text])
+    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
+    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 50
+
+    await generate(reply)
+
+    [request] = scripted_inference.chat_requests
+    system, newest = request.json["messages"]
+    assert system == {"role": "system", "content": SYSTEM_PROMPT}
+    assert newest["role"] == "user"
+    # Its most recent part is kept, within the budget.
+    assert newest["content"].endswith("y end")
+    assert long_text.endswith(newest["content"])
+    assert (len(newest["content"]) + 2) // 3 <= 50
