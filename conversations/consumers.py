@@ -155,7 +155,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if data is None:
             return
         assert self.conversation is not None
-        if await rate_limit_exceeded(
+        # A message re-sent after a reconnect is answered from what was saved: it is not a new one.
+        resent = await database_sync_to_async(selectors.message_client_id_exists)(
+            conversation=self.conversation, client_id=data["client_id"]
+        )
+        if not resent and await rate_limit_exceeded(
             key=f"ws-message:{self.conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE
         ):
             await self.send_error(

@@ -58,3 +58,8 @@ def reply_pending_snapshot(*, conversation: Conversation) -> dict[str, Any] | No
 def message_list_by_ids(*, ids: list[int]) -> list[Message]:
     """Messages by id, with their attachments."""
     return list(Message.objects.filter(pk__in=ids).order_by("id").prefetch_related("attachments"))
+
+
+def message_client_id_exists(*, conversation: Conversation, client_id: uuid.UUID) -> bool:
+    """Whether the conversation already has the message the browser sent with this client_id."""
+    return conversation.messages.filter(client_id=client_id).exists()

@@ -122,6 +122,8 @@ def message_post(
                 attachment.message = message
                 attachment.position = position
                 attachment.save(update_fields=["message", "position"])
+            # The customer has moved on: a reply still in progress is superseded by this message's.
+            _replies_in_progress_stop(conversation=conversation)
             reply = None
             if conversation.status == Conversation.Status.OPEN:
                 reply = Message.objects.create(
@@ -232,6 +234,18 @@ def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
     cache.set(events.reply_cancel_key(reply.pk), True, timeout=int(settings.INFERENCE_TOTAL_TIMEOUT) + 300)
     reply.refresh_from_db()
     return CancelOutcome(reply=reply, cancelled_here=reply.status != Message.Status.STREAMING)
+
+
+def _replies_in_progress_stop(*, conversation: Conversation) -> None:
+    """Stop the conversation's replies still streaming, telling every socket (a new message or a
+    person supersedes them, and a conversation streams one reply at a time)."""
+    for reply_id in Message.objects.filter(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+    ).values_list("pk", flat=True):
+        outcome = reply_cancel(conversation=conversation, reply_id=reply_id)
+        if outcome.cancelled_here:
+            event = events.reply_done_event(outcome.reply)
+            transaction.on_commit(lambda event=event: _group_send(conversation.pk, event))  # type: ignore[misc]
 
 
 def reply_claim(*, reply_id: int) -> bool:
@@ -376,6 +390,7 @@ def handoff_request(*, conversation: Conversation, reason: str = "") -> Ticket:
     """Hand the conversation to a person: open a ticket (or return the open one) and stop AI replies."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        _replies_in_progress_stop(conversation=conversation)
         ticket = conversation.tickets.exclude(status=Ticket.Status.RESOLVED).first()
         if ticket is None:
             ticket = Ticket.objects.create(conversation=conversation, reason=reason.strip()[:2000])

@@ -77,7 +77,19 @@ class InferenceClient:
             for raw_base_url in self.base_urls:
                 base_url = raw_base_url.rstrip("/")
                 try:
-                    model = await self._model_for(http, base_url)
+                    try:
+                        model = await self._model_for(http, base_url)
+                    except (
+                        InferenceBadResponse,
+                        httpx.HTTPStatusError,
+                        ValueError,
+                        KeyError,
+                        TypeError,
+                    ) as error:
+                        # A server that cannot say what it serves is skipped like one that is down.
+                        failures.append(f"{base_url}: cannot list its models ({error.__class__.__name__})")
+                        logger.warning("Inference server %s did not list its models: %s", base_url, error)
+                        continue
                     payload = {
                         "model": model,
                         "messages": request.messages,

@@ -102,6 +102,8 @@ def _history_messages(reply: Message) -> list[Message]:
     return list(
         Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
         .exclude(role=Message.Role.SYSTEM)
+        # A failed reply's partial text was never a real answer; a cancelled one was seen and kept.
+        .exclude(status=Message.Status.FAILED)
         .order_by("-id")
         .prefetch_related("attachments")
     )
@@ -139,7 +141,7 @@ def prompt_build(*, reply_id: int) -> ChatRequest:
                 cost = budget
         history.append(entry)
         budget -= cost
-    history.reverse()
+    history = _merge_adjacent_turns(list(reversed(history)))
     # Chat templates expect the first turn after the system message to be the user's.
     while history and history[0]["role"] == "assistant":
         history.pop(0)
@@ -193,6 +195,27 @@ def _message_entry(message: Message, *, images_left: int) -> tuple[dict[str, Any
         estimate_tokens(text) + TOKENS_PER_MESSAGE_OVERHEAD,
         images_left,
     )
+
+
+def _merge_adjacent_turns(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join consecutive turns of one role: strict chat templates require user and assistant to alternate
+    (two customer messages in a row, or a failed reply left out, would otherwise break that)."""
+    merged: list[dict[str, Any]] = []
+    for entry in history:
+        if merged and merged[-1]["role"] == entry["role"]:
+            previous = merged[-1]["content"]
+            current = entry["content"]
+            if isinstance(previous, str) and isinstance(current, str):
+                merged[-1] = {"role": entry["role"], "content": f"{previous}\n\n{current}"}
+            else:
+                merged[-1] = {"role": entry["role"], "content": [*_as_parts(previous), *_as_parts(current)]}
+        else:
+            merged.append(entry)
+    return merged
+
+
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
 def _entry_text(entry: dict[str, Any]) -> str:

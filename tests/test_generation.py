@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from conversations import events, services
 from conversations.models import Conversation, Message
+from cs_platform.processes import free_port
 from inference import tasks
 from inference.generation import reply_generate
-from inference.local_model import free_port
 from tests import factories
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
@@ -698,8 +698,12 @@ async def test_it_sends_the_profile_and_the_history_in_order(scripted_inference:
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "My order is late"},
-            {"role": "assistant", "content": "Sorry! What is the order number?"},
-            {"role": "assistant", "content": "[A human agent wrote:] Hi, I am Lee from support."},
+            # Consecutive turns of one role are joined: strict chat templates need them to alternate.
+            {
+                "role": "assistant",
+                "content": "Sorry! What is the order number?\n\n"
+                "[A human agent wrote:] Hi, I am Lee from support.",
+            },
             {"role": "user", "content": "It is 12345"},
         ],
     }
@@ -732,8 +736,12 @@ async def test_it_puts_the_instructions_into_the_first_user_turn_when_configured
     [request] = scripted_inference.chat_requests
     assert request.json["messages"] == [
         {"role": "user", "content": f"{SYSTEM_PROMPT}\n\nMy order is late"},
-        {"role": "assistant", "content": "Sorry! What is the order number?"},
-        {"role": "assistant", "content": "[A human agent wrote:] Hi, I am Lee from support."},
+        # Consecutive turns of one role are joined: strict chat templates need them to alternate.
+        {
+            "role": "assistant",
+            "content": "Sorry! What is the order number?\n\n"
+            "[A human agent wrote:] Hi, I am Lee from support.",
+        },
         {"role": "user", "content": "It is 12345"},
     ]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cs_platform.processes import free_port
 from inference.client import ChatRequest, InferenceClient, StreamEvent
 from inference.errors import (
     InferenceBadResponse,
@@ -18,7 +19,6 @@ from inference.errors import (
     InferenceTimeout,
     InferenceUnavailable,
 )
-from inference.local_model import free_port
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
 REQUEST = ChatRequest(
@@ -151,16 +151,30 @@ async def test_it_discovers_the_model_from_the_server_when_none_is_configured(
     assert [request.json["model"] for request in server.chat_requests] == ["scripted-model"] * 2
 
 
-async def test_it_refuses_a_server_that_lists_no_models(
+async def test_it_skips_a_server_that_lists_no_models(
     server: ScriptedInferenceServer, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(server, "models_payload", lambda: {"object": "list", "data": []})
     client = InferenceClient(base_urls=[server.base_url], model="")
 
-    with pytest.raises(InferenceBadResponse, match="lists no models"):
+    with pytest.raises(InferenceUnavailable, match="cannot list its models"):
         await collect(client)
 
     assert server.chat_requests == []
+
+
+async def test_it_fails_over_when_a_server_cannot_list_its_models(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(server, "models_payload", lambda: {"object": "list", "data": []})
+    other_server.enqueue(Script(tokens=["From ", "the ", "second."]))
+    client = InferenceClient(base_urls=[server.base_url, other_server.base_url], model="")
+
+    events = await collect(client)
+
+    assert "".join(event.text for event in events) == "From the second."
+    assert server.chat_requests == []
+    assert len(other_server.chat_requests) == 1
 
 
 async def test_it_sends_the_api_key_as_a_bearer_token(server: ScriptedInferenceServer):

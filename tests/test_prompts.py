@@ -194,6 +194,26 @@ def test_it_leaves_out_system_notes_and_empty_replies_and_marks_agents():
     ]
 
 
+def test_it_leaves_out_failed_replies_but_keeps_cancelled_ones_and_turns_still_alternate():
+    AssistantProfileFactory()
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, role="customer", text="First")
+    MessageFactory(conversation=conversation, role="assistant", text="Half an ans", status="failed")
+    MessageFactory(conversation=conversation, role="customer", text="Second")
+    MessageFactory(conversation=conversation, role="assistant", text="Stopped here", status="cancelled")
+    posted = services.message_post(conversation=conversation, text="Third")
+    assert posted.reply is not None
+
+    request = prompt_build(reply_id=posted.reply.pk)
+
+    assert request.messages == [
+        {"role": "system", "content": TEST_SYSTEM},
+        {"role": "user", "content": "First\n\nSecond"},
+        {"role": "assistant", "content": "Stopped here"},
+        {"role": "user", "content": "Third"},
+    ]
+
+
 def test_it_leaves_out_messages_sent_after_the_reply_was_queued():
     AssistantProfileFactory()
     conversation, reply_id = conversation_with(("customer", "First question"))

@@ -377,3 +377,60 @@ def test_it_lets_only_one_worker_claim_a_reply() -> None:
     claims = [services.reply_claim(reply_id=reply.pk) for _ in range(3)]
 
     assert claims == [True, False, False]
+
+
+# --- one reply at a time ---------------------------------------------------------------------------
+
+
+def test_it_cancels_a_queued_reply_when_the_customer_sends_another_message(
+    django_capture_on_commit_callbacks: Any, enqueued_replies: list[int]
+) -> None:
+    conversation = ConversationFactory()
+    first = post(django_capture_on_commit_callbacks, conversation, "Hello")
+
+    second = post(django_capture_on_commit_callbacks, conversation, "My parcel is late")
+
+    first_reply, second_reply = reply_of(first), reply_of(second)
+    first_reply.refresh_from_db()
+    second_reply.refresh_from_db()
+    assert first_reply.status == Message.Status.CANCELLED
+    assert first_reply.cancel_requested_at is not None
+    assert second_reply.status == Message.Status.STREAMING
+    assert enqueued_replies == [first_reply.pk, second_reply.pk]
+    # The superseded reply's job finds it no longer wanted.
+    assert services.reply_claim(reply_id=first_reply.pk) is False
+
+
+def test_it_asks_a_running_reply_to_stop_when_the_customer_sends_another_message(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.core.cache import cache
+
+    from conversations import events
+
+    conversation = ConversationFactory()
+    first = post(django_capture_on_commit_callbacks, conversation, "Hello")
+    assert services.reply_claim(reply_id=reply_of(first).pk) is True
+
+    post(django_capture_on_commit_callbacks, conversation, "Another question")
+
+    running = reply_of(first)
+    running.refresh_from_db()
+    # Its worker stops at its next look at the flag and sends reply.done itself.
+    assert running.status == Message.Status.STREAMING
+    assert running.cancel_requested_at is not None
+    assert cache.get(events.reply_cancel_key(running.pk)) is True
+
+
+def test_it_stops_the_reply_in_progress_when_a_person_takes_over(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    conversation = ConversationFactory()
+    posted = post(django_capture_on_commit_callbacks, conversation, "I want a person")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.handoff_request(conversation=conversation, reason="asked")
+
+    reply = reply_of(posted)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELLED
