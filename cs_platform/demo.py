@@ -64,7 +64,7 @@ def demo_data_load() -> str | None:
     """Load the demo data once; return the admin's password when the user was created now."""
     if not AssistantProfile.objects.exists():
         AssistantProfile.objects.create(
-            name="Acme Support", system_instructions=DEMO_INSTRUCTIONS, is_active=True, max_tokens=384
+            name="Acme Support", system_instructions=DEMO_INSTRUCTIONS, is_active=True, max_tokens=200
         )
     if not FaqEntry.objects.exists():
         for locale, questions in QUICK_ENTRIES.items():

@@ -77,6 +77,8 @@ class Command(BaseCommand):
             )
             self.stdout.write("Press Ctrl+C to stop.\n")
             signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+            # Ctrl+C stops everything, even when started from a shell that ignores SIGINT for its jobs.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             server.wait()
         except KeyboardInterrupt:
             pass
