@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from cs_platform.ratelimit import rate_limit_exceeded
 logger = logging.getLogger(__name__)
 
 CLOSE_CODE_UNAUTHORISED = 4401
+# A socket that does not say hello in time is closed: unauthenticated sockets cost memory and a slot.
+CLOSE_CODE_HELLO_TIMEOUT = 4408
 
 
 def _ready_payload(conversation: Conversation) -> dict[str, Any]:
@@ -57,6 +60,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     """One customer socket on one conversation; replies reach it through the conversation's group."""
 
     conversation: Conversation | None
+    hello_timer: asyncio.TimerHandle
     # For each reply in progress at `ready`: the last delta already in its snapshot.
     delta_floor: dict[int, int]
 
@@ -64,8 +68,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.conversation = None
         self.delta_floor = {}
         await self.accept()
+        self.hello_timer = asyncio.get_running_loop().call_later(
+            settings.WIDGET_HELLO_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self._close_if_silent())
+        )
+
+    async def _close_if_silent(self) -> None:
+        if self.conversation is None:
+            await self.close(code=CLOSE_CODE_HELLO_TIMEOUT)
 
     async def disconnect(self, code: int) -> None:
+        self.hello_timer.cancel()
         if self.conversation is not None:
             await self.channel_layer.group_discard(
                 events.conversation_group(self.conversation.pk), self.channel_name

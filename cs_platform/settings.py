@@ -223,6 +223,8 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Customers: messages a conversation may send per minute over the websocket.
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
+# A websocket must authenticate (its hello frame) within this time, or it is closed with 4408.
+WIDGET_HELLO_TIMEOUT_SECONDS = env.float("WIDGET_HELLO_TIMEOUT_SECONDS", default=20.0)
 RATELIMIT_USE_CACHE = "default"
 
 REST_FRAMEWORK = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import types
 import uuid
@@ -827,4 +828,27 @@ async def test_it_does_not_count_a_resent_message_against_the_rate_limit(
         ("customer", "Only once", "complete")
     ]
     assert len(enqueued_replies) == 1
+    await communicator.disconnect()
+
+
+async def test_it_closes_a_socket_that_never_says_hello(settings: Any):
+    settings.WIDGET_HELLO_TIMEOUT_SECONDS = 0.2
+    conversation = await create_conversation()
+    communicator = await open_socket(conversation)
+
+    closed = await communicator.receive_output(timeout=3)
+
+    assert closed == {"type": "websocket.close", "code": 4408}
+
+
+async def test_it_keeps_a_socket_that_said_hello_in_time(settings: Any):
+    settings.WIDGET_HELLO_TIMEOUT_SECONDS = 0.2
+    conversation = await create_conversation()
+    communicator, ready = await connect(conversation)
+    assert ready["type"] == "ready"
+
+    await asyncio.sleep(0.5)
+    await communicator.send_json_to({"type": "csat", "score": 5, "comment": ""})
+
+    assert await communicator.receive_json_from(timeout=5) == {"type": "csat.saved", "score": 5}
     await communicator.disconnect()
