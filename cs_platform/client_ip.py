@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from functools import cache
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -43,14 +42,6 @@ def resolve_client_ip(peer: str | None, forwarded_for: str | None) -> str | None
 def client_ip_from_request(request: HttpRequest) -> str | None:
     """The client's address for an HTTP request."""
     return resolve_client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
-
-
-def client_ip_from_scope(scope: dict[str, Any]) -> str | None:
-    """The client's address for an ASGI scope (websockets)."""
-    client = scope.get("client") or (None, None)
-    headers = dict(scope.get("headers") or [])
-    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
-    return resolve_client_ip(client[0], forwarded)
 
 
 def ratelimit_key(group: str, request: HttpRequest) -> str:
