@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -32,3 +34,15 @@ def wait_until_answering(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not answer within {timeout:.0f} s")
         time.sleep(0.25)
+
+
+def stop_process_group(process: subprocess.Popen[bytes] | None, *, grace_seconds: float = 10) -> None:
+    """Stop a child started with start_new_session=True, and all its children: SIGTERM, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_seconds)

@@ -25,7 +25,7 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from conversations.models import Message
-from cs_platform.processes import free_port, wait_until_answering
+from cs_platform.processes import free_port, stop_process_group, wait_until_answering
 from inference.local_model import LocalModelServer
 
 pytestmark = pytest.mark.e2e
@@ -73,16 +73,6 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
     )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -139,7 +129,7 @@ def production_stack(
         yield stack
     finally:
         for process in processes.values():
-            _stop(process)
+            stop_process_group(process)
         for log in sorted(logs.iterdir()):
             print(f"----- {log.name} -----\n{log.read_text()[-3000:]}")
 
@@ -259,7 +249,7 @@ def embedded_platform(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[by
         )
         yield f"http://127.0.0.1:{port}", process, log
     finally:
-        _stop(process)
+        stop_process_group(process)
         print(log.read_text()[-3000:])
 
 

@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from cs_platform.processes import free_port, wait_until_answering
+from cs_platform.processes import free_port, stop_process_group, wait_until_answering
 from tests.scripted_inference import ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,13 +82,7 @@ class Platform:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_process_group(self.process)
 
 
 # Package scope, not session: Playwright's sync API keeps an event loop running in this thread,
