@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from PIL import Image
 from playwright.sync_api import Browser, Dialog, Page, Request, ViewportSize, expect
 
-from conversations.models import Attachment, Feedback, Message
+from conversations.models import Attachment, Conversation, Feedback, Message
 from tests.browser.conftest import SCREENSHOTS, Platform
 from tests.factories import FaqEntryFactory
 from tests.scripted_inference import Script
@@ -93,6 +93,9 @@ def test_it_streams_a_reply_as_the_customer_watches(browser: Browser, platform: 
     # Markdown rendered: the bold part is <strong>.
     expect(last_assistant_text(page).locator("strong")).to_have_text("My orders → Invoice")
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    # Screen readers hear the finished reply once, through the aria-live region.
+    expect(page.get_by_test_id("live-region")).to_have_attribute("aria-live", "polite")
+    expect(page.get_by_test_id("live-region")).to_contain_text("Anything else?")
     page.screenshot(path=str(screenshots / "desktop-en.png"))
 
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
@@ -242,11 +245,16 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
     page.evaluate("""() => ['message.sent', 'reply.done'].forEach(name =>
         window.addEventListener('cswidget:' + name, () => window.recordWidgetEvent(name)))""")
 
+    # The host site passes who the customer is and a question to start with.
+    page.evaluate("""() => {
+        window.CSWidget.setMetadata({customer_id: "C-42", plan: "gold"});
+        window.CSWidget.prefill("Hi!");
+    }""")
     page.get_by_test_id("launcher").click()
 
     frame = page.frame_locator('[data-testid="widget-frame"]')
     expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
-    frame.get_by_test_id("composer-input").fill("Hi!")
+    expect(frame.get_by_test_id("composer-input")).to_have_value("Hi!")
     # Keys typed into a cross-origin iframe are sometimes lost by Playwright: click Send instead.
     frame.get_by_test_id("send-button").click()
     expect(
@@ -258,6 +266,8 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
     page.wait_for_timeout(300)
     assert "message.sent" in events
     assert "reply.done" in events
+    conversation = Conversation.objects.get()
+    assert conversation.metadata == {"customer_id": "C-42", "plan": "gold"}
 
 
 @pytest.mark.parametrize(
