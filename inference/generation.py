@@ -41,7 +41,7 @@ CANCEL_CHECK_SECONDS = 0.25
 # frequent (a write per delta, a read every CANCEL_CHECK_SECONDS) and the cache is thread-safe.
 _cache_get = sync_to_async(cache.get, thread_sensitive=False)
 _cache_set = sync_to_async(cache.set, thread_sensitive=False)
-_cache_delete = sync_to_async(cache.delete, thread_sensitive=False)
+_cache_delete_many = sync_to_async(cache.delete_many, thread_sensitive=False)
 
 # Strong references to in-process generations, so the event loop does not drop them.
 _in_process_tasks: set[asyncio.Task[None]] = set()
@@ -260,7 +260,7 @@ class ReplyGeneration:
         detail = customer_error_detail(code, self.locale) if error else ""
         if error:
             logger.warning("Reply %s failed (%s): %s", self.reply_id, code, error.detail)
-        saved = await database_sync_to_async(_finish_and_describe)(
+        event = await database_sync_to_async(_finish_and_describe)(
             reply_id=self.reply_id,
             text=self.text,
             status=outcome.status,
@@ -276,21 +276,11 @@ class ReplyGeneration:
             error_code=code,
             error_detail=detail,
         )
-        await _cache_delete(events.reply_progress_key(self.reply_id))
-        await _cache_delete(events.reply_cancel_key(self.reply_id))
-        if saved is None:
-            return
-        if error:
-            event = {
-                "type": "reply.error",
-                "reply_id": self.reply_id,
-                "code": code,
-                "detail": detail,
-                "message": saved,
-            }
-        else:
-            event = {"type": "reply.done", "reply_id": self.reply_id, "message": saved}
-        await self.layer.group_send(self.group, event)
+        await _cache_delete_many(
+            [events.reply_progress_key(self.reply_id), events.reply_cancel_key(self.reply_id)]
+        )
+        if event is not None:
+            await self.layer.group_send(self.group, event)
 
 
 def _milliseconds(delta: Any) -> int:
@@ -298,10 +288,13 @@ def _milliseconds(delta: Any) -> int:
 
 
 def _finish_and_describe(**fields: Any) -> dict[str, Any] | None:
-    from conversations.serializers import message_data
-
+    """Save the reply's outcome and return the event that tells the sockets; None if already finished."""
     saved = reply_finish(**fields)
-    return message_data(saved) if saved is not None else None
+    if saved is None:
+        return None
+    if fields["error_code"]:
+        return events.reply_error_event(saved, code=fields["error_code"], detail=fields["error_detail"])
+    return events.reply_done_event(saved)
 
 
 def _reply_context(reply_id: int) -> tuple[Any, str, Any]:
