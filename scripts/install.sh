@@ -27,8 +27,9 @@ apt_install() {
 # Tesseract with Chinese and English data: OCR of images for text-only models. Optional for running.
 apt_install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng || echo "Continuing without OCR." >&2
 if $FOR_TESTS; then
-  # Debian's Chromium for the browser tests (never a browser download), and CJK fonts for screenshots.
-  apt_install chromium fonts-noto-cjk
+  # Debian's Chromium for the browser tests (never a browser download), and CJK fonts for screenshots;
+  # nginx and envsubst (gettext-base) for the front-proxy test, which runs deploy/nginx in front of daphne.
+  apt_install chromium fonts-noto-cjk nginx gettext-base
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
