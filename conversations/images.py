@@ -19,6 +19,8 @@ from typing import BinaryIO, Final
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_PIXELS",
+    "DEFAULT_MAX_JPEG_PIXELS",
     "ImageRejected",
     "NormalisedImage",
     "normalise_image",
@@ -32,13 +34,21 @@ ACCEPTED_FORMATS: Final[tuple[str, ...]] = ("JPEG", "PNG", "WEBP", "GIF")
 OUTPUT_CONTENT_TYPE: Final = "image/jpeg"
 OUTPUT_EXTENSION: Final = "jpg"
 
+# Pixels decoded into memory at once (4096x4096): a 12 MP phone photo (4000x3000, 4032x3024) or a
+# 5K screenshot passes, at roughly 130 MB of peak memory for a PNG; a 7000x7000 PNG (420 MB) does not.
+DEFAULT_MAX_DECODED_PIXELS: Final = 4096 * 4096
+# Declared pixels of a baseline JPEG, decoded at 1/2, 1/4 or 1/8 scale: a 48 or 50 MP phone photo
+# (8160x6120) is decoded at 4080x3060 and passes.
+DEFAULT_MAX_JPEG_PIXELS: Final = 50_000_000
+
 # Qwen2-VL and Qwen2.5-VL/Qwen3-VL turn each 28x28 pixel patch into one visual token.
 QWEN_VL_PATCH_SIDE: Final = 28
 
 # Signatures of the accepted formats: a file that starts like one of them but that Pillow cannot
 # identify is a damaged image, not a file of another kind.
+_JPEG_SIGNATURE: Final = b"\xff\xd8\xff"
 _ACCEPTED_SIGNATURES: Final[tuple[bytes, ...]] = (
-    b"\xff\xd8\xff",  # JPEG
+    _JPEG_SIGNATURE,
     b"\x89PNG\r\n\x1a\n",
     b"GIF87a",
     b"GIF89a",
@@ -115,7 +125,8 @@ def normalise_image(
     max_bytes: int = 10 * 1024 * 1024,
     max_side: int = 2048,
     max_output_pixels: int = 2048 * 2048,
-    max_input_pixels: int = 50_000_000,
+    max_input_pixels: int = DEFAULT_MAX_DECODED_PIXELS,
+    max_jpeg_pixels: int = DEFAULT_MAX_JPEG_PIXELS,
     thumbnail_side: int = 320,
     jpeg_quality: int = 85,
     _use_draft: bool = True,
@@ -123,6 +134,9 @@ def normalise_image(
     """Check an uploaded image and re-encode it upright, scaled down, as RGB JPEG without metadata.
 
     A file object is read from its current position, never more than `max_bytes + 1` bytes.
+    `max_input_pixels` caps the pixels decoded into memory at once; `max_jpeg_pixels` caps the
+    declared size of a baseline JPEG, which libjpeg decodes at a reduced scale (the decoded size
+    must still be within `max_input_pixels`).
     Raises ImageRejected when the upload is not an acceptable image.
     """
     data = _read_limited(source, max_bytes)
@@ -136,9 +150,13 @@ def normalise_image(
             original_format = "JPEG" if image.format == "MPO" else str(image.format)
             stored_width, stored_height = image.size
             # The declared size is known from the header alone: refuse a decompression bomb here,
-            # before a single pixel is decoded.
-            if stored_width * stored_height > max_input_pixels:
-                raise _too_many_pixels(stored_width, stored_height, max_input_pixels)
+            # before a single pixel is decoded. PNG, GIF and WebP decode at full size; so does a
+            # progressive JPEG in effect, as libjpeg keeps every DCT coefficient of a multi-scan
+            # file in memory (about as many bytes as its RGB pixels) whatever the output scale.
+            scaled_jpeg = _use_draft and original_format == "JPEG" and not image.info.get("progressive")
+            declared_limit = max_jpeg_pixels if scaled_jpeg else max_input_pixels
+            if stored_width * stored_height > declared_limit:
+                raise _too_many_pixels(stored_width, stored_height, declared_limit)
 
             # The size limits are symmetric in width and height, so the scale computed on the
             # stored (possibly sideways) size is the one the upright picture needs too.
@@ -147,6 +165,10 @@ def normalise_image(
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling) when the target allows:
                 # the largest saving on big photos. It never goes below the requested size.
                 image.draft("RGB", target_size)
+            # After draft() the size is the one libjpeg will decode to; for every other format it
+            # is the declared size, already checked.
+            if image.width * image.height > max_input_pixels:
+                raise _too_many_pixels(stored_width, stored_height, max_input_pixels, decoded=image.size)
             image.load()
             orientation = _orientation(image)
             picture = _to_rgb(image)
@@ -158,9 +180,11 @@ def normalise_image(
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's own process-wide guard fired first (only for sizes far above ours).
+        # Pillow's own process-wide guard fired first (only for sizes far above ours), before the
+        # format was known: name the limit for what the file starts like.
+        limit = max_jpeg_pixels if data.startswith(_JPEG_SIGNATURE) else max_input_pixels
         raise ImageRejected(
-            "too_many_pixels", f"The image has more pixels than the limit of {max_input_pixels:,} pixels."
+            "too_many_pixels", f"The image has more pixels than the limit of {limit:,} pixels."
         ) from error
     except UnidentifiedImageError as error:
         if data.startswith(_ACCEPTED_SIGNATURES) or _is_webp(data):
@@ -284,8 +308,16 @@ def _describe_bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-def _too_many_pixels(width: int, height: int, max_pixels: int) -> ImageRejected:
-    """The refusal for a picture whose declared size is above the pixel limit."""
+def _too_many_pixels(
+    width: int, height: int, max_pixels: int, *, decoded: tuple[int, int] | None = None
+) -> ImageRejected:
+    """The refusal for a picture whose declared (or reduced-scale decoded) size is above a pixel limit."""
+    if decoded is not None and decoded != (width, height):
+        return ImageRejected(
+            "too_many_pixels",
+            f"The image is {width}x{height} pixels; even decoded at {decoded[0]}x{decoded[1]} it is more "
+            f"than the limit of {max_pixels:,} pixels.",
+        )
     return ImageRejected(
         "too_many_pixels",
         f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,} pixels.",

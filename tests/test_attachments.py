@@ -178,7 +178,7 @@ def test_it_refuses_a_png_that_decompresses_to_30000_by_30000_pixels() -> None:
     assert response.json() == {
         "code": "too_many_pixels",
         # Pillow's own guard (for sizes far above ours) fires while the header is read.
-        "detail": "The image has more pixels than the limit of 50,000,000 pixels.",
+        "detail": "The image has more pixels than the limit of 16,777,216 pixels.",
     }
     assert_nothing_saved()
 

@@ -220,7 +220,7 @@ def test_it_rejects_a_png_bomb_from_its_header_without_decoding(monkeypatch: pyt
     error = rejection(bomb)
 
     assert error.code == "too_many_pixels"
-    assert error.detail == "The image has more pixels than the limit of 50,000,000 pixels."
+    assert error.detail == "The image has more pixels than the limit of 16,777,216 pixels."
     assert error.http_status == 400
 
 
@@ -236,7 +236,125 @@ def test_it_rejects_a_png_over_its_own_pixel_limit_below_pillows(monkeypatch: py
     error = rejection(bomb)
 
     assert error.code == "too_many_pixels"
-    assert error.detail == "The image is 8000x7000 pixels, more than the limit of 50,000,000 pixels."
+    assert error.detail == "The image is 8000x7000 pixels, more than the limit of 16,777,216 pixels."
+
+
+def refuse_to_decode(self: ImageFile.ImageFile) -> None:
+    raise AssertionError("the pixels of a decompression bomb were decoded")
+
+
+def test_it_rejects_a_7000_by_7000_png_by_default_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 49 megapixels in about 200 KB: it cost 420 MB and 3.2 s under the former 50 MP limit.
+    bomb = one_bit_png(7000, 7000)
+    assert len(bomb) < 250_000
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(bomb)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == "The image is 7000x7000 pixels, more than the limit of 16,777,216 pixels."
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_it_accepts_a_12_megapixel_phone_photo_by_default(image_format: str) -> None:
+    photo = Image.linear_gradient("L").resize((4032, 3024)).convert("RGB")
+    photo.paste(RED, (0, 0, 504, 378))
+
+    result = normalise_image(encode(photo, image_format))
+
+    assert (result.original_width, result.original_height) == (4032, 3024)
+    assert (result.width, result.height) == (2048, 1536)
+    assert_colour_near(decode(result.data).getpixel((100, 100)), RED, 12)
+
+
+def decoded_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record the size of every image at the moment its pixels are decoded."""
+    sizes: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(self: ImageFile.ImageFile) -> Any:
+        sizes.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    return sizes
+
+
+def test_it_accepts_a_baseline_jpeg_above_the_decoded_limit_decoded_at_reduced_scale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 3 MP against a 1 MP decoded limit: libjpeg decodes it at half scale, 1000x750.
+    source = large_photo(2000, 1500)
+    sizes = decoded_sizes(monkeypatch)
+
+    result = normalise_image(source, max_side=800, max_input_pixels=1_000_000, max_jpeg_pixels=4_000_000)
+
+    assert set(sizes) == {(1000, 750)}
+    assert (result.width, result.height) == (800, 600)
+    assert (result.original_width, result.original_height) == (2000, 1500)
+
+
+def test_it_rejects_a_progressive_jpeg_above_the_decoded_limit_without_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libjpeg holds every coefficient of a progressive file at full size, whatever the output scale.
+    base = Image.linear_gradient("L").resize((2000, 1500)).convert("RGB")
+    source = encode(base, "JPEG", progressive=True)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(source, max_side=800, max_input_pixels=1_000_000, max_jpeg_pixels=4_000_000)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == "The image is 2000x1500 pixels, more than the limit of 1,000,000 pixels."
+
+
+def test_it_rejects_a_baseline_jpeg_above_the_jpeg_limit_without_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = large_photo(2000, 1500)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(source, max_side=800, max_input_pixels=1_000_000, max_jpeg_pixels=2_999_999)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == "The image is 2000x1500 pixels, more than the limit of 2,999,999 pixels."
+
+
+def test_it_rejects_a_jpeg_whose_reduced_scale_decode_is_still_above_the_decoded_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 1200-pixel output side allows only half scale for a 4000x3000 JPEG: 2000x1500 decoded.
+    source = large_photo(4000, 3000)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(source, max_side=1200, max_input_pixels=1_000_000, max_jpeg_pixels=20_000_000)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == (
+        "The image is 4000x3000 pixels; even decoded at 2000x1500 it is more than the limit of "
+        "1,000,000 pixels."
+    )
+
+
+def test_it_applies_the_decoded_limit_to_a_jpeg_read_without_draft(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = large_photo(2000, 1500)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(source, max_input_pixels=1_000_000, max_jpeg_pixels=4_000_000, _use_draft=False)
+
+    assert error.detail == "The image is 2000x1500 pixels, more than the limit of 1,000,000 pixels."
+
+
+def test_it_names_the_jpeg_limit_when_pillows_own_guard_refuses_a_jpeg_header() -> None:
+    # A baseline JPEG header declaring 20000x10000 pixels, beyond Pillow's process-wide guard.
+    header = encode(Image.new("RGB", (16, 16), RED), "JPEG")
+    start = header.index(b"\xff\xc0") + 5
+    huge = header[:start] + struct.pack(">HH", 10000, 20000) + header[start + 4 :]
+
+    error = rejection(huge, max_jpeg_pixels=60_000_000)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == "The image has more pixels than the limit of 60,000,000 pixels."
 
 
 def test_it_applies_the_max_input_pixels_argument() -> None:
