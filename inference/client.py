@@ -1,17 +1,37 @@
-"""An async streaming client for OpenAI-compatible chat servers (vLLM, llama.cpp), with fail-over."""
+"""An async streaming client for OpenAI-compatible chat servers (vLLM, llama.cpp), with fail-over.
+
+Each server gets a short deadline (`response_timeout`) for its response headers and first event;
+one that times out, drops the connection, answers 5xx or garbage before that first event is left
+for the next `INFERENCE_BASE_URL`, and a per-process registry keeps it at the back of the line for
+a cool-down, so that later replies go straight to a healthy server. After the first event nothing
+fails over: another server would repeat the text the customer already has.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from django.conf import settings
 from httpx_sse import SSEError, aconnect_sse
 
-from inference.errors import InferenceBadResponse, InferenceRejected, InferenceTimeout, InferenceUnavailable
+from inference.errors import (
+    InferenceBadResponse,
+    InferenceError,
+    InferenceRejected,
+    InferenceTimeout,
+    InferenceUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +54,142 @@ class StreamEvent:
     finish_reason: str | None = None
 
 
+class FailureKind(StrEnum):
+    """Why a server was last counted as failing (a metrics label: no URLs, no exception text)."""
+
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    CLOSED = "closed"
+    SERVER_ERROR = "server_error"
+    BAD_RESPONSE = "bad_response"
+    NO_MODELS = "no_models"
+
+
+class ServerState(StrEnum):
+    HEALTHY = "healthy"
+    COOLING_DOWN = "cooling_down"
+
+
+def server_label(base_url: str) -> str:
+    """`host:port` of a server URL: names it in metrics and logs without credentials or path."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """What this process has seen of one inference server."""
+
+    base_url: str
+    label: str
+    consecutive_failures: int = 0
+    last_failure: FailureKind | None = None
+    # time.monotonic() until which the server is tried only after every healthy one.
+    cooling_until: float = 0.0
+
+    def state(self, now: float) -> ServerState:
+        return ServerState.COOLING_DOWN if now < self.cooling_until else ServerState.HEALTHY
+
+    def cooldown_remaining(self, now: float) -> float:
+        return max(0.0, self.cooling_until - now)
+
+
+class ServerRegistry:
+    """Per-process health of the inference servers: plain data and a lock, bound to no event loop.
+
+    Celery workers, web processes and threads each keep their own; nothing here talks to Redis,
+    so a routing decision costs nothing and survives a Redis outage.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._servers: dict[str, ServerHealth] = {}
+
+    def _get(self, base_url: str) -> ServerHealth:
+        base_url = base_url.rstrip("/")
+        health = self._servers.get(base_url)
+        if health is None:
+            health = self._servers[base_url] = ServerHealth(base_url=base_url, label=server_label(base_url))
+        return health
+
+    def health(self, base_url: str) -> ServerHealth:
+        with self._lock:
+            return self._get(base_url)
+
+    def snapshot(self, base_urls: Sequence[str]) -> list[ServerHealth]:
+        """The health of each server, in the order given."""
+        with self._lock:
+            return [self._get(base_url) for base_url in base_urls]
+
+    def order(self, base_urls: Sequence[str]) -> list[str]:
+        """Healthy servers in the configured order, then those cooling down, the soonest back first.
+
+        A server cooling down is still tried when every healthy one failed: a reply should not fail
+        at once just because every server failed a moment ago.
+        """
+        now = self.clock()
+        with self._lock:
+            servers = [self._get(base_url) for base_url in dict.fromkeys(u.rstrip("/") for u in base_urls)]
+        healthy = [s.base_url for s in servers if s.state(now) is ServerState.HEALTHY]
+        cooling = sorted(
+            (s for s in servers if s.state(now) is ServerState.COOLING_DOWN), key=lambda s: s.cooling_until
+        )
+        return healthy + [s.base_url for s in cooling]
+
+    def record_failure(self, base_url: str, kind: FailureKind, cooldown_seconds: float) -> None:
+        with self._lock:
+            health = self._get(base_url)
+            self._servers[health.base_url] = replace(
+                health,
+                consecutive_failures=health.consecutive_failures + 1,
+                last_failure=kind,
+                cooling_until=self.clock() + cooldown_seconds,
+            )
+
+    def record_success(self, base_url: str) -> None:
+        """The server answered: back in rotation (the last failure's kind is kept for metrics)."""
+        with self._lock:
+            health = self._get(base_url)
+            if health.consecutive_failures or health.cooling_until:
+                self._servers[health.base_url] = replace(health, consecutive_failures=0, cooling_until=0.0)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._servers.clear()
+
+
+# The process's registry. Data only: safe to create at import, unlike an HTTP client, which belongs
+# to the event loop it was created on.
+server_registry = ServerRegistry()
+
+
+def _setting(name: str, fallback: float) -> Callable[[], float]:
+    def read() -> float:
+        return float(getattr(settings, name, fallback)) if settings.configured else fallback
+
+    return read
+
+
+class _ServerFailed(Exception):
+    """One server failed before its first event; the next one may be tried."""
+
+    def __init__(self, kind: FailureKind, detail: str, error_class: type[InferenceError]) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.error_class = error_class
+
+
 @dataclass
 class InferenceClient:
     base_urls: Sequence[str]
@@ -42,6 +198,13 @@ class InferenceClient:
     connect_timeout: float = 5.0
     # httpx's read timeout is only a backstop: the caller enforces first-token and between-token limits.
     read_timeout: float = 600.0
+    # Deadline for a server's response headers and first event while another server is left to try.
+    response_timeout: float = field(default_factory=_setting("INFERENCE_SERVER_RESPONSE_TIMEOUT", 10.0))
+    cooldown_seconds: float = field(default_factory=_setting("INFERENCE_SERVER_COOLDOWN_SECONDS", 30.0))
+    # A pooled client shared by many replies on one event loop; owned (and closed) by the caller.
+    # Without one, each stream opens and closes its own.
+    http: httpx.AsyncClient | None = None
+    registry: ServerRegistry = field(default_factory=lambda: server_registry)
     _models: dict[str, str] = field(default_factory=dict)
 
     def _headers(self) -> dict[str, str]:
@@ -58,80 +221,164 @@ class InferenceClient:
         if self.model:
             return self.model
         if base_url not in self._models:
-            response = await http.get(f"{base_url}/models", headers=self._headers())
-            response.raise_for_status()
-            models = response.json().get("data") or []
-            if not models:
-                raise InferenceBadResponse(f"{base_url} lists no models.")
-            self._models[base_url] = str(models[0]["id"])
+            try:
+                response = await http.get(
+                    f"{base_url}/models", headers=self._headers(), timeout=self._timeout()
+                )
+                response.raise_for_status()
+                models = response.json().get("data") or []
+                if not models:
+                    raise InferenceBadResponse(f"{base_url} lists no models.")
+                self._models[base_url] = str(models[0]["id"])
+            except (InferenceBadResponse, httpx.HTTPStatusError, ValueError, KeyError, TypeError) as error:
+                # A server that cannot say what it serves is skipped like one that is down.
+                raise _ServerFailed(
+                    FailureKind.NO_MODELS,
+                    f"cannot list its models ({error.__class__.__name__})",
+                    InferenceUnavailable,
+                ) from error
         return self._models[base_url]
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Stream a chat completion, trying each server in turn until one starts answering.
+        """Stream a chat completion, trying each server in turn until one sends its first event.
 
         Fail-over happens only before the first event: after that, another server would repeat text.
         Closing the iterator closes the HTTP stream, so the server stops generating too.
         """
+        if self.http is not None:
+            async with contextlib.aclosing(self._stream(self.http, request)) as events:
+                async for event in events:
+                    yield event
+            return
+        async with (
+            httpx.AsyncClient(timeout=self._timeout()) as http,
+            contextlib.aclosing(self._stream(http, request)) as events,
+        ):
+            async for event in events:
+                yield event
+
+    async def _stream(
+        self, http: httpx.AsyncClient, request: ChatRequest
+    ) -> AsyncGenerator[StreamEvent, None]:
         failures: list[str] = []
-        async with httpx.AsyncClient(timeout=self._timeout()) as http:
-            for raw_base_url in self.base_urls:
-                base_url = raw_base_url.rstrip("/")
+        error_classes: set[type[InferenceError]] = set()
+        candidates = self.registry.order(self.base_urls)
+        for position, base_url in enumerate(candidates):
+            # The last server left has no deadline of its own: the caller's first-token timeout decides.
+            deadline = self.response_timeout if position < len(candidates) - 1 else None
+            async with contextlib.AsyncExitStack() as stack:
                 try:
-                    try:
-                        model = await self._model_for(http, base_url)
-                    except (
-                        InferenceBadResponse,
-                        httpx.HTTPStatusError,
-                        ValueError,
-                        KeyError,
-                        TypeError,
-                    ) as error:
-                        # A server that cannot say what it serves is skipped like one that is down.
-                        failures.append(f"{base_url}: cannot list its models ({error.__class__.__name__})")
-                        logger.warning("Inference server %s did not list its models: %s", base_url, error)
-                        continue
-                    payload = {
-                        "model": model,
-                        "messages": request.messages,
-                        "max_tokens": request.max_tokens,
-                        "temperature": request.temperature,
-                        "stream": True,
-                        "stream_options": {"include_usage": True},
-                    }
-                    async with aconnect_sse(
-                        http, "POST", f"{base_url}/chat/completions", json=payload, headers=self._headers()
-                    ) as source:
-                        response = source.response
-                        if response.status_code >= 500:
-                            body = (await response.aread()).decode(errors="replace")[:300]
-                            failures.append(f"{base_url}: HTTP {response.status_code} {body}")
-                            logger.warning("Inference server %s answered %s", base_url, response.status_code)
-                            continue
-                        if response.status_code >= 400:
-                            body = (await response.aread()).decode(errors="replace")[:300]
-                            raise InferenceRejected(
-                                f"{base_url} refused the request: {response.status_code} {body}"
-                            )
-                        async for event in _events(source.aiter_sse(), model):
-                            yield event
-                        return
-                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-                    failures.append(f"{base_url}: {error.__class__.__name__}")
-                    logger.warning("Inference server %s unreachable: %s", base_url, error)
-                except httpx.TimeoutException as error:
-                    raise InferenceTimeout(f"{base_url}: {error.__class__.__name__}") from error
-                except httpx.HTTPStatusError as error:
-                    failures.append(f"{base_url}: HTTP {error.response.status_code}")
-                except SSEError as error:
-                    raise InferenceBadResponse(
-                        f"{base_url} did not answer with an event stream: {error}"
-                    ) from error
+                    events, first = await self._open(stack, http, base_url, request, deadline)
+                except _ServerFailed as failure:
+                    self.registry.record_failure(base_url, failure.kind, self.cooldown_seconds)
+                    logger.warning(
+                        "Inference server %s failed before answering (%s): %s; %s",
+                        base_url,
+                        failure.kind,
+                        failure.detail,
+                        "trying the next" if position < len(candidates) - 1 else "none left",
+                    )
+                    failures.append(f"{base_url}: {failure.detail}")
+                    error_classes.add(failure.error_class)
+                    continue
+                self.registry.record_success(base_url)
+                yield first
+                try:
+                    async for event in events:
+                        yield event
                 except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+                    self.registry.record_failure(base_url, FailureKind.CLOSED, self.cooldown_seconds)
                     raise InferenceUnavailable(f"{base_url} closed the stream: {error}") from error
-        raise InferenceUnavailable("No inference server answered: " + "; ".join(failures))
+                except httpx.TimeoutException as error:
+                    self.registry.record_failure(base_url, FailureKind.TIMEOUT, self.cooldown_seconds)
+                    raise InferenceTimeout(f"{base_url}: {error.__class__.__name__}") from error
+                except InferenceBadResponse:
+                    self.registry.record_failure(base_url, FailureKind.BAD_RESPONSE, self.cooldown_seconds)
+                    raise
+                return
+        # One kind of failure everywhere keeps its code (garbage is inference_bad_response); a mix is
+        # inference_unavailable.
+        error_class = error_classes.pop() if len(error_classes) == 1 else InferenceUnavailable
+        raise error_class("No inference server answered: " + "; ".join(failures))
+
+    async def _open(
+        self,
+        stack: contextlib.AsyncExitStack,
+        http: httpx.AsyncClient,
+        base_url: str,
+        request: ChatRequest,
+        deadline: float | None,
+    ) -> tuple[AsyncGenerator[StreamEvent, None], StreamEvent]:
+        """Send the request and read up to the first event, within `deadline` seconds if given.
+
+        The stream stays open on `stack`; every way this server can fail raises `_ServerFailed`,
+        except a 4xx, which another server would refuse too (`InferenceRejected`).
+        """
+        try:
+            async with asyncio.timeout(deadline):
+                model = await self._model_for(http, base_url)
+                payload = {
+                    "model": model,
+                    "messages": request.messages,
+                    "max_tokens": request.max_tokens,
+                    "temperature": request.temperature,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+                source = await stack.enter_async_context(
+                    aconnect_sse(
+                        http,
+                        "POST",
+                        f"{base_url}/chat/completions",
+                        json=payload,
+                        headers=self._headers(),
+                        timeout=self._timeout(),
+                    )
+                )
+                response = source.response
+                if response.status_code >= 500:
+                    body = (await response.aread()).decode(errors="replace")[:300]
+                    raise _ServerFailed(
+                        FailureKind.SERVER_ERROR, f"HTTP {response.status_code} {body}", InferenceUnavailable
+                    )
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode(errors="replace")[:300]
+                    raise InferenceRejected(f"{base_url} refused the request: {response.status_code} {body}")
+                events = _events(source.aiter_sse(), model)
+                stack.push_async_callback(events.aclose)
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    raise InferenceBadResponse("The stream ended before its first event.") from None
+                return events, first
+        except TimeoutError as error:
+            raise _ServerFailed(
+                FailureKind.TIMEOUT, f"no first event within {deadline} s", InferenceTimeout
+            ) from error
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise _ServerFailed(
+                FailureKind.CONNECT, error.__class__.__name__, InferenceUnavailable
+            ) from error
+        except httpx.TimeoutException as error:
+            raise _ServerFailed(FailureKind.TIMEOUT, error.__class__.__name__, InferenceTimeout) from error
+        except SSEError as error:  # an httpx.TransportError, so first
+            raise _ServerFailed(
+                FailureKind.BAD_RESPONSE,
+                f"did not answer with an event stream: {error}",
+                InferenceBadResponse,
+            ) from error
+        except httpx.TransportError as error:
+            # RemoteProtocolError, ReadError, WriteError: the connection closed before the first event.
+            raise _ServerFailed(
+                FailureKind.CLOSED,
+                f"closed the connection ({error.__class__.__name__})",
+                InferenceUnavailable,
+            ) from error
+        except InferenceBadResponse as error:
+            raise _ServerFailed(FailureKind.BAD_RESPONSE, error.detail, InferenceBadResponse) from error
 
 
-async def _events(sse_events: AsyncIterator[Any], model: str) -> AsyncIterator[StreamEvent]:
+async def _events(sse_events: AsyncIterator[Any], model: str) -> AsyncGenerator[StreamEvent, None]:
     """Turn OpenAI chat-completion chunks into stream events; garbage raises InferenceBadResponse."""
     finished = False
     async for sse in sse_events:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from cs_platform.processes import free_port
-from inference.client import ChatRequest, InferenceClient, StreamEvent
+from inference.client import (
+    ChatRequest,
+    FailureKind,
+    InferenceClient,
+    ServerRegistry,
+    ServerState,
+    StreamEvent,
+    server_label,
+    server_registry,
+)
 from inference.errors import (
     InferenceBadResponse,
     InferenceError,
@@ -75,6 +87,117 @@ def json_server() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_server_health() -> Iterator[None]:
+    """Clients built without a registry share the process's: keep one test's failures from the next."""
+    yield
+    server_registry.clear()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand, so a cool-down ends without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def registry(clock: Clock) -> ServerRegistry:
+    return ServerRegistry(clock=clock)
+
+
+class TcpServer:
+    """A TCP server that never speaks HTTP properly: it accepts every connection, reads the request,
+    then holds the connection without a word (`hold`, a hung or overloaded vLLM), closes it without
+    an answer (`close`), or sends event-stream headers and closes before the first event (`headers`).
+    """
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._condition = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._condition:
+                self.connections += 1
+                self._condition.notify_all()
+            if self.behaviour == "hold":
+                self._held.append(connection)
+                continue
+            connection.settimeout(5)
+            _read_request(connection)
+            if self.behaviour == "headers":
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+            connection.close()
+
+    def wait_for_connections(self, count: int, timeout: float = 5.0) -> None:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.connections >= count, timeout):
+                raise AssertionError(f"expected {count} connection(s), got {self.connections}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+
+def _read_request(connection: socket.socket) -> None:
+    """Read one request, body included, so that closing sends a FIN rather than a reset."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        received = connection.recv(65536)
+        if not received:
+            return
+        data += received
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        received = connection.recv(65536)
+        if not received:
+            return
+        body += received
+
+
+@pytest.fixture
+def hung_server() -> Iterator[TcpServer]:
+    running = TcpServer("hold")
+    yield running
+    running.stop()
 
 
 def dead_url() -> str:
@@ -330,3 +453,240 @@ async def test_it_closes_the_http_stream_when_the_reader_stops_early(server: Scr
     await server.wait_for_disconnects_async(1, timeout=5)
     [request] = server.disconnects
     assert not request.completed
+
+
+# --- fail-over before the first event, and the cool-down ------------------------------------------
+
+# A safety bound on a test, far above the per-server deadline: without fail-over the client would
+# wait for the caller's first-token timeout (a minute by default) or its read backstop.
+NO_FAIL_OVER_BOUND = 10
+
+
+def text_of(events: list[StreamEvent]) -> str:
+    return "".join(event.text for event in events)
+
+
+async def test_it_fails_over_from_a_server_that_accepts_the_connection_and_never_answers(
+    hung_server: TcpServer, server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    server.enqueue(Script(tokens=["From ", "the ", "second."]))
+    client = InferenceClient(
+        base_urls=[hung_server.base_url, server.base_url], model="m", response_timeout=0.5, registry=registry
+    )
+
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        events = await collect(client)
+
+    assert text_of(events) == "From the second."
+    assert hung_server.connections == 1
+    assert len(server.chat_requests) == 1
+    health = registry.health(hung_server.base_url)
+    assert (health.state(registry.clock()), health.last_failure, health.consecutive_failures) == (
+        ServerState.COOLING_DOWN,
+        FailureKind.TIMEOUT,
+        1,
+    )
+    assert registry.health(server.base_url).state(registry.clock()) is ServerState.HEALTHY
+
+
+async def test_it_fails_over_from_a_server_that_sends_headers_and_then_no_event(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    server.enqueue(Script(first_token_delay=30))
+    other_server.enqueue(Script(tokens=["ok"]))
+    client = InferenceClient(
+        base_urls=[server.base_url, other_server.base_url], model="m", response_timeout=0.5, registry=registry
+    )
+
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        events = await collect(client)
+
+    assert text_of(events) == "ok"
+    # The silent stream was closed, so that server stops working on it.
+    await server.wait_for_disconnects_async(1, timeout=5)
+    assert len(other_server.chat_requests) == 1
+
+
+async def test_it_fails_over_from_a_server_that_hangs_listing_its_models(
+    hung_server: TcpServer, server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    client = InferenceClient(
+        base_urls=[hung_server.base_url, server.base_url], model="", response_timeout=0.5, registry=registry
+    )
+
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        events = await collect(client)
+
+    assert text_of(events) == "Hello world"
+    assert registry.health(hung_server.base_url).last_failure is FailureKind.TIMEOUT
+
+
+@pytest.mark.parametrize("behaviour", ["close", "headers"])
+async def test_it_fails_over_when_the_connection_closes_before_the_first_event(
+    behaviour: str, server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    closing = TcpServer(behaviour)
+    server.enqueue(Script(tokens=["Still ", "answered."]))
+    client = InferenceClient(base_urls=[closing.base_url, server.base_url], model="m", registry=registry)
+    try:
+        async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+            events = await collect(client)
+    finally:
+        closing.stop()
+
+    assert text_of(events) == "Still answered."
+    assert closing.connections == 1
+    assert registry.health(closing.base_url).last_failure is FailureKind.CLOSED
+
+
+async def test_it_fails_over_on_a_malformed_first_chunk(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    server.enqueue(Script(raw_body=b"data: {not json\n\n"))
+    other_server.enqueue(Script(tokens=["clean"]))
+    client = InferenceClient(base_urls=[server.base_url, other_server.base_url], model="m", registry=registry)
+
+    events = await collect(client)
+
+    assert text_of(events) == "clean"
+    assert registry.health(server.base_url).last_failure is FailureKind.BAD_RESPONSE
+
+
+async def test_it_fails_over_on_a_500_and_sends_later_replies_straight_to_the_healthy_server(
+    server: ScriptedInferenceServer,
+    other_server: ScriptedInferenceServer,
+    registry: ServerRegistry,
+    clock: Clock,
+):
+    server.enqueue(Script(status=500, error_message="CUDA out of memory"))
+    client = InferenceClient(
+        base_urls=[server.base_url, other_server.base_url], model="m", cooldown_seconds=30, registry=registry
+    )
+
+    first = await collect(client)
+    clock.now += 29
+    second = await collect(client)
+
+    assert text_of(first) == text_of(second) == "Hello world"
+    assert len(server.chat_requests) == 1
+    assert len(other_server.chat_requests) == 2
+    assert registry.health(server.base_url).last_failure is FailureKind.SERVER_ERROR
+
+
+async def test_it_skips_a_hung_server_during_its_cool_down_and_tries_it_again_after(
+    hung_server: TcpServer, server: ScriptedInferenceServer, registry: ServerRegistry, clock: Clock
+):
+    client = InferenceClient(
+        base_urls=[hung_server.base_url, server.base_url],
+        model="m",
+        response_timeout=0.5,
+        cooldown_seconds=30,
+        registry=registry,
+    )
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        await collect(client)
+    assert hung_server.connections == 1
+
+    clock.now += 29
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        during = await collect(client)
+
+    # Straight to the healthy server: the hung one was not even connected to.
+    assert text_of(during) == "Hello world"
+    assert hung_server.connections == 1
+    assert len(server.chat_requests) == 2
+
+    clock.now += 2
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        after = await collect(client)
+
+    assert text_of(after) == "Hello world"
+    hung_server.wait_for_connections(2)
+    assert len(server.chat_requests) == 3
+    assert registry.health(hung_server.base_url).consecutive_failures == 2
+
+
+async def test_it_still_tries_every_server_when_all_are_cooling_down(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    server.enqueue(Script(status=503))
+    other_server.enqueue(Script(status=503))
+    client = InferenceClient(base_urls=[server.base_url, other_server.base_url], model="m", registry=registry)
+    with pytest.raises(InferenceUnavailable):
+        await collect(client)
+
+    events = await collect(client)
+
+    assert text_of(events) == "Hello world"
+    # The one whose cool-down ends first (it failed first) is tried first.
+    assert (len(server.chat_requests), len(other_server.chat_requests)) == (2, 1)
+    assert registry.health(server.base_url).state(registry.clock()) is ServerState.HEALTHY
+    assert registry.health(server.base_url).consecutive_failures == 0
+
+
+async def test_it_gives_the_last_server_left_the_callers_whole_first_token_time(
+    server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    # A slow prompt on the only server (llama.cpp on a CPU) is not cut short by the fail-over deadline.
+    server.enqueue(Script(tokens=["slow"], first_token_delay=0.8))
+    client = InferenceClient(base_urls=[server.base_url], model="m", response_timeout=0.2, registry=registry)
+
+    events = await collect(client)
+
+    assert text_of(events) == "slow"
+
+
+async def test_it_does_not_fail_over_when_the_stream_breaks_after_the_first_event(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    # The role chunk has been passed on: another server's answer would start the reply over.
+    server.enqueue(Script(tokens=["one"], disconnect_after=0))
+    client = InferenceClient(base_urls=[server.base_url, other_server.base_url], model="m", registry=registry)
+    events: list[StreamEvent] = []
+
+    with pytest.raises(InferenceUnavailable, match="closed the stream"):
+        await collect(client, into=events)
+
+    assert events == [StreamEvent(text="", model="scripted-model")]
+    assert other_server.requests == []
+    # The next reply goes elsewhere.
+    assert registry.health(server.base_url).last_failure is FailureKind.CLOSED
+    assert registry.order([server.base_url, other_server.base_url]) == [
+        other_server.base_url,
+        server.base_url,
+    ]
+
+
+async def test_it_applies_the_response_deadline_only_up_to_the_first_event(
+    server: ScriptedInferenceServer, other_server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    server.enqueue(Script(tokens=["a", "b"], stall_after=1, stall_seconds=1.0))
+    client = InferenceClient(
+        base_urls=[server.base_url, other_server.base_url], model="m", response_timeout=0.3, registry=registry
+    )
+
+    events = await collect(client)
+
+    assert text_of(events) == "ab"
+    assert other_server.requests == []
+
+
+async def test_it_streams_many_replies_through_one_injected_http_client(
+    server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    async with httpx.AsyncClient() as http:
+        client = InferenceClient(base_urls=[server.base_url], model="m", http=http, registry=registry)
+
+        first = await collect(client)
+        second = await collect(client)
+
+        # The caller owns the pooled client: a reply does not close it.
+        assert not http.is_closed
+    assert text_of(first) == text_of(second) == "Hello world"
+    assert len(server.chat_requests) == 2
+
+
+def test_it_labels_servers_by_host_and_port_without_credentials():
+    assert server_label("http://user:sk-secret@10.0.0.5:8000/v1") == "10.0.0.5:8000"
+    assert server_label("https://vllm.internal/v1") == "vllm.internal:443"
+    assert server_label("http://[::1]:8081/v1") == "[::1]:8081"
