@@ -186,6 +186,10 @@ INFERENCE_CONNECT_TIMEOUT = env.float("INFERENCE_CONNECT_TIMEOUT", default=5.0)
 INFERENCE_FIRST_TOKEN_TIMEOUT = env.float("INFERENCE_FIRST_TOKEN_TIMEOUT", default=60.0)
 INFERENCE_TOKEN_TIMEOUT = env.float("INFERENCE_TOKEN_TIMEOUT", default=30.0)
 INFERENCE_TOTAL_TIMEOUT = env.float("INFERENCE_TOTAL_TIMEOUT", default=300.0)
+# Fail-over: each server has this long to send its response headers and first event before the next
+# INFERENCE_BASE_URL is tried, and a server that failed is tried last for the cool-down that follows.
+INFERENCE_SERVER_RESPONSE_TIMEOUT = env.float("INFERENCE_SERVER_RESPONSE_TIMEOUT", default=10.0)
+INFERENCE_SERVER_COOLDOWN_SECONDS = env.float("INFERENCE_SERVER_COOLDOWN_SECONDS", default=30.0)
 # The model's context window in tokens; the history is cut to fit it with the reply's max tokens.
 INFERENCE_CONTEXT_TOKENS = env.int("INFERENCE_CONTEXT_TOKENS", default=8192)
 INFERENCE_COALESCE_SECONDS = env.float("INFERENCE_COALESCE_SECONDS", default=0.03)
@@ -267,11 +271,21 @@ def _validate() -> None:
         "INFERENCE_FIRST_TOKEN_TIMEOUT",
         "INFERENCE_TOKEN_TIMEOUT",
         "INFERENCE_TOTAL_TIMEOUT",
+        "INFERENCE_SERVER_RESPONSE_TIMEOUT",
         "INFERENCE_COALESCE_SECONDS",
         "REPLY_HEARTBEAT_SECONDS",
     ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
+    if INFERENCE_SERVER_RESPONSE_TIMEOUT >= INFERENCE_FIRST_TOKEN_TIMEOUT:
+        raise ImproperlyConfigured(
+            "INFERENCE_SERVER_RESPONSE_TIMEOUT must be shorter than INFERENCE_FIRST_TOKEN_TIMEOUT,"
+            " or a reply would time out before the next inference server is tried."
+        )
+    if INFERENCE_SERVER_COOLDOWN_SECONDS < 0:
+        raise ImproperlyConfigured(
+            "INFERENCE_SERVER_COOLDOWN_SECONDS must be zero or a positive number of seconds."
+        )
     for name in ("ATTACHMENT_MAX_BYTES", "ATTACHMENT_MAX_PER_MESSAGE", "INFERENCE_CONTEXT_TOKENS"):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive integer.")
