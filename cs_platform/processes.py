@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -18,6 +25,76 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on `host:port` now (probed as daphne and uvicorn bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Both servers set SO_REUSEADDR, so a port in TIME_WAIT is free to them and to this probe.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen()
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on TCP `port`, as "pid N (command line)", where /proc shows it (Linux, same user)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(descriptor) in inodes for descriptor in (process / "fd").iterdir()):
+                command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                command = command.strip()
+                return f"pid {process.name} ({command[:200]}{'…' if len(command) > 200 else ''})"
+        except OSError:
+            continue
+    return None
+
+
+def parent_death_signal(signal_number: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send the child `signal_number` when its parent dies, even by SIGKILL.
+
+    The kernel sends it when the *thread* that started the child exits: start long-lived children
+    from the main thread. None elsewhere than Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    # Looked up now, in the parent: between fork and exec the child should do as little as it can.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
+        if os.getppid() != parent:
+            # The parent died before the prctl: the signal it asked for would never come.
+            os.kill(os.getpid(), signal_number)
+
+    return set_parent_death_signal
+
+
+def exit_description(returncode: int) -> str:
+    """How a child ended, in words: "exited with status 1" or "was killed by signal 9"."""
+    return f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+
+
 def wait_until_answering(
     url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None, what: str = "the server"
 ) -> None:
@@ -25,7 +102,7 @@ def wait_until_answering(
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}")
+            raise RuntimeError(f"{what} {exit_description(process.returncode)}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 
 
 def gemma_model_path() -> str:
@@ -18,9 +19,25 @@ def gemma_model_path() -> str:
     return str(assemble())
 
 
+def model_server_environment() -> dict[str, str]:
+    """This process's environment without what llama_cpp.server would take as its own settings.
+
+    It reads every setting from a variable of the same name, and HOST and PORT even over its
+    command line: `make run PORT=8001` (which exports PORT) would move the model onto daphne's port.
+    """
+    # Imported here: llama-cpp-python is the optional local-model extra.
+    from llama_cpp.server.settings import Settings
+
+    its_own = {name.upper() for name in Settings.model_fields} | {"CONFIG_FILE"}
+    return {name: value for name, value in os.environ.items() if name.upper() not in its_own}
+
+
 @dataclass
 class LocalModelServer:
-    """Runs `python -m llama_cpp.server` as a child process; stop() ends it."""
+    """Runs `python -m llama_cpp.server` as a child process; stop() ends it.
+
+    The child gets SIGTERM when the thread that called start() dies, however it dies.
+    """
 
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
@@ -44,10 +61,23 @@ class LocalModelServer:
             "--n_ctx", str(self.context_tokens),
             "--n_threads", str(self.threads),
         ]  # fmt: skip
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed command, no user input
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed below
+        if log is not None:
+            # Runs append to one log: a header says where this one starts.
+            log.write(f"----- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+            log.flush()
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - a fixed command, no user input
+                command,
+                stdout=log if log is not None else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                env=model_server_environment(),
+                start_new_session=True,
+                preexec_fn=parent_death_signal(),
+            )
+        finally:
+            if log is not None:
+                log.close()
         self.wait_ready(ready_timeout)
         return self
 
@@ -59,6 +89,12 @@ class LocalModelServer:
         except RuntimeError:
             self.stop()
             raise
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log, or "" without one."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         stop_process_group(self.process)

