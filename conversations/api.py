@@ -21,12 +21,16 @@ from conversations import selectors, services
 from conversations.images import ImageRejected
 from conversations.models import Attachment, Conversation
 from conversations.serializers import ATTACHMENT_SIGNING_SALT, attachment_data, message_data
+from conversations.uploads import UploadsBusy
 from cs_platform.client_ip import client_ip_from_request
 from knowledge.selectors import quick_entry_list
 
 
 class ApiError(exceptions.APIException):
     """An error with our own code, rendered as {"code", "detail"}."""
+
+    # Seconds; DRF's exception handler sends it as Retry-After.
+    wait: int | None = None
 
     def __init__(self, code: str, detail: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> None:
         super().__init__(detail=detail, code=code)
@@ -141,6 +145,10 @@ class AttachmentUploadApi(APIView):
             )
         except ImageRejected as error:
             raise ApiError(error.code, error.detail, error.http_status) from error
+        except UploadsBusy as error:
+            busy = ApiError(error.code, error.detail, error.http_status)
+            busy.wait = error.retry_after
+            raise busy from error
         return Response(attachment_data(attachment), status=status.HTTP_201_CREATED)
 
 

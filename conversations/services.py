@@ -22,7 +22,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conversations import events
-from conversations.images import normalise_image
 from conversations.models import (
     Attachment,
     Conversation,
@@ -33,6 +32,7 @@ from conversations.models import (
     attachment_path,
     attachment_thumbnail_path,
 )
+from conversations.uploads import image_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -418,15 +418,11 @@ def attachment_create(
 ) -> Attachment:
     """Normalise an uploaded image and keep only the result, stored once per content hash.
 
-    Raises ImageRejected (with its own code) for anything that is not a safe, readable image.
+    Raises ImageRejected (with its own code) for anything that is not a safe, readable image, and
+    UploadsBusy when too many uploads are being normalised at once.
     """
     original_size = getattr(source, "size", 0) or 0
-    image = normalise_image(
-        source,
-        max_bytes=settings.ATTACHMENT_MAX_BYTES,
-        max_side=settings.ATTACHMENT_MAX_SIDE,
-        max_output_pixels=settings.ATTACHMENT_MAX_PIXELS,
-    )
+    image = image_normalise(source)
     attachment = Attachment(
         conversation=conversation,
         content_type=image.content_type,

@@ -7,6 +7,7 @@ the same code runs on PostgreSQL, Redis, separate Celery workers and vLLM.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -210,6 +211,14 @@ ATTACHMENT_MAX_PER_MESSAGE = env.int("ATTACHMENT_MAX_PER_MESSAGE", default=4)
 ATTACHMENT_MAX_SIDE = env.int("ATTACHMENT_MAX_SIDE", default=2048)
 # Qwen-VL spends one visual token per 28x28 px patch: 1,605,632 px is at most 2048 visual tokens.
 ATTACHMENT_MAX_PIXELS = env.int("ATTACHMENT_MAX_PIXELS", default=2048 * 28 * 28)
+# Decompression bombs: pixels an upload may decode to (PNG, GIF, WebP, progressive JPEG: full size),
+# and the declared pixels of a baseline JPEG, which is decoded at 1/2, 1/4 or 1/8 scale.
+ATTACHMENT_MAX_DECODED_PIXELS = env.int("ATTACHMENT_MAX_DECODED_PIXELS", default=4096 * 4096)
+ATTACHMENT_MAX_JPEG_PIXELS = env.int("ATTACHMENT_MAX_JPEG_PIXELS", default=50_000_000)
+# Uploads normalised at once per web process (each may briefly need ~130 MB), and how long one
+# waits for a slot before it is refused with 503 `busy`.
+ATTACHMENT_NORMALISE_CONCURRENCY = env.int("ATTACHMENT_NORMALISE_CONCURRENCY", default=2)
+ATTACHMENT_NORMALISE_WAIT_SECONDS = env.float("ATTACHMENT_NORMALISE_WAIT_SECONDS", default=5.0)
 ATTACHMENT_URL_MAX_AGE_SECONDS = env.int("ATTACHMENT_URL_MAX_AGE_SECONDS", default=3600)
 # OCR for text-only models (INFERENCE_VISION=false), where Tesseract is installed.
 OCR_LANGUAGES = env.str("OCR_LANGUAGES", default="chi_sim+eng")
@@ -286,15 +295,36 @@ def _validate() -> None:
         raise ImproperlyConfigured(
             "INFERENCE_SERVER_COOLDOWN_SECONDS must be zero or a positive number of seconds."
         )
-    for name in ("ATTACHMENT_MAX_BYTES", "ATTACHMENT_MAX_PER_MESSAGE", "INFERENCE_CONTEXT_TOKENS"):
+    for name in (
+        "ATTACHMENT_MAX_BYTES",
+        "ATTACHMENT_MAX_PER_MESSAGE",
+        "ATTACHMENT_MAX_DECODED_PIXELS",
+        "ATTACHMENT_MAX_JPEG_PIXELS",
+        "ATTACHMENT_NORMALISE_CONCURRENCY",
+        "INFERENCE_CONTEXT_TOKENS",
+    ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive integer.")
+    if ATTACHMENT_NORMALISE_WAIT_SECONDS < 0:
+        raise ImproperlyConfigured(
+            "ATTACHMENT_NORMALISE_WAIT_SECONDS must be zero or a positive number of seconds."
+        )
     if REPLY_STALLED_AFTER_SECONDS <= REPLY_HEARTBEAT_SECONDS:
         raise ImproperlyConfigured("REPLY_STALLED_AFTER_SECONDS must be longer than REPLY_HEARTBEAT_SECONDS.")
     for origin in WIDGET_ALLOWED_ORIGINS:
         parsed = urlparse(origin)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc or parsed.path not in {"", "/"}:
             raise ImproperlyConfigured(f"WIDGET_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
+    # Read on every request (client_ip.py, metrics.py): a typo must stop start-up, not fail each request.
+    for name in ("TRUSTED_PROXIES", "METRICS_ALLOWED_IPS"):
+        for network in globals()[name]:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"{name} has an invalid IP address or network: {network!r} "
+                    "(write addresses or CIDR networks such as 10.0.0.0/8, separated by commas)."
+                ) from None
 
 
 _validate()

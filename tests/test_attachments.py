@@ -9,10 +9,11 @@ import json
 import random
 import re
 import struct
+import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -26,7 +27,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import ExifTags, Image
 
-from conversations import services
+from conversations import services, uploads
+from conversations.images import NormalisedImage, normalise_image
 from conversations.models import Attachment, Conversation, Message
 from conversations.serializers import attachment_url, message_data
 from cs_platform.asgi import application
@@ -350,6 +352,173 @@ def test_it_refuses_a_61st_upload_in_a_minute_from_one_address() -> None:
     assert refused.status_code == 429
     assert refused.json() == {"code": "rate_limited", "detail": "Too many uploads; please wait a minute."}
     assert Attachment.objects.count() == 60
+
+
+def test_it_refuses_a_7000_by_7000_png_by_default() -> None:
+    conversation = ConversationFactory()
+
+    response = upload(conversation, one_bit_png(7000, 7000), name="bomb.png", content_type="image/png")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "too_many_pixels",
+        "detail": "The image is 7000x7000 pixels, more than the limit of 16,777,216 pixels.",
+    }
+    assert_nothing_saved()
+
+
+def test_it_takes_the_decoded_pixel_limit_from_the_settings(settings: Any) -> None:
+    settings.ATTACHMENT_MAX_DECODED_PIXELS = 9_999
+    conversation = ConversationFactory()
+    picture = encode(Image.new("RGB", (100, 100), RED), "PNG")
+
+    response = upload(conversation, picture, name="square.png", content_type="image/png")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "too_many_pixels",
+        "detail": "The image is 100x100 pixels, more than the limit of 9,999 pixels.",
+    }
+    assert_nothing_saved()
+
+
+def test_it_accepts_a_12_megapixel_phone_photo() -> None:
+    conversation = ConversationFactory()
+    photo = encode(Image.linear_gradient("L").resize((4032, 3024)).convert("RGB"), "JPEG", quality=85)
+
+    response = upload(conversation, photo)
+
+    assert response.status_code == 201
+    assert (response.json()["width"], response.json()["height"]) == (1463, 1097)  # ATTACHMENT_MAX_PIXELS
+    attachment = Attachment.objects.get()
+    assert (attachment.original_width, attachment.original_height) == (4032, 3024)
+
+
+# --- a bounded number of uploads is normalised at once per process --------------------------------
+
+
+class SignallingSlots(threading.BoundedSemaphore):
+    """The uploads' semaphore, telling the test each time someone starts waiting for a slot."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.acquiring = threading.Semaphore(0)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        self.acquiring.release()
+        return super().acquire(blocking, timeout)
+
+
+class HeldNormalisations:
+    """Stands in for normalise_image: each call holds its slot until `release` is set."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = SignallingSlots(concurrency)
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.running = 0
+        self.most_running = 0
+        self.holders: list[threading.Thread] = []
+        self.results: list[NormalisedImage] = []
+
+    def __call__(self, source: Any, **limits: Any) -> NormalisedImage:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        self.entered.release()
+        try:
+            assert self.release.wait(timeout=30), "the test never released the held normalisations"
+            return normalise_image(source, **limits)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def start_holders(self, count: int) -> None:
+        """Start `count` uploads and return once each is inside the decoder, holding its slot."""
+        for _ in range(count):
+            holder = threading.Thread(
+                target=lambda: self.results.append(uploads.image_normalise(jpeg_bytes()))
+            )
+            holder.start()
+            self.holders.append(holder)
+        for _ in range(count):
+            assert self.entered.acquire(timeout=10)
+
+    def finish(self) -> None:
+        """Let every held upload complete, and wait until their slots are free again."""
+        self.release.set()
+        for holder in self.holders:
+            holder.join(timeout=30)
+            assert not holder.is_alive()
+
+
+@pytest.fixture
+def held(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldNormalisations]:
+    """Two normalisation slots per process, both taken by uploads that stay in the decoder until released."""
+    settings.ATTACHMENT_NORMALISE_CONCURRENCY = 2
+    settings.ATTACHMENT_NORMALISE_WAIT_SECONDS = 0
+    fake = HeldNormalisations(2)
+    monkeypatch.setattr(uploads, "normalise_image", fake)
+    monkeypatch.setattr(uploads, "_slots", lambda concurrency: fake.slots)
+    fake.start_holders(2)
+    try:
+        yield fake
+    finally:
+        fake.finish()
+    assert len(fake.results) == 2
+
+
+def test_it_refuses_a_third_normalisation_while_two_are_running(held: HeldNormalisations) -> None:
+    with pytest.raises(uploads.UploadsBusy) as caught:
+        uploads.image_normalise(jpeg_bytes())
+
+    assert caught.value.code == "busy"
+    assert caught.value.http_status == 503
+    assert caught.value.retry_after == 2
+    assert held.calls == 2
+
+
+def test_it_lets_a_third_normalisation_wait_for_a_free_slot(settings: Any, held: HeldNormalisations) -> None:
+    settings.ATTACHMENT_NORMALISE_WAIT_SECONDS = 30
+    results: list[NormalisedImage] = []
+    third = threading.Thread(target=lambda: results.append(uploads.image_normalise(jpeg_bytes())))
+    third.start()
+    # The two holders' acquisitions were signalled already; this one is the third's.
+    for _ in range(3):
+        assert held.slots.acquiring.acquire(timeout=10)
+    assert held.calls == 2
+
+    held.finish()
+    third.join(timeout=30)
+
+    assert len(results) == 1
+    assert held.calls == 3
+    assert held.most_running == 2
+
+
+def test_it_answers_503_busy_with_retry_after_and_keeps_nothing(held: HeldNormalisations) -> None:
+    conversation = ConversationFactory()
+    photo = jpeg_bytes()
+
+    response = upload(conversation, photo)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "code": "busy",
+        "detail": "Too many pictures are being processed right now; send it again in 2 s.",
+    }
+    assert response["Retry-After"] == "2"
+    assert_nothing_saved()
+    assert held.calls == 2
+
+    held.finish()
+    retried = upload(conversation, photo)
+
+    assert retried.status_code == 201
+    assert Attachment.objects.count() == 1
 
 
 # --- refused while the body streams: the ASGI middleware ---------------------------------------
