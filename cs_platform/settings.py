@@ -101,12 +101,27 @@ TEMPLATES = [
 ASGI_APPLICATION = "cs_platform.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# PostgreSQL only (SQLite has no pool): connections one process opens at most; 0 turns the pool off,
+# and each request then opens and closes its own.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
+DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=1)
+# Seconds a request waits for a free pooled connection before it fails (psycopg_pool.PoolTimeout).
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=10.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default shares one file between the server and its in-process tasks.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # Under ASGI every request and every websocket call runs in a thread of its own, so persistent
+    # connections (CONN_MAX_AGE > 0) multiply with the threads (one daphne held 99). Each process
+    # keeps a pool of at most DATABASE_POOL_MAX_SIZE instead; a request waits for a free connection.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASE_POOL_MAX_SIZE > 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DATABASE_POOL_MIN_SIZE,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -308,6 +323,17 @@ def _validate() -> None:
     if ATTACHMENT_NORMALISE_WAIT_SECONDS < 0:
         raise ImproperlyConfigured(
             "ATTACHMENT_NORMALISE_WAIT_SECONDS must be zero or a positive number of seconds."
+        )
+    if DATABASE_POOL_MAX_SIZE < 0:
+        raise ImproperlyConfigured("DATABASE_POOL_MAX_SIZE must be 0 (no pool) or a positive integer.")
+    if DATABASE_POOL_MAX_SIZE > 0 and not 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE:
+        raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE must be between 0 and DATABASE_POOL_MAX_SIZE.")
+    if DATABASE_POOL_TIMEOUT <= 0:
+        raise ImproperlyConfigured("DATABASE_POOL_TIMEOUT must be a positive number of seconds.")
+    if DATABASES["default"].get("OPTIONS", {}).get("pool") and DATABASES["default"]["CONN_MAX_AGE"] != 0:
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 with the connection pool (DATABASE_POOL_MAX_SIZE > 0): "
+            "pooled connections are kept by the pool, not by each thread."
         )
     if REPLY_STALLED_AFTER_SECONDS <= REPLY_HEARTBEAT_SECONDS:
         raise ImproperlyConfigured("REPLY_STALLED_AFTER_SECONDS must be longer than REPLY_HEARTBEAT_SECONDS.")
