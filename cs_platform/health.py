@@ -1,14 +1,46 @@
-"""Operations endpoints: liveness and readiness."""
+"""Operations endpoints: liveness and readiness.
+
+`/readyz` is public, so it names only the part that failed and a state per inference server (in the
+order of INFERENCE_BASE_URL, without URLs); the exception text and the servers' addresses go to the
+log, and each server's state to `/metrics`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from enum import StrEnum
 
 import httpx
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from inference.client import FailureKind, ServerState, server_registry
+
+logger = logging.getLogger(__name__)
+
+# A readiness probe answers within a few seconds whatever the servers do.
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+class Part(StrEnum):
+    """What `/readyz` names when it fails."""
+
+    DATABASE = "database"
+    REDIS = "redis"
+    INFERENCE = "inference"
+
+
+class InferenceServerState(StrEnum):
+    """A server's state as `/readyz` shows it."""
+
+    HEALTHY = "healthy"
+    # It answers the probe, but failed a reply in this process and sits out its cool-down.
+    COOLING_DOWN = "cooling_down"
+    NOT_ANSWERING = "not_answering"
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -16,49 +48,80 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _check_database() -> str | None:
+def _database_answers() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception as error:
-        return f"database: {error.__class__.__name__}: {error}"
-    return None
+    except Exception:
+        logger.warning("Readiness: the database did not answer", exc_info=True)
+        return False
+    return True
 
 
-async def _check_channel_layer() -> str | None:
+async def _channel_layer_answers() -> bool:
     layer = get_channel_layer()
     if layer is None:
-        return "channel layer: not configured"
+        logger.warning("Readiness: no channel layer is configured")
+        return False
     try:
         channel = await layer.new_channel()
         await asyncio.wait_for(layer.send(channel, {"type": "readiness.probe"}), timeout=2)
         await asyncio.wait_for(layer.receive(channel), timeout=2)
-    except Exception as error:
-        return f"redis: {error.__class__.__name__}: {error}"
-    return None
+    except Exception:
+        logger.warning("Readiness: the channel layer (Redis) did not answer", exc_info=True)
+        return False
+    return True
 
 
-async def _check_inference() -> str | None:
+def _failure_kind(error: httpx.HTTPError) -> FailureKind:
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return FailureKind.CONNECT
+    if isinstance(error, httpx.TimeoutException):
+        return FailureKind.TIMEOUT
+    if isinstance(error, httpx.HTTPStatusError):
+        return FailureKind.SERVER_ERROR if error.response.status_code >= 500 else FailureKind.BAD_RESPONSE
+    return FailureKind.CLOSED
+
+
+async def _probe(client: httpx.AsyncClient, base_url: str) -> InferenceServerState:
+    """List the server's models; a failure also puts it in its cool-down for this process's replies."""
+    base_url = base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {settings.INFERENCE_API_KEY}"} if settings.INFERENCE_API_KEY else {}
-    failures = []
-    async with httpx.AsyncClient(timeout=3) as client:
-        for base_url in settings.INFERENCE_BASE_URLS:
-            try:
-                response = await client.get(f"{base_url.rstrip('/')}/models", headers=headers)
-                response.raise_for_status()
-                return None
-            except httpx.HTTPError as error:
-                failures.append(f"{base_url}: {error.__class__.__name__}")
-    return "inference: no server answered (" + "; ".join(failures) + ")"
+    try:
+        response = await client.get(f"{base_url}/models", headers=headers)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        kind = _failure_kind(error)
+        logger.warning("Readiness: inference server %s did not answer (%s): %r", base_url, kind, error)
+        server_registry.record_failure(base_url, kind, settings.INFERENCE_SERVER_COOLDOWN_SECONDS)
+        return InferenceServerState.NOT_ANSWERING
+    health = server_registry.health(base_url)
+    if health.state(server_registry.clock()) is ServerState.COOLING_DOWN:
+        return InferenceServerState.COOLING_DOWN
+    return InferenceServerState.HEALTHY
+
+
+async def _inference_states() -> list[InferenceServerState]:
+    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
+        return list(await asyncio.gather(*(_probe(client, url) for url in settings.INFERENCE_BASE_URLS)))
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
     """The database, the channel layer (Redis) and at least one inference server answer; else 503."""
-    from asgiref.sync import sync_to_async
-
-    database_failure = await sync_to_async(_check_database)()
-    layer_failure, inference_failure = await asyncio.gather(_check_channel_layer(), _check_inference())
-    failures = [failure for failure in (database_failure, layer_failure, inference_failure) if failure]
+    database_ok = await sync_to_async(_database_answers)()
+    layer_ok, inference_states = await asyncio.gather(_channel_layer_answers(), _inference_states())
+    failures = [
+        part
+        for part, failed in (
+            (Part.DATABASE, not database_ok),
+            (Part.REDIS, not layer_ok),
+            (Part.INFERENCE, all(state is InferenceServerState.NOT_ANSWERING for state in inference_states)),
+        )
+        if failed
+    ]
+    servers = [{"server": position, "state": state} for position, state in enumerate(inference_states, 1)]
     if failures:
-        return JsonResponse({"status": "unavailable", "failures": failures}, status=503)
-    return JsonResponse({"status": "ok"})
+        return JsonResponse(
+            {"status": "unavailable", "failures": failures, "inference_servers": servers}, status=503
+        )
+    return JsonResponse({"status": "ok", "inference_servers": servers})

@@ -1,5 +1,6 @@
 """GET /metrics: Prometheus figures read from the database at scrape time, so they cover every
-web process and worker; reachable only from METRICS_ALLOWED_IPS or with METRICS_TOKEN."""
+web process and worker, and the inference servers' state as this process sees it; reachable only
+from METRICS_ALLOWED_IPS or with METRICS_TOKEN."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from conversations.models import Conversation, Message, SatisfactionRating, Ticket
 from cs_platform.client_ip import client_ip_from_request
+from inference.client import ServerState, server_registry
 
 
 class PlatformCollector(Collector):
@@ -63,6 +65,47 @@ class PlatformCollector(Collector):
         yield GaugeMetricFamily("cs_csat_ratings", "Satisfaction ratings given.", value=csat["total"])
 
 
+class InferenceServerCollector(Collector):
+    """Each configured inference server's state in this process's fail-over registry.
+
+    Labelled by position in INFERENCE_BASE_URL and `host:port`: never the URL's credentials or the
+    API key. A web process learns of failures from its `/readyz` probes and the replies it generates
+    itself (all of them in the embedded default); a Celery worker's view is in its log.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["position", "server"]
+        healthy = GaugeMetricFamily(
+            "cs_inference_server_healthy",
+            "1 if the server is in rotation, 0 while it cools down.",
+            labels=labels,
+        )
+        cooldown = GaugeMetricFamily(
+            "cs_inference_server_cooldown_remaining_seconds",
+            "Seconds until a failed server is back in rotation.",
+            labels=labels,
+        )
+        failures = GaugeMetricFamily(
+            "cs_inference_server_consecutive_failures",
+            "Failures since the server last answered.",
+            labels=labels,
+        )
+        last_failure = GaugeMetricFamily(
+            "cs_inference_server_last_failure",
+            "1 for the kind of the server's latest failure (connect, timeout, closed, server_error, ...).",
+            labels=[*labels, "kind"],
+        )
+        now = server_registry.clock()
+        for position, health in enumerate(server_registry.snapshot(settings.INFERENCE_BASE_URLS), 1):
+            values = [str(position), health.label]
+            healthy.add_metric(values, 1 if health.state(now) is ServerState.HEALTHY else 0)
+            cooldown.add_metric(values, health.cooldown_remaining(now))
+            failures.add_metric(values, health.consecutive_failures)
+            if health.last_failure is not None:
+                last_failure.add_metric([*values, health.last_failure.value], 1)
+        yield from (healthy, cooldown, failures, last_failure)
+
+
 def _allowed(request: HttpRequest) -> bool:
     token = settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
@@ -87,4 +130,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
     registry = CollectorRegistry()
     registry.register(PlatformCollector())
+    registry.register(InferenceServerCollector())
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

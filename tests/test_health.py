@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
+from django.db import OperationalError, connection, connections
 from django.test import AsyncClient, Client
 
 from cs_platform.processes import free_port
+from inference.client import FailureKind, ServerState, server_registry
 from tests.scripted_inference import ScriptedInferenceServer
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _forget_server_health() -> Iterator[None]:
+    """The probes record failures in the process's fail-over registry: keep them from the next test."""
+    yield
+    server_registry.clear()
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 async def async_get(path: str) -> Any:
@@ -46,7 +60,7 @@ def test_it_is_ready_when_everything_answers(scripted_inference: ScriptedInferen
     response = Client().get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "inference_servers": [{"server": 1, "state": "healthy"}]}
     assert [request.path for request in scripted_inference.requests] == ["/v1/models"]
 
 
@@ -54,79 +68,144 @@ async def test_it_is_ready_for_an_async_client(scripted_inference: ScriptedInfer
     response = await async_get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "inference_servers": [{"server": 1, "state": "healthy"}]}
 
 
-def test_it_names_inference_when_no_server_answers(settings: Any) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/v1"
+def test_it_names_inference_without_its_address_or_error_when_no_server_answers(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = dead_url()
     settings.INFERENCE_BASE_URLS = [dead]
+
+    with caplog.at_level(logging.WARNING, logger="cs_platform.health"):
+        response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "failures": ["inference"],
+        "inference_servers": [{"server": 1, "state": "not_answering"}],
+    }
+    body = response.content.decode()
+    assert "127.0.0.1" not in body
+    assert "ConnectError" not in body
+    # The operator still finds out which server and why: in the log, and in /metrics.
+    assert any(
+        dead in record.getMessage() and "ConnectError" in record.getMessage() for record in caplog.records
+    )
+    assert server_registry.health(dead).last_failure is FailureKind.CONNECT
+
+
+async def test_it_names_inference_to_an_async_client(settings: Any) -> None:
+    settings.INFERENCE_BASE_URLS = [dead_url()]
+
+    response = await async_get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["failures"] == ["inference"]
+
+
+def test_it_is_ready_when_any_inference_server_answers(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+) -> None:
+    settings.INFERENCE_BASE_URLS = [dead_url(), scripted_inference.base_url]
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "inference_servers": [{"server": 1, "state": "not_answering"}, {"server": 2, "state": "healthy"}],
+    }
+
+
+def test_it_shows_every_inference_server_that_failed(settings: Any) -> None:
+    settings.INFERENCE_BASE_URLS = [dead_url(), dead_url()]
 
     response = Client().get("/readyz")
 
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
-        "failures": [f"inference: no server answered ({dead}: ConnectError)"],
+        "failures": ["inference"],
+        "inference_servers": [
+            {"server": 1, "state": "not_answering"},
+            {"server": 2, "state": "not_answering"},
+        ],
     }
 
 
-async def test_it_names_inference_to_an_async_client(settings: Any) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/v1"
-    settings.INFERENCE_BASE_URLS = [dead]
-
-    response = await async_get("/readyz")
-
-    assert response.status_code == 503
-    assert response.json()["failures"] == [f"inference: no server answered ({dead}: ConnectError)"]
-
-
-def test_it_is_ready_when_any_inference_server_answers(
-    settings: Any, scripted_inference: ScriptedInferenceServer
-) -> None:
-    settings.INFERENCE_BASE_URLS = [f"http://127.0.0.1:{free_port()}/v1", scripted_inference.base_url]
-
-    response = Client().get("/readyz")
-
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
-
-
-def test_it_names_every_inference_server_that_failed(settings: Any) -> None:
-    first, second = (f"http://127.0.0.1:{free_port()}/v1" for _ in range(2))
-    settings.INFERENCE_BASE_URLS = [first, second]
-
-    response = Client().get("/readyz")
-
-    assert response.status_code == 503
-    assert response.json()["failures"] == [
-        f"inference: no server answered ({first}: ConnectError; {second}: ConnectError)"
-    ]
-
-
-def test_it_names_an_inference_server_answering_with_an_error(settings: Any) -> None:
+def test_it_hides_the_url_of_an_inference_server_answering_with_an_error(settings: Any) -> None:
     with ScriptedInferenceServer() as server:
         # The scripted server answers 404 for any path but its own.
-        broken = f"{server.base_url}/broken"
+        broken = f"{server.base_url}/internal-path"
         settings.INFERENCE_BASE_URLS = [broken]
 
         response = Client().get("/readyz")
 
     assert response.status_code == 503
-    assert response.json()["failures"] == [f"inference: no server answered ({broken}: HTTPStatusError)"]
+    assert response.json()["inference_servers"] == [{"server": 1, "state": "not_answering"}]
+    body = response.content.decode()
+    assert "internal-path" not in body
+    assert "HTTPStatusError" not in body
+    assert server_registry.health(broken).last_failure is FailureKind.BAD_RESPONSE
 
 
-def test_it_names_redis_when_the_channel_layer_is_down(
+def test_it_shows_a_server_cooling_down_after_a_failed_reply(
     settings: Any, scripted_inference: ScriptedInferenceServer
 ) -> None:
+    server_registry.record_failure(scripted_inference.base_url, FailureKind.TIMEOUT, cooldown_seconds=60)
+
+    response = Client().get("/readyz")
+
+    # It answers the probe, so the platform is ready; replies try it last until the cool-down ends.
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "inference_servers": [{"server": 1, "state": "cooling_down"}]}
+    assert server_registry.health(scripted_inference.base_url).state(server_registry.clock()) is (
+        ServerState.COOLING_DOWN
+    )
+
+
+def test_it_names_redis_without_the_error_when_the_channel_layer_is_down(
+    settings: Any, scripted_inference: ScriptedInferenceServer
+) -> None:
+    redis_port = free_port()
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{redis_port}/0"]},
         }
     }
 
     response = Client().get("/readyz")
 
     assert response.status_code == 503
-    [failure] = response.json()["failures"]
-    assert failure.startswith("redis: ")
+    assert response.json() == {
+        "status": "unavailable",
+        "failures": ["redis"],
+        "inference_servers": [{"server": 1, "state": "healthy"}],
+    }
+    assert str(redis_port) not in response.content.decode()
+
+
+def test_it_names_the_database_without_the_error_when_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted_inference: ScriptedInferenceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse() -> None:
+        raise OperationalError('connection to server at "db.internal" (10.1.2.3), port 5432 failed')
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+
+    with caplog.at_level(logging.WARNING, logger="cs_platform.health"):
+        response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "failures": ["database"],
+        "inference_servers": [{"server": 1, "state": "healthy"}],
+    }
+    assert "db.internal" not in response.content.decode()
+    assert any("db.internal" in record.exc_text for record in caplog.records if record.exc_text)

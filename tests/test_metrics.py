@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from conversations.models import Message
+from cs_platform.processes import free_port
+from inference.client import FailureKind, server_registry
 from tests.factories import ConversationFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _forget_server_health() -> Iterator[None]:
+    yield
+    server_registry.clear()
 
 
 def test_it_reports_replies_by_status_and_error_code(client):
@@ -40,3 +50,43 @@ def test_it_refuses_other_addresses_without_the_token(client, settings):
     assert refused.json()["code"] == "forbidden"
     assert wrong_token.status_code == 403
     assert allowed.status_code == 200
+
+
+def test_it_reports_each_inference_servers_state_by_position_and_address(client, settings):
+    settings.INFERENCE_BASE_URLS = ["http://10.0.0.5:8000/v1", "http://user:sk-secret@10.0.0.6:8000/v1/"]
+    server_registry.record_failure("http://user:sk-secret@10.0.0.6:8000/v1", FailureKind.TIMEOUT, 3600)
+    server_registry.record_failure("http://user:sk-secret@10.0.0.6:8000/v1", FailureKind.CLOSED, 3600)
+
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'cs_inference_server_healthy{position="1",server="10.0.0.5:8000"} 1.0' in body
+    assert 'cs_inference_server_healthy{position="2",server="10.0.0.6:8000"} 0.0' in body
+    assert 'cs_inference_server_consecutive_failures{position="1",server="10.0.0.5:8000"} 0.0' in body
+    assert 'cs_inference_server_consecutive_failures{position="2",server="10.0.0.6:8000"} 2.0' in body
+    assert 'cs_inference_server_cooldown_remaining_seconds{position="1",server="10.0.0.5:8000"} 0.0' in body
+    [remaining] = [
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith('cs_inference_server_cooldown_remaining_seconds{position="2"')
+    ]
+    assert 3500 < remaining <= 3600
+    assert 'cs_inference_server_last_failure{kind="closed",position="2",server="10.0.0.6:8000"} 1.0' in body
+    assert 'kind="timeout"' not in body
+    assert "sk-secret" not in body
+
+
+def test_it_reports_a_failure_seen_by_the_readiness_probe(client, settings):
+    port = free_port()
+    settings.INFERENCE_BASE_URLS = [f"http://127.0.0.1:{port}/v1"]
+
+    client.get("/readyz")
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+
+    body = response.content.decode()
+    assert f'cs_inference_server_healthy{{position="1",server="127.0.0.1:{port}"}} 0.0' in body
+    assert (
+        f'cs_inference_server_last_failure{{kind="connect",position="1",server="127.0.0.1:{port}"}} 1.0'
+        in body
+    )
