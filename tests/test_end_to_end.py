@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.typing import Origin
 
 from conversations.models import Message
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from inference.local_model import LocalModelServer
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +71,15 @@ def _wait_until(predicate: Any, *, seconds: float, what: str) -> None:
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group that dies with this test run, even a killed one."""
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
     )
 
 
@@ -79,12 +87,13 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 def production_stack(
     transactional_db: None, gemma_server: LocalModelServer, tmp_path: Path
 ) -> Iterator[Stack]:
-    """daphne + Celery worker + beat on the test database, a Redis database of their own, and gemma."""
+    """daphne + Celery worker + beat on the test database, the tests' Redis database, and gemma."""
     database = settings.DATABASES["default"]
     port = free_port()
-    redis_url = "redis://127.0.0.1:6379/3"
-    import redis
-
+    # The tests' own Redis database (TEST_REDIS_URL in `make test`), emptied first: no queued jobs or
+    # counters from earlier tests, and nothing shared with another checkout's run.
+    redis_url = settings.REDIS_URL
+    assert redis_url, "the end-to-end tests need REDIS_URL (make test sets it from TEST_REDIS_URL)"
     redis.Redis.from_url(redis_url).flushdb()
     env = {
         **os.environ,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ class Embedded:
     var_dir: Path
     port: int
     model_port: int
+    children: dict[int, str] = field(default_factory=dict)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -105,9 +106,8 @@ def start_embedded(tmp_path: Path) -> Iterator[Callable[..., Embedded]]:
         yield start
     finally:
         for embedded in started:
-            children = _children(embedded.process.pid) if embedded.process.poll() is None else {}
             stop_process_group(embedded.process)
-            for pid in children:
+            for pid in embedded.children:
                 if _alive(pid):
                     os.kill(pid, signal.SIGKILL)
             print(embedded.output()[-3000:])
@@ -121,7 +121,8 @@ def _running(embedded: Embedded) -> dict[int, str]:
         what="the embedded platform",
     )
     assert embedded.process.poll() is None, embedded.output()
-    return _children(embedded.process.pid)
+    embedded.children = _children(embedded.process.pid)
+    return embedded.children
 
 
 @pytest.fixture
@@ -150,7 +151,8 @@ def test_it_stops_the_model_and_daphne_when_the_terminal_closes(
     children = _running(embedded)
     _assert_model_and_daphne(children)
 
-    os.kill(embedded.process.pid, signal.SIGHUP)
+    # A closed terminal sends SIGHUP to its foreground process group: run_embedded's.
+    os.killpg(embedded.process.pid, signal.SIGHUP)
 
     assert embedded.process.wait(timeout=60) == 0, embedded.output()
     assert [pid for pid in children if _alive(pid)] == []

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from tests.scripted_inference import ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Ignored by git: a test run leaves the tree clean. `make screenshots` copies the README's into docs/.
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -69,6 +71,7 @@ class Platform:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=parent_death_signal(),
         )
         try:
             wait_until_answering(f"{self.url}/healthz", timeout=60, process=self.process, what="daphne")
@@ -120,14 +123,18 @@ def host_page_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def platform(
     transactional_db: None, scripted_inference: ScriptedInferenceServer, tmp_path: Path, host_page_server: Any
 ) -> Iterator[Platform]:
-    """The platform served by daphne in its own process, on the test database."""
+    """The platform served by daphne in its own process, on the test database and Redis database."""
     database = settings.DATABASES["default"]
+    # The tests' own Redis database (TEST_REDIS_URL in `make test`), emptied first: no rate-limit
+    # counters or queued jobs from earlier tests, and nothing shared with another checkout's run.
+    assert settings.REDIS_URL, "the browser tests need REDIS_URL (make test sets it from TEST_REDIS_URL)"
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
     port = free_port()
     embedding_origin = host_page_server[0]
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-        "REDIS_URL": "redis://127.0.0.1:6379/4",
+        "REDIS_URL": settings.REDIS_URL,
         "SECRET_KEY": "browser-test-secret",
         "REPLY_GENERATION_IN_PROCESS": "true",
         "INFERENCE_BASE_URL": scripted_inference.base_url,
