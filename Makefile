@@ -12,13 +12,25 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) \
 	DATABASE_CONN_MAX_AGE=0 \
 	SECRET_KEY=test-only-secret-key
 
-.PHONY: install run test lint typecheck pytest format bench
+# Options for `make run`, e.g. `make run PORT=8001 MODEL_PORT=8082 HOST=0.0.0.0`, and any other
+# option of `manage.py run_embedded` in ARGS (`make run ARGS=--no-local-model`). Taken from make's
+# command line only: a PORT or HOST in the environment usually means something else.
+# (`make run --port 8001` does not work: make takes --port as an option of its own.)
+run_option = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
+RUN_ARGS = $(call run_option,HOST,--host) $(call run_option,PORT,--port) \
+	$(call run_option,MODEL_PORT,--model-port) $(ARGS)
+
+# The browser tests write their screenshots here (ignored by git); `make screenshots` copies the
+# ones the README shows into docs/screenshots/.
+TEST_SCREENSHOTS := test-artifacts/screenshots
+
+.PHONY: install run test lint typecheck pytest format bench screenshots
 
 install:
 	@bash scripts/install.sh
 
 run: install
-	@$(PY) manage.py run_embedded
+	@$(PY) manage.py run_embedded $(RUN_ARGS)
 
 test:
 	@bash scripts/install.sh --test
@@ -34,6 +46,15 @@ typecheck:
 
 pytest:
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
+
+screenshots:
+	@bash scripts/install.sh --test
+	@bash scripts/ensure_services.sh
+	rm -rf $(TEST_SCREENSHOTS)
+	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider tests/browser
+	@for shown in $$(grep -o 'docs/screenshots/[A-Za-z0-9_.-]*\.png' README.md | sort -u); do \
+		cp $(TEST_SCREENSHOTS)/$$(basename $$shown) $$shown && echo "updated $$shown" || exit 1; \
+	done
 
 format:
 	$(VENV)/bin/ruff format .
