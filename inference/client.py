@@ -267,8 +267,20 @@ class InferenceClient:
             # The last server left has no deadline of its own: the caller's first-token timeout decides.
             deadline = self.response_timeout if position < len(candidates) - 1 else None
             async with contextlib.AsyncExitStack() as stack:
+                started = time.monotonic()
                 try:
                     events, first = await self._open(stack, http, base_url, request, deadline)
+                except asyncio.CancelledError:
+                    # The caller gave up (its first-token timeout, or a cancel) on the last server left:
+                    # silent past the deadline the others get, it is set aside like them.
+                    if time.monotonic() - started >= self.response_timeout:
+                        self.registry.record_failure(base_url, FailureKind.TIMEOUT, self.cooldown_seconds)
+                        logger.warning(
+                            "Inference server %s sent no first event in %.1f s before the reply gave up",
+                            base_url,
+                            time.monotonic() - started,
+                        )
+                    raise
                 except _ServerFailed as failure:
                     self.registry.record_failure(base_url, failure.kind, self.cooldown_seconds)
                     logger.warning(

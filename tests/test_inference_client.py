@@ -690,3 +690,27 @@ def test_it_labels_servers_by_host_and_port_without_credentials():
     assert server_label("http://user:sk-secret@10.0.0.5:8000/v1") == "10.0.0.5:8000"
     assert server_label("https://vllm.internal/v1") == "vllm.internal:443"
     assert server_label("http://[::1]:8081/v1") == "[::1]:8081"
+
+
+async def test_it_sets_aside_the_last_server_when_the_caller_gives_up_on_its_silence(
+    hung_server: TcpServer, registry: ServerRegistry
+):
+    client = InferenceClient(
+        base_urls=[hung_server.base_url], model="m", response_timeout=0.2, registry=registry
+    )
+    quick = InferenceClient(
+        base_urls=[hung_server.base_url], model="m", response_timeout=30, registry=registry
+    )
+
+    # As generation does at its first-token timeout: cancel the reader.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.6):
+            await collect(client)
+    assert registry.health(hung_server.base_url).last_failure is FailureKind.TIMEOUT
+
+    # A caller that gives up before the deadline (a customer's cancel) sets nothing aside.
+    registry.clear()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await collect(quick)
+    assert registry.health(hung_server.base_url).consecutive_failures == 0
