@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import nh3
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
+from conversations import services
 from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import attachment_url
 
-# Markdown from the model or a customer is rendered without raw HTML, then sanitised again.
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+# The model's Markdown is rendered without raw HTML, then sanitised again. `breaks` as in the widget's
+# markdown-it: a single newline is a line break, so staff see the lines the customer saw.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table")
 _ALLOWED_TAGS = {
     "p",
     "br",
@@ -57,9 +59,40 @@ def render_markdown(text: str) -> SafeString:
     return mark_safe(html)  # noqa: S308 - sanitised by nh3 just above
 
 
+def plain_text_html(text: str) -> SafeString:
+    """Text typed by a person, as the widget shows it: escaped, with its line breaks and paragraphs."""
+    return mark_safe(linebreaks(text, autoescape=True))  # noqa: S308 - escaped by linebreaks
+
+
+def message_text_html(message: Message) -> SafeString:
+    """A message's text as the widget shows it: the model's as Markdown, anyone else's as plain text."""
+    if not message.text:
+        return format_html("<em>{}</em>", "(no text)")
+    if message.role == Message.Role.ASSISTANT:
+        return render_markdown(message.text)
+    return plain_text_html(message.text)
+
+
+def token_usage(message: Message) -> str | None:
+    """Prompt and completion tokens, "unknown" for what the server did not report (unknown is not zero)."""
+    if message.prompt_tokens is None and message.completion_tokens is None:
+        return None
+    prompt = "unknown" if message.prompt_tokens is None else str(message.prompt_tokens)
+    completion = "unknown" if message.completion_tokens is None else str(message.completion_tokens)
+    # Set by generation when the server sent no usage and the streamed chunks were counted instead.
+    if message.completion_tokens is not None and getattr(message, "completion_tokens_counted", False):
+        completion = f"~{completion} (counted)"
+    return f"{prompt}+{completion} tokens"
+
+
 def transcript_html(conversation: Conversation) -> SafeString:
     """The conversation as staff read it: who said what, when, with images in place."""
-    messages = conversation.messages.order_by("created_at", "id").prefetch_related("attachments")
+    # One query for the messages with their feedback, one for all their attachments, however long.
+    messages = (
+        conversation.messages.order_by("created_at", "id")
+        .select_related("feedback")
+        .prefetch_related("attachments")
+    )
     rows = []
     for message in messages:
         images = format_html_join(
@@ -80,8 +113,9 @@ def transcript_html(conversation: Conversation) -> SafeString:
         if message.role == Message.Role.ASSISTANT:
             if message.model:
                 details.append(message.model)
-            if message.completion_tokens is not None:
-                details.append(f"{message.prompt_tokens or 0}+{message.completion_tokens} tokens")
+            usage = token_usage(message)
+            if usage is not None:
+                details.append(usage)
             if message.first_token_latency_ms is not None:
                 details.append(f"first token {message.first_token_latency_ms} ms")
             if message.total_latency_ms is not None:
@@ -105,7 +139,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 message.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 message.get_status_display(),
                 " · " + " · ".join(details) if details else "",
-                render_markdown(message.text) if message.text else format_html("<em>{}</em>", "(no text)"),
+                message_text_html(message),
                 images,
             )
         )
@@ -121,6 +155,18 @@ class CreatedByCustomersOnly(admin.ModelAdmin):
         return False
 
 
+def report_action(
+    model_admin: admin.ModelAdmin, request: HttpRequest, changed: int, selected: int, done: str, skipped: str
+) -> None:
+    """Tell staff what an action changed and what it left alone."""
+    options = model_admin.model._meta
+    noun = options.verbose_name if changed == 1 else options.verbose_name_plural
+    text = f"{changed} {noun} {done}."
+    if selected > changed:
+        text += f" {selected - changed} left as they were ({skipped})."
+    model_admin.message_user(request, text, messages.SUCCESS if changed else messages.WARNING)
+
+
 def conversation_link(conversation_id: Any) -> str:
     """A link to a conversation's admin page (and its transcript)."""
     return format_html(
@@ -131,10 +177,17 @@ def conversation_link(conversation_id: Any) -> str:
 
 
 class TicketInline(admin.TabularInline):
+    """A conversation's tickets; their status changes only through the actions (the services)."""
+
     model = Ticket
     extra = 0
-    fields = ("status", "reason", "assignee", "created_at")
-    readonly_fields = ("created_at",)
+    fields = ("status", "reason", "assignee", "created_at", "resolved_at")
+    readonly_fields = ("status", "created_at", "resolved_at")
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A ticket is opened by a handoff, which also hands the conversation to a person.
+        return False
 
 
 @admin.register(Conversation)
@@ -153,8 +206,10 @@ class ConversationAdmin(CreatedByCustomersOnly):
     list_filter = ("status", "channel", "locale", "created_at", "csat__score")
     search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
     date_hierarchy = "created_at"
+    # Status changes through the actions below: each is a service that keeps tickets and status in step.
     readonly_fields = (
         "id",
+        "status",
         "channel",
         "locale",
         "customer_ip",
@@ -178,6 +233,21 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "transcript",
     )
     inlines = [TicketInline]
+    actions = ["close_conversations", "reopen_conversations"]
+
+    @admin.action(
+        description="Close the selected conversations (and resolve their tickets)", permissions=["change"]
+    )
+    def close_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        changed = sum(services.conversation_close(conversation=conversation) for conversation in queryset)
+        report_action(self, request, changed, queryset.count(), "closed", "already closed")
+
+    @admin.action(
+        description="Reopen the selected conversations (the assistant answers again)", permissions=["change"]
+    )
+    def reopen_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        changed = sum(services.conversation_reopen(conversation=conversation) for conversation in queryset)
+        report_action(self, request, changed, queryset.count(), "reopened", "not closed")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return super().get_queryset(request).annotate(message_total=Count("messages")).select_related("csat")
@@ -290,7 +360,24 @@ class TicketAdmin(admin.ModelAdmin):
     list_filter = ("status", "assignee", "created_at")
     search_fields = ("reason", "conversation__id")
     list_select_related = ("conversation", "assignee")
-    raw_id_fields = ("conversation",)
+    # A ticket is opened by a handoff and resolved by the action (the service), which also hands the
+    # conversation back to the assistant: its status, dates and conversation are not edited by hand.
+    fields = ("conversation", "status", "reason", "assignee", "created_at", "resolved_at")
+    readonly_fields = ("conversation", "status", "created_at", "resolved_at")
+    actions = ["resolve_tickets"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(
+        description="Resolve the selected tickets (the assistant answers again)", permissions=["change"]
+    )
+    def resolve_tickets(self, request: HttpRequest, queryset: QuerySet[Ticket]) -> None:
+        changed = sum(services.ticket_resolve(ticket=ticket) for ticket in queryset)
+        report_action(self, request, changed, queryset.count(), "resolved", "already resolved")
 
     @admin.display(description="Reason")
     def short_reason(self, ticket: Ticket) -> str:

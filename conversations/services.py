@@ -462,3 +462,88 @@ def attachment_ocr_text(*, attachment: Attachment) -> str:
     Attachment.objects.filter(pk=attachment.pk).update(ocr_text=text)
     attachment.ocr_text = text
     return text
+
+
+# --- status changes by staff (admin actions; later the agent console) ---------------------------
+
+
+def _conversation_notice(*, conversation: Conversation, english: str, chinese: str) -> Message:
+    """A system message in the conversation's language; the customer sees it in the history."""
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.SYSTEM,
+        text=chinese if conversation.locale == Conversation.Locale.ZH_HANS else english,
+    )
+
+
+def _conversation_hand_back_if_done(*, conversation: Conversation) -> bool:
+    """A handed-off conversation with no unresolved ticket left goes back to the assistant."""
+    if conversation.status != Conversation.Status.HANDED_OFF:
+        return False
+    if conversation.tickets.exclude(status=Ticket.Status.RESOLVED).exists():
+        return False
+    conversation.status = Conversation.Status.OPEN
+    conversation.save(update_fields=["status", "updated_at"])
+    _conversation_notice(
+        conversation=conversation,
+        english="The person helping you has finished; the assistant answers again.",
+        chinese="人工客服已处理完毕，智能助手将继续为您服务。",
+    )
+    return True
+
+
+def ticket_resolve(*, ticket: Ticket) -> bool:
+    """Resolve a ticket; once none is left unresolved, the assistant answers the conversation again.
+
+    Returns whether anything changed. Resolving a resolved ticket still hands back a conversation
+    left handed off without an open ticket (as an edit in admin once could).
+    """
+    with transaction.atomic():
+        # The conversation first, in the same order as handoff_request, so the two cannot deadlock.
+        conversation = Conversation.objects.select_for_update().get(pk=ticket.conversation_id)
+        ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+        resolved_here = ticket.status != Ticket.Status.RESOLVED
+        if resolved_here:
+            ticket.status = Ticket.Status.RESOLVED
+            ticket.resolved_at = timezone.now()
+            ticket.save(update_fields=["status", "resolved_at", "updated_at"])
+        handed_back = _conversation_hand_back_if_done(conversation=conversation)
+    return resolved_here or handed_back
+
+
+def conversation_close(*, conversation: Conversation) -> bool:
+    """Close a conversation and resolve its open tickets; the assistant no longer answers it.
+
+    Returns whether it was open (or handed off) before.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conversation.status == Conversation.Status.CLOSED:
+            return False
+        conversation.tickets.exclude(status=Ticket.Status.RESOLVED).update(
+            status=Ticket.Status.RESOLVED, resolved_at=timezone.now(), updated_at=timezone.now()
+        )
+        conversation.status = Conversation.Status.CLOSED
+        conversation.save(update_fields=["status", "updated_at"])
+        _conversation_notice(
+            conversation=conversation,
+            english="This conversation was closed.",
+            chinese="本次会话已结束。",
+        )
+    return True
+
+
+def conversation_reopen(*, conversation: Conversation) -> bool:
+    """Reopen a closed conversation: the assistant answers it again. Returns whether it was closed."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conversation.status != Conversation.Status.CLOSED:
+            return False
+        conversation.status = Conversation.Status.OPEN
+        conversation.save(update_fields=["status", "updated_at"])
+        _conversation_notice(
+            conversation=conversation,
+            english="This conversation was reopened; the assistant answers again.",
+            chinese="本次会话已重新开启，智能助手将继续为您服务。",
+        )
+    return True

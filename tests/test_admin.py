@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from conversations import services
-from conversations.models import Attachment, Conversation, Message
+from conversations import replies, services
+from conversations.admin import transcript_html
+from conversations.models import Attachment, Conversation, Feedback, Message, Ticket
 from knowledge.models import Article
 from tests import factories
 from tests.factories import attachment_for
@@ -66,10 +69,10 @@ def a_conversation_with_everything() -> dict[str, Any]:
         conversation=conversation, text="包裹破损了", attachment_ids=[attachment.pk]
     )
     assert posted.reply is not None
-    services.reply_finish(
+    replies.reply_finish(
         reply_id=posted.reply.pk,
         text="很抱歉，我们会为您补发。",
-        status=Message.Status.COMPLETE,
+        outcome=replies.ReplyOutcome.COMPLETE,
         model="qwen2.5-vl-7b",
         prompt_tokens=812,
         completion_tokens=14,
@@ -184,9 +187,9 @@ def test_it_shows_who_said_what_in_the_transcript(admin_client: Client) -> None:
 
     assert response.status_code == 200
     transcript = transcript_of(response.content.decode())
-    assert message_html(transcript, "customer") == ["<p>包裹破损了</p>\n"]
+    assert message_html(transcript, "customer") == ["<p>包裹破损了</p>"]
     assert message_html(transcript, "assistant") == ["<p>很抱歉，我们会为您补发。</p>\n"]
-    assert message_html(transcript, "system") == ["<p>已为您转接人工客服，请稍候。</p>\n"]
+    assert message_html(transcript, "system") == ["<p>已为您转接人工客服，请稍候。</p>"]
     assert "qwen2.5-vl-7b · 812+14 tokens · first token 350 ms · total 900 ms" in transcript
     assert "rated not helpful: Too slow to help" in transcript
     roles = re.findall(r'class="transcript-message transcript-(\w+)"', transcript)
@@ -263,8 +266,9 @@ def test_it_renders_model_output_inertly_in_the_transcript(admin_client: Client)
     response = admin_client.get(change_url(conversation))
 
     transcript = transcript_of(response.content.decode())
+    # A customer's text is shown as the widget shows it: plain text, not Markdown.
     assert message_html(transcript, "customer") == [
-        "<p>&lt;script&gt;alert('customer')&lt;/script&gt; <strong>help</strong></p>\n"
+        "<p>&lt;script&gt;alert(&#x27;customer&#x27;)&lt;/script&gt; **help**</p>"
     ]
     assert message_html(transcript, "assistant") == [
         "<p>Look &lt;img src=x onerror=alert(1)&gt; and [x](javascript:alert(1))</p>\n",
@@ -275,6 +279,207 @@ def test_it_renders_model_output_inertly_in_the_transcript(admin_client: Client)
     assert [tag for tag in tags if "onerror" in tag.lower() or "javascript:" in tag.lower()] == []
     assert "<script" not in transcript
     assert "<img src=x" not in transcript
+
+
+def test_it_keeps_the_line_breaks_the_widget_shows(admin_client: Client) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, text="Order 4821\nDamaged box\n\nCan you help?")
+    MessageFactory(
+        conversation=conversation, role=Message.Role.ASSISTANT, text="Sorry!\nWe will:\n\n- resend it"
+    )
+    MessageFactory(conversation=conversation, role=Message.Role.AGENT, text="Hi, I am Li.\nLooking now.")
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert message_html(transcript, "customer") == [
+        "<p>Order 4821<br>Damaged box</p>\n\n<p>Can you help?</p>"
+    ]
+    assert message_html(transcript, "assistant") == [
+        "<p>Sorry!<br>\nWe will:</p>\n<ul>\n<li>resend it</li>\n</ul>\n"
+    ]
+    assert message_html(transcript, "agent") == ["<p>Hi, I am Li.<br>Looking now.</p>"]
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "completion_tokens", "shown"),
+    [(812, 14, "812+14 tokens"), (None, 200, "unknown+200 tokens"), (300, None, "300+unknown tokens")],
+)
+def test_it_shows_unreported_token_counts_as_unknown_not_zero(
+    admin_client: Client, prompt_tokens: int | None, completion_tokens: int | None, shown: str
+) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        text="Hello",
+        model="qwen",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert f"qwen · {shown}" in transcript
+    assert " 0+" not in transcript
+    assert "+0 " not in transcript
+
+
+def test_it_shows_no_token_count_when_neither_was_reported(admin_client: Client) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, role=Message.Role.ASSISTANT, text="Hello", model="qwen")
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert "tokens" not in transcript
+    assert "qwen</div>" in transcript
+
+
+def conversation_with_replies(count: int) -> Conversation:
+    """`count` exchanges, each reply rated and each customer message carrying an image."""
+    conversation = ConversationFactory()
+    for number in range(count):
+        question = MessageFactory(conversation=conversation, text=f"Question {number}")
+        Attachment.objects.filter(pk=attachment_for(conversation).pk).update(message=question)
+        reply = MessageFactory(
+            conversation=conversation, role=Message.Role.ASSISTANT, text=f"Answer {number}", reply_to=question
+        )
+        Feedback.objects.create(message=reply, rating=Feedback.Rating.UP, comment=f"Thanks {number}")
+    return conversation
+
+
+@pytest.mark.parametrize("replies", [1, 50])
+def test_it_reads_the_transcript_in_two_queries_however_long(
+    replies: int, django_assert_num_queries: Any
+) -> None:
+    conversation = conversation_with_replies(replies)
+
+    # The messages with their feedback, then every message's attachments.
+    with django_assert_num_queries(2):
+        html = transcript_html(conversation)
+
+    assert html.count("rated helpful: Thanks") == replies
+    assert html.count("<img src=") == replies
+
+
+def test_it_opens_a_long_conversation_with_as_many_queries_as_a_short_one(admin_client: Client) -> None:
+    short, long = conversation_with_replies(2), conversation_with_replies(50)
+    admin_client.get(change_url(short))  # the session and the user are cached from here on
+
+    with CaptureQueriesContext(connection) as short_queries:
+        assert admin_client.get(change_url(short)).status_code == 200
+    with CaptureQueriesContext(connection) as long_queries:
+        assert admin_client.get(change_url(long)).status_code == 200
+
+    assert len(long_queries) == len(short_queries)
+
+
+# --- status changes go through the services: admin actions -----------------------------------------------
+
+
+def run_action(client: Client, model: str, action: str, *rows: Any) -> Any:
+    response: Any = client.post(
+        f"/admin/conversations/{model}/",
+        {"action": action, "_selected_action": [str(row.pk) for row in rows]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return response
+
+
+def test_it_shows_a_conversations_and_a_tickets_status_read_only(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+
+    conversation_page = admin_client.get(change_url(rows["conversation"])).content.decode()
+    ticket_page = admin_client.get(
+        f"/admin/conversations/ticket/{rows['ticket'].pk}/change/"
+    ).content.decode()
+
+    assert 'name="status"' not in conversation_page
+    assert 'name="tickets-0-status"' not in conversation_page
+    assert 'name="status"' not in ticket_page
+    assert 'name="conversation"' not in ticket_page
+    assert 'name="reason"' in ticket_page
+
+
+def test_it_ignores_a_status_posted_to_the_ticket_form(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+    ticket: Ticket = rows["ticket"]
+
+    response = admin_client.post(
+        f"/admin/conversations/ticket/{ticket.pk}/change/",
+        {"status": "resolved", "reason": "Refund, photo attached", "assignee": ""},
+    )
+
+    assert response.status_code == 302
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.reason, ticket.resolved_at) == ("open", "Refund, photo attached", None)
+    assert Conversation.objects.get(pk=ticket.conversation_id).status == "handed_off"
+
+
+def test_it_offers_no_way_to_add_or_delete_a_ticket_by_hand(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+
+    assert admin_client.get("/admin/conversations/ticket/add/").status_code == 403
+    assert admin_client.get(f"/admin/conversations/ticket/{rows['ticket'].pk}/delete/").status_code == 403
+    assert Ticket.objects.count() == 1
+
+
+def test_it_resolves_a_ticket_from_the_admin_and_the_assistant_answers_again(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+    conversation: Conversation = rows["conversation"]
+    assert services.message_post(conversation=conversation, text="还在吗？").reply is None
+
+    response = run_action(admin_client, "ticket", "resolve_tickets", rows["ticket"])
+
+    assert "1 ticket resolved." in response.content.decode()
+    ticket = Ticket.objects.get()
+    assert ticket.status == "resolved"
+    assert ticket.resolved_at is not None
+    conversation.refresh_from_db()
+    assert conversation.status == "open"
+    assert list(conversation.messages.filter(role="system").values_list("text", flat=True)) == [
+        "已为您转接人工客服，请稍候。",
+        "人工客服已处理完毕，智能助手将继续为您服务。",
+    ]
+    posted = services.message_post(conversation=conversation, text="谢谢")
+    assert posted.reply is not None
+
+
+def test_it_reports_a_ticket_already_resolved_and_changes_nothing(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+    services.ticket_resolve(ticket=rows["ticket"])
+    resolved_at = Ticket.objects.get().resolved_at
+    message_count = Message.objects.count()
+
+    response = run_action(admin_client, "ticket", "resolve_tickets", rows["ticket"])
+
+    assert "0 tickets resolved. 1 left as they were (already resolved)." in response.content.decode()
+    assert Ticket.objects.get().resolved_at == resolved_at
+    assert Message.objects.count() == message_count
+
+
+def test_it_closes_and_reopens_conversations_from_the_admin(admin_client: Client) -> None:
+    rows = a_conversation_with_everything()
+    conversation: Conversation = rows["conversation"]
+    other = ConversationFactory()
+
+    closed = run_action(admin_client, "conversation", "close_conversations", conversation, other)
+
+    assert "2 conversations closed." in closed.content.decode()
+    assert set(Conversation.objects.values_list("status", flat=True)) == {"closed"}
+    assert Ticket.objects.get().status == "resolved"
+
+    reopened = run_action(admin_client, "conversation", "reopen_conversations", conversation)
+
+    assert "1 conversation reopened." in reopened.content.decode()
+    conversation.refresh_from_db()
+    other.refresh_from_db()
+    assert (conversation.status, other.status) == ("open", "closed")
+    assert list(conversation.messages.filter(role="system").values_list("text", flat=True)) == [
+        "已为您转接人工客服，请稍候。",
+        "本次会话已结束。",
+        "本次会话已重新开启，智能助手将继续为您服务。",
+    ]
 
 
 # --- the attachment list -------------------------------------------------------------------------------
