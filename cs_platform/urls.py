@@ -1,5 +1,9 @@
+from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
 from conversations.views import chat_page
@@ -9,9 +13,21 @@ admin.site.site_header = "Customer service platform"
 admin.site.site_title = "Customer service"
 admin.site.index_title = "Conversations, knowledge and the assistant"
 
+# Browsers ask for /favicon.ico on every page that names no icon (admin, JSON, errors); 5 KB, read once.
+_FAVICON = (settings.BASE_DIR / "static" / "favicon.ico").read_bytes()
+
+
+@require_safe
+@cache_control(public=True, max_age=86400)
+def favicon(request: HttpRequest) -> HttpResponse:
+    """The platform's icon (the widget's, at 16, 32 and 48 px)."""
+    return HttpResponse(_FAVICON, content_type="image/vnd.microsoft.icon")
+
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/chat/", permanent=False)),
     path("chat/", chat_page, name="chat"),
+    path("favicon.ico", favicon, name="favicon"),
     path("api/widget/", include("conversations.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
