@@ -552,6 +552,17 @@ async def test_it_fails_over_on_a_malformed_first_chunk(
     assert registry.health(server.base_url).last_failure is FailureKind.BAD_RESPONSE
 
 
+async def test_it_fails_over_from_a_server_that_does_not_answer_with_an_event_stream(
+    json_server: str, server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    client = InferenceClient(base_urls=[json_server, server.base_url], model="m", registry=registry)
+
+    events = await collect(client)
+
+    assert text_of(events) == "Hello world"
+    assert registry.health(json_server).last_failure is FailureKind.BAD_RESPONSE
+
+
 async def test_it_fails_over_on_a_500_and_sends_later_replies_straight_to_the_healthy_server(
     server: ScriptedInferenceServer,
     other_server: ScriptedInferenceServer,
