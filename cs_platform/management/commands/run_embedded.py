@@ -94,8 +94,8 @@ class Command(BaseCommand):
                 )
             address = f"http://{host}:{port}"
             # Its own session: the terminal's signals reach this command, which stops daphne in turn.
-            # A child started in the middle of a stop signal is lost to `server`, not to the kernel's
-            # parent-death signal.
+            # Should a stop signal land inside Popen, `server` stays None; the parent-death signal
+            # still ends daphne when this command exits.
             server = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "cs_platform.asgi:application"],
                 env=environment,
@@ -105,8 +105,12 @@ class Command(BaseCommand):
             try:
                 wait_until_answering(f"{address}/healthz", timeout=60, process=server, what="daphne")
             except RuntimeError as error:
+                ended = server.poll()
+                what = (
+                    f"{exit_description(ended)} before it answered" if ended is not None else "did not answer"
+                )
                 raise CommandError(
-                    f"{error} before it answered on {address}; the platform is stopped."
+                    f"daphne {what} on {address}; the platform is stopped (daphne's output is above)."
                 ) from error
             self.stdout.write(self.style.SUCCESS("\nThe platform is running."))
             self.stdout.write(f"  Chat:   {address}/chat/")
