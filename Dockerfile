@@ -1,4 +1,5 @@
-# The platform's image: daphne (web), Celery worker and beat all run from it.
+# The platform's image: daphne (web), Celery worker and beat all run from it; nginx runs in front of
+# daphne from the official image (docker-compose.yml, deploy/nginx).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -25,4 +26,6 @@ RUN SECRET_KEY=build-only REDIS_URL=redis://unused:6379/0 python manage.py colle
 
 USER cs
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "cs_platform.asgi:application"]
+# The one production web entry point (compose's web service and tests/test_front_proxy.py run it too):
+# daphne on WEB_BIND:WEB_PORT (0.0.0.0:8000), meant to sit behind deploy/nginx, without --proxy-headers.
+CMD ["python", "-m", "cs_platform.serve_web"]
