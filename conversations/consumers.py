@@ -13,9 +13,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations import events, frames, selectors, services
+from conversations import events, frames, replies, selectors, services
 from conversations.models import Conversation
-from conversations.serializers import message_data
+from conversations.selectors import PostedMessage
 from cs_platform.ratelimit import rate_limit_exceeded
 
 logger = logging.getLogger(__name__)
@@ -25,32 +25,36 @@ CLOSE_CODE_UNAUTHORISED = 4401
 CLOSE_CODE_HELLO_TIMEOUT = 4408
 
 
-def _ready_payload(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "type": "ready",
-        "conversation": str(conversation.pk),
-        "messages": [message_data(message) for message in selectors.message_list(conversation=conversation)],
-        "pending_reply": selectors.reply_pending_snapshot(conversation=conversation),
-    }
+# How many finished replies a socket remembers, to drop any delta that arrives after their end.
+FINISHED_REPLIES_REMEMBERED = 20
 
 
-def _post_message(conversation: Conversation, data: dict[str, Any]) -> dict[str, Any]:
+def _ready_frame(conversation: Conversation) -> dict[str, Any]:
+    messages = selectors.message_list(conversation=conversation)
+    pending = selectors.reply_pending_get(messages=messages)
+    return events.ready_frame(
+        conversation_id=conversation.pk,
+        messages=messages,
+        pending=pending,
+        progress=selectors.reply_text_so_far(reply_id=pending.pk) if pending else None,
+    )
+
+
+def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMessage:
     posted = services.message_post(
         conversation=conversation,
         text=data["text"],
         client_id=data["client_id"],
         attachment_ids=data["attachments"],
     )
-    message = selectors.message_list_by_ids(ids=[posted.message.pk])[0]
-    return {
-        "message": message_data(message),
-        "reply_id": posted.reply.pk if posted.reply else None,
-        "reply_streaming": bool(posted.reply and posted.created),
-    }
+    if not posted.created:
+        return posted
+    message = selectors.message_get_with_attachments(message_id=posted.message.pk)
+    return PostedMessage(message=message, reply=posted.reply, created=True)
 
 
-def _cancel_reply(conversation: Conversation, reply_id: int) -> dict[str, Any] | None:
-    outcome = services.reply_cancel(conversation=conversation, reply_id=reply_id)
+def _reply_cancel(conversation: Conversation, reply_id: int) -> dict[str, Any] | None:
+    outcome = replies.reply_cancel(conversation=conversation, reply_id=reply_id)
     if not outcome.cancelled_here:
         return None  # its worker was told and will send reply.done itself
     return events.reply_done_event(outcome.reply)
@@ -63,10 +67,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     hello_timer: asyncio.TimerHandle
     # For each reply in progress at `ready`: the last delta already in its snapshot.
     delta_floor: dict[int, int]
+    # Replies whose reply.done or reply.error this socket passed on: no delta may follow them.
+    finished_replies: list[int]
 
     async def connect(self) -> None:
         self.conversation = None
         self.delta_floor = {}
+        self.finished_replies = []
         await self.accept()
         self.hello_timer = asyncio.get_running_loop().call_later(
             settings.WIDGET_HELLO_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self._close_if_silent())
@@ -79,9 +86,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.hello_timer.cancel()
         if self.conversation is not None:
-            await self.channel_layer.group_discard(
-                events.conversation_group(self.conversation.pk), self.channel_name
-            )
+            try:
+                await self.channel_layer.group_discard(
+                    events.conversation_group(self.conversation.pk), self.channel_name
+                )
+            except Exception as error:
+                # The group's membership expires by itself (channels-redis group_expiry).
+                logger.warning("Leaving the conversation's group failed: %s", error)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -129,10 +140,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(error.code, error.detail, content)
 
     async def send_error(self, code: str, detail: str, frame: dict[str, Any] | None = None) -> None:
-        error: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+        client_id = None
         if frame and frame.get("type") == "message" and isinstance(frame.get("client_id"), str):
-            error["client_id"] = frame["client_id"]
-        await self.send_json(error)
+            client_id = frame["client_id"]
+        await self.send_json(events.error_frame(code=code, detail=detail, client_id=client_id))
 
     async def _validated(
         self, serializer_class: type[serializers.Serializer[Any]], frame: dict[str, Any]
@@ -156,7 +167,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         # Join first, then read the snapshot: a delta is then in the snapshot, or arrives here, or both.
         await self.channel_layer.group_add(events.conversation_group(conversation.pk), self.channel_name)
         self.conversation = conversation
-        ready = await database_sync_to_async(_ready_payload)(conversation)
+        ready = await database_sync_to_async(_ready_frame)(conversation)
         pending = ready["pending_reply"]
         if pending is not None:
             self.delta_floor[pending["reply_id"]] = pending["seq"]
@@ -167,10 +178,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if data is None:
             return
         assert self.conversation is not None
-        # A message re-sent after a reconnect is answered from what was saved: it is not a new one.
-        resent = await database_sync_to_async(selectors.message_client_id_exists)(
+        # A message re-sent after a reconnect is answered from what was saved: it is not a new one
+        # (and this is the only lookup of its client_id: a new message is then saved without one).
+        posted = await database_sync_to_async(selectors.message_posted_get)(
             conversation=self.conversation, client_id=data["client_id"]
         )
+        resent = posted is not None
         if not resent and await rate_limit_exceeded(
             key=f"ws-message:{self.conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE
         ):
@@ -178,23 +191,22 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 "rate_limited", "Too many messages; please wait a minute before sending more.", frame
             )
             return
-        posted = await database_sync_to_async(_post_message)(self.conversation, data)
+        if posted is None:
+            posted = await database_sync_to_async(_message_post)(self.conversation, data)
+        reply_id = posted.reply.pk if posted.reply else None
         await self.send_json(
-            {
-                "type": "message.accepted",
-                "client_id": str(data["client_id"]),
-                "message": posted["message"],
-                "reply_id": posted["reply_id"],
-            }
+            events.message_accepted_frame(
+                client_id=data["client_id"], message=posted.message, reply_id=reply_id
+            )
         )
-        if posted["reply_streaming"]:
-            await self.send_json({"type": "reply.started", "reply_id": posted["reply_id"]})
+        if reply_id is not None and posted.created:
+            await self.send_json(events.reply_started_frame(reply_id))
 
     async def frame_cancel(self, frame: dict[str, Any]) -> None:
         data = await self._validated(frames.CancelFrame, frame)
         if data is None:
             return
-        done = await database_sync_to_async(_cancel_reply)(self.conversation, data["reply_id"])
+        done = await database_sync_to_async(_reply_cancel)(self.conversation, data["reply_id"])
         if done is not None:
             await self.send_json(done)
 
@@ -209,7 +221,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             comment=data["comment"],
         )
         await self.send_json(
-            {"type": "feedback.saved", "message_id": feedback.message_id, "rating": feedback.rating}
+            events.feedback_saved_frame(message_id=feedback.message_id, rating=feedback.rating)
         )
 
     async def frame_csat(self, frame: dict[str, Any]) -> None:
@@ -219,7 +231,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         rating = await database_sync_to_async(services.csat_record)(
             conversation=self.conversation, score=data["score"], comment=data["comment"]
         )
-        await self.send_json({"type": "csat.saved", "score": rating.score})
+        await self.send_json(events.csat_saved_frame(score=rating.score))
 
     async def frame_handoff(self, frame: dict[str, Any]) -> None:
         data = await self._validated(frames.HandoffFrame, frame)
@@ -228,29 +240,28 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         ticket = await database_sync_to_async(services.handoff_request)(
             conversation=self.conversation, reason=data["reason"]
         )
-        await self.send_json({"type": "handoff.started", "ticket_id": ticket.pk})
+        await self.send_json(events.handoff_started_frame(ticket_id=ticket.pk))
 
     # Events from the conversation's group, named after their types.
 
-    async def reply_started(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
-
     async def reply_delta(self, event: dict[str, Any]) -> None:
+        if event["reply_id"] in self.finished_replies:
+            return  # a worker that lost its reply to the sweeper: nothing may follow the final frame
         floor = self.delta_floor.get(event["reply_id"])
         if floor is not None and event["seq"] <= floor:
             return  # already in the text this socket got with `ready`
         await self.send_json(event)
 
     async def reply_done(self, event: dict[str, Any]) -> None:
-        self.delta_floor.pop(event["reply_id"], None)
-        await self.send_json(event)
+        await self._reply_finished(event)
 
     async def reply_error(self, event: dict[str, Any]) -> None:
-        self.delta_floor.pop(event["reply_id"], None)
-        await self.send_json(event)
+        await self._reply_finished(event)
 
-    async def agent_joined(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
-
-    async def agent_message(self, event: dict[str, Any]) -> None:
+    async def _reply_finished(self, event: dict[str, Any]) -> None:
+        reply_id = event["reply_id"]
+        self.delta_floor.pop(reply_id, None)
+        if reply_id in self.finished_replies:
+            return  # one final frame per reply (a final frame resent once the layer was back)
+        self.finished_replies = [*self.finished_replies[-FINISHED_REPLIES_REMEMBERED + 1 :], reply_id]
         await self.send_json(event)

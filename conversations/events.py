@@ -1,4 +1,8 @@
-"""Channel-layer group names and the events sent through them to a conversation's sockets."""
+"""Every frame and channel-layer event a customer's socket receives, built in one place.
+
+Group events (`reply.*`) go through the conversation's group to every socket on it; the others are
+a socket's answers to its own frames. Each is the contract's shape (README, "Websocket").
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import uuid
 from typing import Any
 
 from conversations.models import Message
+from conversations.progress import ReplyText
 from conversations.serializers import message_data
 
 
@@ -14,14 +19,41 @@ def conversation_group(conversation_id: uuid.UUID | str) -> str:
     return f"conversation.{uuid.UUID(str(conversation_id)).hex}"
 
 
-def reply_cancel_key(reply_id: int) -> str:
-    """Cache key of the flag that tells a reply's generator to stop."""
-    return f"reply-cancel:{reply_id}"
+def ready_frame(
+    *,
+    conversation_id: uuid.UUID,
+    messages: list[Message],
+    pending: Message | None,
+    progress: ReplyText | None,
+) -> dict[str, Any]:
+    """The answer to `hello`: the saved history and the reply still in progress with its text so far."""
+    pending_reply = None
+    if pending is not None:
+        progress = progress or ReplyText(text="", seq=-1)
+        pending_reply = {"reply_id": pending.pk, "text": progress.text, "seq": progress.seq}
+    return {
+        "type": "ready",
+        "conversation": str(conversation_id),
+        "messages": [message_data(message) for message in messages],
+        "pending_reply": pending_reply,
+    }
 
 
-def reply_progress_key(reply_id: int) -> str:
-    """Cache key of the text generated so far, for sockets that join mid-reply."""
-    return f"reply-progress:{reply_id}"
+def message_accepted_frame(*, client_id: uuid.UUID, message: Message, reply_id: int | None) -> dict[str, Any]:
+    return {
+        "type": "message.accepted",
+        "client_id": str(client_id),
+        "message": message_data(message),
+        "reply_id": reply_id,
+    }
+
+
+def reply_started_frame(reply_id: int) -> dict[str, Any]:
+    return {"type": "reply.started", "reply_id": reply_id}
+
+
+def reply_delta_event(*, reply_id: int, seq: int, text: str) -> dict[str, Any]:
+    return {"type": "reply.delta", "reply_id": reply_id, "seq": seq, "text": text}
 
 
 def reply_done_event(reply: Message) -> dict[str, Any]:
@@ -36,3 +68,22 @@ def reply_error_event(reply: Message, *, code: str, detail: str) -> dict[str, An
         "detail": detail,
         "message": message_data(reply),
     }
+
+
+def error_frame(*, code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
+
+
+def feedback_saved_frame(*, message_id: int, rating: int) -> dict[str, Any]:
+    return {"type": "feedback.saved", "message_id": message_id, "rating": rating}
+
+
+def csat_saved_frame(*, score: int) -> dict[str, Any]:
+    return {"type": "csat.saved", "score": score}
+
+
+def handoff_started_frame(*, ticket_id: int) -> dict[str, Any]:
+    return {"type": "handoff.started", "ticket_id": ticket_id}

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a customer token."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Conversation(models.Model):
@@ -71,9 +77,18 @@ class Message(models.Model):
     model = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # None when the server reported no usage: unknown is not zero.
+    completion_tokens_counted = models.BooleanField(
+        default=False,
+        help_text="No usage reported: completion_tokens counts the streamed chunks.",
+    )
     first_token_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     total_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     citations = models.JSONField(default=list, blank=True)
+    # The model stopped at max_tokens (finish_reason "length"): the reply is cut short.
+    truncated = models.BooleanField(default=False)
+    # Cache or channel-layer calls that failed while it streamed (Redis away); the reply was saved whole.
+    relay_failures = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.TextField(blank=True)
     # Generation bookkeeping: which worker claimed the reply, and when it last showed progress.
@@ -113,6 +128,12 @@ def attachment_thumbnail_path(instance: Attachment, filename: str) -> str:
 
 
 class Attachment(models.Model):
+    class OcrStatus(models.TextChoices):
+        # Text-only models get the text OCR reads in an image, read when it is uploaded.
+        NOT_READ = "not_read", "Not read yet"
+        READ = "read", "Read"
+        FAILED = "failed", "OCR failed"
+
     # A random uuid, so that an attachment's address cannot be guessed.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="attachments")
@@ -133,8 +154,9 @@ class Attachment(models.Model):
     original_width = models.PositiveIntegerField(default=0)
     original_height = models.PositiveIntegerField(default=0)
     position = models.PositiveSmallIntegerField(default=0, help_text="Order within its message.")
-    # Text read by OCR for text-only models; None until it was needed, "" if nothing was read.
-    ocr_text = models.TextField(null=True, blank=True)  # noqa: DJ001 - None (not yet read) differs from ""
+    ocr_status = models.CharField(max_length=16, choices=OcrStatus.choices, default=OcrStatus.NOT_READ)
+    # Set only when OCR succeeded (status "read"); "" then means the image holds no text.
+    ocr_text = models.TextField(null=True, blank=True)  # noqa: DJ001 - None (not read) differs from ""
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

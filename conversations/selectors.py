@@ -1,16 +1,16 @@
-"""Reads of conversations: every query the views, consumers and tasks need."""
+"""Reads of conversations: every query the views, consumers, tasks and prompt building need."""
 
 from __future__ import annotations
 
 import hmac
 import uuid
-from typing import Any
+from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.db.models import Prefetch
 
-from conversations import events
-from conversations.models import Conversation, Message
-from conversations.services import token_hash
+from conversations import progress
+from conversations.models import Attachment, Conversation, Message, token_hash
+from conversations.progress import ReplyText
 
 
 def conversation_get_by_token(*, conversation_id: uuid.UUID | str, token: str) -> Conversation | None:
@@ -26,40 +26,75 @@ def conversation_get_by_token(*, conversation_id: uuid.UUID | str, token: str) -
     return conversation
 
 
+@dataclass(frozen=True)
+class PostedMessage:
+    """A customer message and the reply queued for it; `created` is False for a repeated client_id."""
+
+    message: Message
+    reply: Message | None
+    created: bool
+
+
+def message_posted_get(*, conversation: Conversation, client_id: uuid.UUID) -> PostedMessage | None:
+    """The message the browser already sent with this client_id, and its reply; None if it is new."""
+    message = conversation.messages.filter(client_id=client_id).prefetch_related("attachments").first()
+    if message is None:
+        return None
+    reply = Message.objects.filter(reply_to=message, role=Message.Role.ASSISTANT).order_by("-id").first()
+    return PostedMessage(message=message, reply=reply, created=False)
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
     """The conversation's messages, oldest first, with their attachments."""
     return list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments"))
 
 
-def reply_pending_get(*, conversation: Conversation) -> Message | None:
-    """The assistant reply still being generated in this conversation, if any."""
-    return (
-        conversation.messages.filter(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+def reply_pending_get(*, messages: list[Message]) -> Message | None:
+    """The assistant reply still being generated among a conversation's messages, if any."""
+    streaming = [
+        message
+        for message in messages
+        if message.role == Message.Role.ASSISTANT and message.status == Message.Status.STREAMING
+    ]
+    return max(streaming, key=lambda message: message.pk, default=None)
+
+
+def reply_text_so_far(*, reply_id: int) -> ReplyText | None:
+    """The text generated so far for a reply in progress and the last delta it includes."""
+    return progress.reply_text_get(reply_id)
+
+
+def message_get_with_attachments(*, message_id: int) -> Message:
+    """One message with its attachments, as frames show it."""
+    return Message.objects.prefetch_related("attachments").get(pk=message_id)
+
+
+def reply_for_prompt(*, reply_id: int) -> Message:
+    """A reply with its conversation, as prompt building needs it."""
+    return Message.objects.select_related("conversation").get(pk=reply_id)
+
+
+def prompt_history(*, reply: Message) -> list[Message]:
+    """The messages a reply's prompt may show, newest first, with their attachments in order.
+
+    System notes are left out, and so are failed replies: their partial text was never a real
+    answer (a cancelled one was seen by the customer and is kept).
+    """
+    return list(
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        .exclude(role=Message.Role.SYSTEM)
+        .exclude(status=Message.Status.FAILED)
         .order_by("-id")
-        .first()
+        .prefetch_related(Prefetch("attachments", queryset=Attachment.objects.order_by("position")))
     )
 
 
-def reply_progress_get(*, reply_id: int) -> dict[str, Any] | None:
-    """The text generated so far for a reply in progress and the last delta it includes."""
-    progress: dict[str, Any] | None = cache.get(events.reply_progress_key(reply_id))
-    return progress
-
-
-def reply_pending_snapshot(*, conversation: Conversation) -> dict[str, Any] | None:
-    """`pending_reply` of the ready frame: the reply in progress with all its text so far."""
-    reply = reply_pending_get(conversation=conversation)
-    if reply is None:
-        return None
-    progress = reply_progress_get(reply_id=reply.pk) or {"text": "", "seq": -1}
-    return {"reply_id": reply.pk, "text": progress["text"], "seq": progress["seq"]}
-
-
-def message_list_by_ids(*, ids: list[int]) -> list[Message]:
-    """Messages by id, with their attachments."""
-    return list(Message.objects.filter(pk__in=ids).order_by("id").prefetch_related("attachments"))
-
-
-def message_client_id_exists(*, conversation: Conversation, client_id: uuid.UUID) -> bool:
-    """Whether the conversation already has the message the browser sent with this client_id."""
-    return conversation.messages.filter(client_id=client_id).exists()
+def attachments_awaiting_ocr(*, reply: Message) -> list[uuid.UUID]:
+    """The images of the message a reply answers whose OCR has not run yet."""
+    if reply.reply_to_id is None:
+        return []
+    return list(
+        Attachment.objects.filter(
+            message_id=reply.reply_to_id, ocr_status=Attachment.OcrStatus.NOT_READ
+        ).values_list("pk", flat=True)
+    )

@@ -43,5 +43,7 @@ def message_data(message: Message) -> dict[str, Any]:
             for attachment in sorted(message.attachments.all(), key=lambda attachment: attachment.position)
         ],
         "citations": message.citations,
+        # The model stopped at its max_tokens (finish_reason "length"): the reply is cut short.
+        "truncated": message.truncated,
         "created_at": message.created_at.isoformat(),
     }

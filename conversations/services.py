@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from celery import current_app
 from django.conf import settings
-from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from conversations import events
+from conversations import ocr, replies, selectors
+from conversations.errors import ServiceError
 from conversations.models import (
     Attachment,
     Conversation,
@@ -31,26 +27,14 @@ from conversations.models import (
     Ticket,
     attachment_path,
     attachment_thumbnail_path,
+    token_hash,
 )
+from conversations.selectors import PostedMessage
 from conversations.uploads import image_normalise
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_MAX_CHARS = 4000
-
-
-class ServiceError(Exception):
-    """A request the service refuses, with a code for the client and a readable detail."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-def token_hash(token: str) -> str:
-    """The stored form of a customer token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def conversation_create(
@@ -74,13 +58,6 @@ def conversation_create(
     return conversation, token
 
 
-@dataclass(frozen=True)
-class PostedMessage:
-    message: Message
-    reply: Message | None
-    created: bool
-
-
 def message_post(
     *,
     conversation: Conversation,
@@ -90,13 +67,31 @@ def message_post(
 ) -> PostedMessage:
     """Save a customer message and, unless a person has taken over, queue the assistant's reply.
 
-    A repeated `client_id` returns the message saved the first time, and queues nothing.
+    A repeated `client_id` returns the message saved the first time, and queues nothing. It is found
+    by the unique constraint (or, for a repeat that would now be refused, looked up then): a new
+    message costs no lookup.
     """
+    try:
+        return _message_post(
+            conversation=conversation, text=text, client_id=client_id, attachment_ids=attachment_ids
+        )
+    except (IntegrityError, ServiceError):
+        # A repeat (perhaps from two sockets racing), or one refused now but saved before.
+        if client_id is not None:
+            existing = selectors.message_posted_get(conversation=conversation, client_id=client_id)
+            if existing is not None:
+                return existing
+        raise
+
+
+def _message_post(
+    *,
+    conversation: Conversation,
+    text: str,
+    client_id: uuid.UUID | None,
+    attachment_ids: Sequence[uuid.UUID],
+) -> PostedMessage:
     text = text.strip()
-    if client_id is not None:
-        existing = _message_by_client_id(conversation=conversation, client_id=client_id)
-        if existing is not None:
-            return existing
     if not text and not attachment_ids:
         raise ServiceError("empty_message", "A message needs text or at least one image.")
     if len(text) > MESSAGE_MAX_CHARS:
@@ -106,52 +101,36 @@ def message_post(
             "too_many_attachments",
             f"A message can carry at most {settings.ATTACHMENT_MAX_PER_MESSAGE} images.",
         )
-    try:
-        with transaction.atomic():
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            attachments = _attachments_for_new_message(
-                conversation=conversation, attachment_ids=attachment_ids
-            )
-            message = Message.objects.create(
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        attachments = _attachments_for_new_message(
+            conversation=conversation, attachment_ids=attachment_ids
+        )
+        message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.CUSTOMER,
+            text=text,
+            client_id=client_id,
+        )
+        for position, attachment in enumerate(attachments):
+            attachment.message = message
+            attachment.position = position
+            attachment.save(update_fields=["message", "position"])
+        # The customer has moved on: a reply still in progress is superseded by this message's.
+        replies.replies_in_progress_stop(conversation=conversation)
+        reply = None
+        if conversation.status == Conversation.Status.OPEN:
+            reply = Message.objects.create(
                 conversation=conversation,
-                role=Message.Role.CUSTOMER,
-                text=text,
-                client_id=client_id,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                reply_to=message,
             )
-            for position, attachment in enumerate(attachments):
-                attachment.message = message
-                attachment.position = position
-                attachment.save(update_fields=["message", "position"])
-            # The customer has moved on: a reply still in progress is superseded by this message's.
-            _replies_in_progress_stop(conversation=conversation)
-            reply = None
-            if conversation.status == Conversation.Status.OPEN:
-                reply = Message.objects.create(
-                    conversation=conversation,
-                    role=Message.Role.ASSISTANT,
-                    status=Message.Status.STREAMING,
-                    reply_to=message,
-                )
-                reply_id = reply.pk
-                transaction.on_commit(lambda: _reply_generation_enqueue(reply_id=reply_id))
-            conversation.last_message_at = message.created_at
-            conversation.save(update_fields=["last_message_at", "updated_at"])
-    except IntegrityError:
-        # Two sockets raced with the same client_id: the other one saved it first.
-        if client_id is not None:
-            existing = _message_by_client_id(conversation=conversation, client_id=client_id)
-            if existing is not None:
-                return existing
-        raise
+            reply_id = reply.pk
+            transaction.on_commit(lambda: replies.reply_generation_enqueue(reply_id=reply_id))
+        conversation.last_message_at = message.created_at
+        conversation.save(update_fields=["last_message_at", "updated_at"])
     return PostedMessage(message=message, reply=reply, created=True)
-
-
-def _message_by_client_id(*, conversation: Conversation, client_id: uuid.UUID) -> PostedMessage | None:
-    message = Message.objects.filter(conversation=conversation, client_id=client_id).first()
-    if message is None:
-        return None
-    reply = Message.objects.filter(reply_to=message, role=Message.Role.ASSISTANT).order_by("-id").first()
-    return PostedMessage(message=message, reply=reply, created=False)
 
 
 def _attachments_for_new_message(
@@ -187,178 +166,6 @@ def _attachments_for_new_message(
     return attachments
 
 
-def _reply_generation_enqueue(*, reply_id: int) -> None:
-    """Start generating a reply: in this process for the embedded default, else on a Celery worker."""
-    if settings.REPLY_GENERATION_IN_PROCESS:
-        from inference.generation import reply_generate_in_process
-
-        reply_generate_in_process(reply_id=reply_id)
-    else:
-        from inference.tasks import generate_reply
-
-        generate_reply.delay(reply_id)
-
-
-def _group_send(conversation_id: uuid.UUID, event: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(events.conversation_group(conversation_id), event)
-
-
-@dataclass(frozen=True)
-class CancelOutcome:
-    reply: Message
-    # True when the reply never started and was cancelled here; False when the worker was told to stop.
-    cancelled_here: bool
-
-
-def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
-    """Stop a reply: cancel it outright if no worker took it yet, else flag it for its worker."""
-    reply = Message.objects.filter(
-        conversation=conversation, pk=reply_id, role=Message.Role.ASSISTANT
-    ).first()
-    if reply is None:
-        raise ServiceError("unknown_reply", "There is no such reply in this conversation.")
-    if reply.status != Message.Status.STREAMING:
-        return CancelOutcome(reply=reply, cancelled_here=True)
-    now = timezone.now()
-    cancelled_before_start = Message.objects.filter(
-        pk=reply.pk, status=Message.Status.STREAMING, generation_started_at__isnull=True
-    ).update(status=Message.Status.CANCELLED, cancel_requested_at=now, completed_at=now)
-    if cancelled_before_start:
-        reply.refresh_from_db()
-        return CancelOutcome(reply=reply, cancelled_here=True)
-    Message.objects.filter(pk=reply.pk).update(cancel_requested_at=now)
-    # The generator looks for this flag every few hundred milliseconds (the database flag, read with
-    # its heartbeat, backs it up); it then closes the stream and sends reply.done itself.
-    cache.set(events.reply_cancel_key(reply.pk), True, timeout=int(settings.INFERENCE_TOTAL_TIMEOUT) + 300)
-    reply.refresh_from_db()
-    return CancelOutcome(reply=reply, cancelled_here=reply.status != Message.Status.STREAMING)
-
-
-def _replies_in_progress_stop(*, conversation: Conversation) -> None:
-    """Stop the conversation's replies still streaming, telling every socket (a new message or a
-    person supersedes them, and a conversation streams one reply at a time)."""
-    for reply_id in Message.objects.filter(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
-    ).values_list("pk", flat=True):
-        outcome = reply_cancel(conversation=conversation, reply_id=reply_id)
-        if outcome.cancelled_here:
-            event = events.reply_done_event(outcome.reply)
-            transaction.on_commit(lambda event=event: _group_send(conversation.pk, event))  # type: ignore[misc]
-
-
-def reply_claim(*, reply_id: int) -> bool:
-    """Claim a queued reply for generation; False if another delivery has it or it is no longer wanted."""
-    now = timezone.now()
-    return bool(
-        Message.objects.filter(
-            pk=reply_id, status=Message.Status.STREAMING, generation_started_at__isnull=True
-        ).update(generation_started_at=now, heartbeat_at=now)
-    )
-
-
-class HeartbeatVerdict:
-    CONTINUE = "continue"
-    CANCEL = "cancel"
-    ABANDON = "abandon"
-
-
-def reply_heartbeat(*, reply_id: int) -> str:
-    """Record that the worker is still generating, and say whether it should go on.
-
-    CANCEL when the customer asked to stop (a backstop for a lost channel-layer message); ABANDON when
-    the reply was finished elsewhere meanwhile (failed by the sweeper).
-    """
-    updated = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        heartbeat_at=timezone.now()
-    )
-    if not updated:
-        return HeartbeatVerdict.ABANDON
-    if Message.objects.filter(pk=reply_id, cancel_requested_at__isnull=False).exists():
-        return HeartbeatVerdict.CANCEL
-    return HeartbeatVerdict.CONTINUE
-
-
-def reply_finish(
-    *,
-    reply_id: int,
-    text: str,
-    status: str,
-    model: str = "",
-    prompt_tokens: int | None = None,
-    completion_tokens: int | None = None,
-    first_token_latency_ms: int | None = None,
-    total_latency_ms: int | None = None,
-    citations: list[dict[str, Any]] | None = None,
-    error_code: str = "",
-    error_detail: str = "",
-) -> Message | None:
-    """Save a reply's final text and outcome; None if it had already been finished elsewhere."""
-    finished = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        text=text,
-        status=status,
-        model=model[:200],
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        first_token_latency_ms=first_token_latency_ms,
-        total_latency_ms=total_latency_ms,
-        citations=citations or [],
-        error_code=error_code,
-        error_detail=error_detail,
-        completed_at=timezone.now(),
-    )
-    if not finished:
-        return None
-    return Message.objects.get(pk=reply_id)
-
-
-def replies_fail_stalled(*, now: datetime | None = None, all_streaming: bool = False) -> list[Message]:
-    """Fail replies whose worker died (no heartbeat) or that no worker picked up, and tell the customers.
-
-    With `all_streaming`, every reply still streaming is failed: used when the embedded server starts,
-    since a reply cannot survive the process that generated it.
-    """
-    now = now or timezone.now()
-    stalled = Q(status=Message.Status.STREAMING)
-    if not all_streaming:
-        stalled &= Q(
-            generation_started_at__isnull=False,
-            heartbeat_at__lt=now - timedelta(seconds=settings.REPLY_STALLED_AFTER_SECONDS),
-        ) | Q(
-            generation_started_at__isnull=True,
-            created_at__lt=now - timedelta(seconds=settings.REPLY_QUEUE_TIMEOUT_SECONDS),
-        )
-    failed = []
-    for reply in Message.objects.filter(stalled).only("id", "generation_started_at"):
-        code = "worker_lost" if reply.generation_started_at else "inference_unavailable"
-        saved = reply_fail(reply_id=reply.pk, code=code)
-        if saved is not None:
-            logger.warning("Reply %s failed by the sweeper: %s", reply.pk, code)
-            failed.append(saved)
-    return failed
-
-
-def reply_fail(*, reply_id: int, code: str, detail: str = "") -> Message | None:
-    """Fail a reply still streaming, keeping the text generated so far, and tell the customer."""
-    from conversations.selectors import reply_progress_get
-    from inference.errors import customer_error_detail
-
-    reply = Message.objects.select_related("conversation").get(pk=reply_id)
-    detail = detail or customer_error_detail(code, reply.conversation.locale)
-    partial = reply_progress_get(reply_id=reply.pk)
-    saved = reply_finish(
-        reply_id=reply.pk,
-        text=partial["text"] if partial else reply.text,
-        status=Message.Status.FAILED,
-        error_code=code,
-        error_detail=detail,
-    )
-    if saved is not None:
-        _group_send(reply.conversation_id, events.reply_error_event(saved, code=code, detail=detail))
-    return saved
-
-
 def feedback_record(
     *, conversation: Conversation, message_id: int, rating: int, comment: str = ""
 ) -> Feedback:
@@ -390,7 +197,7 @@ def handoff_request(*, conversation: Conversation, reason: str = "") -> Ticket:
     """Hand the conversation to a person: open a ticket (or return the open one) and stop AI replies."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        _replies_in_progress_stop(conversation=conversation)
+        replies.replies_in_progress_stop(conversation=conversation)
         ticket = conversation.tickets.exclude(status=Ticket.Status.RESOLVED).first()
         if ticket is None:
             ticket = Ticket.objects.create(conversation=conversation, reason=reason.strip()[:2000])
@@ -439,6 +246,10 @@ def attachment_create(
     attachment.image.name = _store_once(attachment_path(attachment, ""), image.data)
     attachment.thumbnail.name = _store_once(attachment_thumbnail_path(attachment, ""), image.thumbnail)
     attachment.save()
+    if not settings.INFERENCE_VISION:
+        # Read now, not while a reply waits: OCR of a dense screenshot can take many seconds.
+        attachment_id = attachment.pk
+        transaction.on_commit(lambda: _attachment_ocr_enqueue(attachment_id=attachment_id))
     return attachment
 
 
@@ -449,19 +260,51 @@ def _store_once(path: str, data: bytes) -> str:
     return default_storage.save(path, ContentFile(data))
 
 
-def attachment_ocr_text(*, attachment: Attachment) -> str:
-    """The text OCR reads in an attachment, read once and kept; "" when there is none or no Tesseract."""
-    from conversations.ocr import image_text
+def attachment_ocr_read(*, attachment_id: uuid.UUID) -> str:
+    """Read the text in an uploaded image for text-only models, once; return its OCR status.
 
-    if attachment.ocr_text is not None:
-        return attachment.ocr_text
-    with attachment.image.open("rb") as image_file:
-        text = image_text(image_file)
-    if text is None:
-        return ""  # Tesseract is not installed: try again once it is
-    Attachment.objects.filter(pk=attachment.pk).update(ocr_text=text)
-    attachment.ocr_text = text
-    return text
+    The text is kept only when OCR succeeded ("" then means the image holds none); a Tesseract that
+    is missing, fails or times out marks it failed, so it is never mistaken for an image without text.
+    """
+    attachment = Attachment.objects.filter(pk=attachment_id).first()
+    if attachment is None or attachment.ocr_status != Attachment.OcrStatus.NOT_READ:
+        return attachment.ocr_status if attachment else ""
+    try:
+        with attachment.image.open("rb") as image_file:
+            text = ocr.image_text(image_file)
+    except ocr.OcrFailed as error:
+        logger.warning("OCR of attachment %s failed: %s", attachment.pk, error)
+        # Copies made for a retried message share the image, and the outcome.
+        Attachment.objects.filter(sha256=attachment.sha256, ocr_status=Attachment.OcrStatus.NOT_READ).update(
+            ocr_status=Attachment.OcrStatus.FAILED
+        )
+        return Attachment.OcrStatus.FAILED
+    Attachment.objects.filter(sha256=attachment.sha256, ocr_status=Attachment.OcrStatus.NOT_READ).update(
+        ocr_status=Attachment.OcrStatus.READ, ocr_text=text
+    )
+    return Attachment.OcrStatus.READ
+
+
+# The embedded default runs Celery tasks eagerly, in the caller: OCR there runs on these threads
+# instead, so that an upload is answered at once (two at a time: Tesseract is CPU-bound).
+_ocr_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ocr")
+
+
+def _attachment_ocr_enqueue(*, attachment_id: uuid.UUID) -> None:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        _ocr_threads.submit(_attachment_ocr_read_in_thread, attachment_id)
+    else:
+        # By name: the task module imports this one, not the reverse.
+        current_app.send_task("conversations.tasks.attachment_ocr_read", args=[str(attachment_id)])
+
+
+def _attachment_ocr_read_in_thread(attachment_id: uuid.UUID) -> None:
+    try:
+        attachment_ocr_read(attachment_id=attachment_id)
+    except Exception:
+        logger.exception("OCR of attachment %s crashed", attachment_id)
+    finally:
+        close_old_connections()
 
 
 # --- status changes by staff (admin actions; later the agent console) ---------------------------

@@ -184,7 +184,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE = {
     "fail-stalled-replies": {
-        "task": "inference.tasks.fail_stalled_replies",
+        "task": "inference.tasks.replies_fail_stalled",
         "schedule": timedelta(seconds=env.int("REPLY_SWEEP_INTERVAL_SECONDS", default=15)),
     },
 }
@@ -239,6 +239,8 @@ ATTACHMENT_URL_MAX_AGE_SECONDS = env.int("ATTACHMENT_URL_MAX_AGE_SECONDS", defau
 OCR_LANGUAGES = env.str("OCR_LANGUAGES", default="chi_sim+eng")
 OCR_TIMEOUT_SECONDS = env.int("OCR_TIMEOUT_SECONDS", default=20)
 OCR_MAX_CHARS = env.int("OCR_MAX_CHARS", default=2000)
+# OCR runs when an image is uploaded; a reply waits at most this long for it before building its prompt.
+OCR_WAIT_SECONDS = env.float("OCR_WAIT_SECONDS", default=10.0)
 
 # The widget: who may embed it and call its API from a browser.
 WIDGET_ALLOWED_ORIGINS: list[str] = env.list("WIDGET_ALLOWED_ORIGINS", default=[])
@@ -298,6 +300,7 @@ def _validate() -> None:
         "INFERENCE_SERVER_RESPONSE_TIMEOUT",
         "INFERENCE_COALESCE_SECONDS",
         "REPLY_HEARTBEAT_SECONDS",
+        "OCR_WAIT_SECONDS",
     ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")

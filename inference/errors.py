@@ -1,4 +1,7 @@
-"""Why a reply failed: codes for clients and sentences for customers in their language."""
+"""Why generation failed, as exceptions whose `code` the reply lifecycle saves and sends.
+
+The customer's sentence for each code lives with the lifecycle, in `conversations.errors`.
+"""
 
 from __future__ import annotations
 
@@ -29,37 +32,3 @@ class InferenceRejected(InferenceError):
     """The server refused the request itself (a 4xx): retrying elsewhere would not help."""
 
     code = "inference_rejected"
-
-
-CUSTOMER_ERROR_DETAILS: dict[str, dict[str, str]] = {
-    "inference_unavailable": {
-        "en": "The assistant is unavailable right now. Please try again in a moment, or ask for a person.",
-        "zh-Hans": "智能助手暂时无法使用，请稍后重试，或转接人工客服。",
-    },
-    "inference_timeout": {
-        "en": "The assistant took too long to answer. Please try again, or ask for a person.",
-        "zh-Hans": "智能助手响应超时，请重试，或转接人工客服。",
-    },
-    "inference_bad_response": {
-        "en": "The assistant sent an answer we could not read. Please try again, or ask for a person.",
-        "zh-Hans": "智能助手的回复无法识别，请重试，或转接人工客服。",
-    },
-    "inference_rejected": {
-        "en": "The assistant could not handle this message. Please rephrase it, or ask for a person.",
-        "zh-Hans": "智能助手无法处理这条消息，请换个说法，或转接人工客服。",
-    },
-    "worker_lost": {
-        "en": "The assistant stopped while answering. Please try again, or ask for a person.",
-        "zh-Hans": "智能助手在回复过程中中断了，请重试，或转接人工客服。",
-    },
-    "inference_error": {
-        "en": "Something went wrong while answering. Please try again, or ask for a person.",
-        "zh-Hans": "回复时出现问题，请重试，或转接人工客服。",
-    },
-}
-
-
-def customer_error_detail(code: str, locale: str) -> str:
-    """A sentence for the customer about a failed reply, in the conversation's language."""
-    details = CUSTOMER_ERROR_DETAILS.get(code, CUSTOMER_ERROR_DETAILS["inference_error"])
-    return details["zh-Hans" if locale == "zh-Hans" else "en"]

@@ -1,9 +1,14 @@
 """Generate one assistant reply: stream it from the inference server to the conversation's sockets.
 
-One event loop runs the whole reply: a producer task reads the server's stream, and the loop here
-coalesces tokens into numbered deltas (the first at once, then about every 30 ms), keeps the
-text-so-far for sockets that join mid-reply, looks for a cancel every 250 ms, and saves the outcome
-once.
+One event loop runs the whole reply. From the claim on, a heartbeat task keeps the reply's
+`heartbeat_at` fresh (through prompt building as much as through streaming) and brings back the
+database's verdict; a producer task reads the server's stream; the loop here coalesces tokens into
+numbered deltas (the first at once, then about every 30 ms), appends each to the text-so-far for
+sockets that join mid-reply, looks for a cancel every 250 ms, and saves the outcome once.
+
+Cache and channel-layer calls are best-effort: a failure is logged, counted on the reply
+(`relay_failures`) and the reply goes on; it is always saved to the database, and its final frame
+is sent again until the channel layer takes it (for a while), so a Redis blip loses no reply.
 """
 
 from __future__ import annotations
@@ -16,32 +21,44 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
+from django.db import close_old_connections
 from django.utils import timezone
 
-from conversations import events
-from conversations.models import Message
-from conversations.services import HeartbeatVerdict, reply_claim, reply_finish, reply_heartbeat
+from conversations import events, progress, selectors
+from conversations.errors import customer_error_detail
+from conversations.replies import (
+    HeartbeatVerdict,
+    ReplyOutcome,
+    reply_claim,
+    reply_fail,
+    reply_finish,
+    reply_heartbeat,
+)
 from inference.client import ChatRequest, InferenceClient, StreamEvent
-from inference.errors import InferenceError, InferenceTimeout, customer_error_detail
+from inference.errors import InferenceError, InferenceTimeout
 from inference.prompts import prompt_build
 
 logger = logging.getLogger(__name__)
 
 # How often a generation looks for the customer's request to stop.
 CANCEL_CHECK_SECONDS = 0.25
+# How often it looks whether OCR of the customer's new images has finished, before building the prompt.
+OCR_CHECK_SECONDS = 0.25
+# How long a final frame the channel layer refused is sent again (a Redis restart takes seconds).
+FINAL_FRAME_RETRY_SECONDS = 60.0
 
-# Cache calls off the thread that serialises database work (thread_sensitive=True): they are
-# frequent (a write per delta, a read every CANCEL_CHECK_SECONDS) and the cache is thread-safe.
-_cache_get = sync_to_async(cache.get, thread_sensitive=False)
-_cache_set = sync_to_async(cache.set, thread_sensitive=False)
-_cache_delete_many = sync_to_async(cache.delete_many, thread_sensitive=False)
+# Cache calls off the thread that serialises database work (thread_sensitive=False): they are
+# frequent (an append per delta, a read every CANCEL_CHECK_SECONDS) and the cache is thread-safe.
+_reply_text_append = sync_to_async(progress.reply_text_append, thread_sensitive=False)
+_reply_cancel_flagged = sync_to_async(progress.reply_cancel_flagged, thread_sensitive=False)
+_reply_progress_clear = sync_to_async(progress.reply_progress_clear, thread_sensitive=False)
 
 # Strong references to in-process generations, so the event loop does not drop them.
 _in_process_tasks: set[asyncio.Task[None]] = set()
@@ -89,19 +106,19 @@ def _fail_if_crashed(task: asyncio.Task[None], reply_id: int) -> None:
 
 
 def _fail_reply_now(reply_id: int) -> None:
-    from django.db import close_old_connections
-
-    from conversations.services import reply_fail
-
     try:
         reply_fail(reply_id=reply_id, code="inference_error")
     finally:
         close_old_connections()
 
 
+class _Abandoned(Exception):
+    """The reply was finished elsewhere (the sweeper failed it): stop at once, send and save nothing."""
+
+
 @dataclass
-class _Outcome:
-    status: str
+class _End:
+    outcome: ReplyOutcome
     error: InferenceError | None = None
 
 
@@ -112,20 +129,26 @@ class ReplyGeneration:
     reply_id: int
     conversation_id: Any
     locale: str
-    created_at: Any
+    created_at: datetime
     layer: BaseChannelLayer
     client: InferenceClient
     text: str = ""
+    # Every delta's text, in order: the list the text-so-far in the cache mirrors.
+    chunks: list[str] = field(default_factory=list)
     pending: str = ""
     seq: int = -1
     model: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     # Content chunks received: the completion's token count when the server reports no usage
-    # (llama.cpp and vLLM stream one token per chunk).
+    # (llama.cpp and vLLM stream one token per chunk), saved marked as counted.
     chunks_received: int = 0
-    first_token_at: Any = None
+    finish_reason: str | None = None
+    first_token_at: datetime | None = None
     last_flush: float = 0.0
+    # The heartbeat's latest verdict; read before every delta, so it costs nothing there.
+    verdict: HeartbeatVerdict = HeartbeatVerdict.CONTINUE
+    relay_failures: int = 0
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
 
     @property
@@ -134,27 +157,65 @@ class ReplyGeneration:
 
     async def run(self) -> None:
         """Generate, stream and save the reply; every way out saves it and tells the customer."""
+        heartbeat = asyncio.create_task(self._heartbeat())
         producer: asyncio.Task[None] | None = None
         try:
-            request = await database_sync_to_async(prompt_build)(reply_id=self.reply_id)
-            producer = asyncio.create_task(self._produce(request))
-            outcome = await self._consume()
-        except InferenceError as error:
-            outcome = _Outcome(Message.Status.FAILED, error)
-        except Exception:
-            logger.exception("Reply %s failed unexpectedly", self.reply_id)
-            outcome = _Outcome(
-                Message.Status.FAILED, InferenceError("An unexpected error stopped the reply.")
-            )
+            try:
+                await self._ocr_wait()
+                request = await database_sync_to_async(prompt_build)(reply_id=self.reply_id)
+                self._stop_if_told()
+                producer = asyncio.create_task(self._produce(request))
+                end = await self._consume()
+            except _Abandoned:
+                raise
+            except InferenceError as error:
+                end = _End(ReplyOutcome.FAILED, error)
+            except Exception:
+                logger.exception("Reply %s failed unexpectedly", self.reply_id)
+                end = _End(ReplyOutcome.FAILED, InferenceError("An unexpected error stopped the reply."))
+            finally:
+                if producer is not None:
+                    # Cancelling the producer closes the HTTP stream, so the server stops generating too.
+                    producer.cancel()
+                    await asyncio.gather(producer, return_exceptions=True)
+            await self._flush()
+            await self._save(end)
+        except _Abandoned:
+            logger.warning("Reply %s was finished elsewhere; stopped", self.reply_id)
         finally:
-            if producer is not None:
-                # Cancelling the producer closes the HTTP stream, so the server stops generating too.
-                producer.cancel()
-                await asyncio.gather(producer, return_exceptions=True)
-        if outcome.status == "abandoned":
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        """Keep the reply's heartbeat fresh from the claim on, and pass on any verdict but CONTINUE."""
+        while True:
+            await asyncio.sleep(settings.REPLY_HEARTBEAT_SECONDS)
+            try:
+                verdict = await database_sync_to_async(reply_heartbeat)(reply_id=self.reply_id)
+            except Exception as error:
+                # A database blip: the next beat tries again, and the sweeper judges a long silence.
+                logger.warning("Reply %s: heartbeat failed: %s", self.reply_id, error)
+                continue
+            if verdict is not HeartbeatVerdict.CONTINUE:
+                self.verdict = verdict
+                await self.queue.put(("verdict", verdict))
+                return
+
+    def _stop_if_told(self) -> None:
+        if self.verdict is HeartbeatVerdict.ABANDON:
+            raise _Abandoned
+
+    async def _ocr_wait(self) -> None:
+        """Give OCR of the customer's new images (read on upload) a short while to finish first."""
+        if settings.INFERENCE_VISION:
             return
-        await self._flush()
-        await self._save(outcome)
+        deadline = time.monotonic() + settings.OCR_WAIT_SECONDS
+        reply = await database_sync_to_async(selectors.reply_for_prompt)(reply_id=self.reply_id)
+        while await database_sync_to_async(selectors.attachments_awaiting_ocr)(reply=reply):
+            if time.monotonic() >= deadline:
+                logger.info("Reply %s: OCR not finished in time; the prompt says so", self.reply_id)
+                return
+            await asyncio.sleep(OCR_CHECK_SECONDS)
 
     async def _produce(self, request: ChatRequest) -> None:
         try:
@@ -171,17 +232,19 @@ class ReplyGeneration:
 
     async def _cancel_requested(self) -> bool:
         """Whether the customer asked to stop: a flag in the cache, set by `reply_cancel`."""
-        return bool(await _cache_get(events.reply_cancel_key(self.reply_id)))
+        flagged = await _reply_cancel_flagged(self.reply_id)
+        if flagged is None:
+            self._relay_failed("reading the cancel flag")
+        return bool(flagged)
 
-    async def _consume(self) -> _Outcome:
+    async def _consume(self) -> _End:
         started = time.monotonic()
         total_deadline = started + settings.INFERENCE_TOTAL_TIMEOUT
         token_deadline = started + settings.INFERENCE_FIRST_TOKEN_TIMEOUT
-        next_heartbeat = started + settings.REPLY_HEARTBEAT_SECONDS
         next_cancel_check = started + CANCEL_CHECK_SECONDS
         while True:
             flush_at = self.last_flush + settings.INFERENCE_COALESCE_SECONDS if self.pending else math.inf
-            wake_at = min(total_deadline, token_deadline, next_heartbeat, next_cancel_check, flush_at)
+            wake_at = min(total_deadline, token_deadline, next_cancel_check, flush_at)
             try:
                 kind, value = await asyncio.wait_for(
                     self.queue.get(), timeout=max(0.0, wake_at - time.monotonic())
@@ -193,26 +256,21 @@ class ReplyGeneration:
                 if self._apply(value):
                     token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
             elif kind == "end":
-                return _Outcome(Message.Status.COMPLETE)
+                return _End(ReplyOutcome.COMPLETE)
             elif kind == "error":
                 raise value
+            elif kind == "verdict":
+                self._stop_if_told()
+                # CANCEL: the database's flag backs up the cache's, should the cache have lost it.
+                return _End(ReplyOutcome.CANCELLED)
             if self.pending and (
                 self.seq < 0 or now >= self.last_flush + settings.INFERENCE_COALESCE_SECONDS
             ):
                 await self._flush()
             if now >= next_cancel_check:
                 if await self._cancel_requested():
-                    return _Outcome(Message.Status.CANCELLED)
+                    return _End(ReplyOutcome.CANCELLED)
                 next_cancel_check = now + CANCEL_CHECK_SECONDS
-            if now >= next_heartbeat:
-                # The database flag backs up the cache's, should the cache have lost it.
-                verdict = await database_sync_to_async(reply_heartbeat)(reply_id=self.reply_id)
-                if verdict == HeartbeatVerdict.ABANDON:
-                    logger.warning("Reply %s was finished elsewhere; stopping", self.reply_id)
-                    return _Outcome("abandoned")
-                if verdict == HeartbeatVerdict.CANCEL:
-                    return _Outcome(Message.Status.CANCELLED)
-                next_heartbeat = now + settings.REPLY_HEARTBEAT_SECONDS
             if now >= total_deadline:
                 raise InferenceTimeout("The reply took longer than INFERENCE_TOTAL_TIMEOUT.")
             if now >= token_deadline:
@@ -226,6 +284,8 @@ class ReplyGeneration:
             self.prompt_tokens = event.prompt_tokens
         if event.completion_tokens is not None:
             self.completion_tokens = event.completion_tokens
+        if event.finish_reason:
+            self.finish_reason = event.finish_reason
         if not event.text:
             return False
         if self.first_token_at is None:
@@ -238,76 +298,100 @@ class ReplyGeneration:
         """Send the text gathered since the last delta as the next numbered delta."""
         if not self.pending:
             return
+        # A reply the sweeper already failed sends nothing more: its customer has the final frame.
+        self._stop_if_told()
         chunk, self.pending = self.pending, ""
         self.seq += 1
         self.text += chunk
+        self.chunks.append(chunk)
         # The snapshot is written before the delta is sent: a socket that joins the group and then
         # reads the snapshot sees every delta either in the snapshot or in its group, never in neither.
-        await _cache_set(
-            events.reply_progress_key(self.reply_id),
-            {"text": self.text, "seq": self.seq},
-            timeout=int(settings.INFERENCE_TOTAL_TIMEOUT) + 300,
-        )
-        await self.layer.group_send(
-            self.group, {"type": "reply.delta", "reply_id": self.reply_id, "seq": self.seq, "text": chunk}
-        )
+        if not await _reply_text_append(self.reply_id, self.chunks):
+            self._relay_failed("storing the text so far")
+        await self._send(events.reply_delta_event(reply_id=self.reply_id, seq=self.seq, text=chunk))
         self.last_flush = time.monotonic()
 
-    async def _save(self, outcome: _Outcome) -> None:
+    async def _send(self, event: dict[str, Any]) -> bool:
+        try:
+            await self.layer.group_send(self.group, event)
+        except Exception as error:
+            self._relay_failed(f"sending {event['type']}", error)
+            return False
+        return True
+
+    def _relay_failed(self, what: str, error: BaseException | None = None) -> None:
+        self.relay_failures += 1
+        # The first failure of a reply says why; the rest are counted and summed up at the end.
+        if self.relay_failures == 1:
+            logger.warning("Reply %s: %s failed (%s); going on", self.reply_id, what, error or "cache")
+
+    async def _save(self, end: _End) -> None:
         finished_at = timezone.now()
-        error = outcome.error
+        error = end.error
         code = error.code if error else ""
         detail = customer_error_detail(code, self.locale) if error else ""
         if error:
             logger.warning("Reply %s failed (%s): %s", self.reply_id, code, error.detail)
-        event = await database_sync_to_async(_finish_and_describe)(
+        counted = self.completion_tokens is None and self.chunks_received > 0
+        saved = await database_sync_to_async(reply_finish)(
             reply_id=self.reply_id,
+            outcome=end.outcome,
             text=self.text,
-            status=outcome.status,
             model=self.model,
+            # Unknown is not zero: None unless the server reported it.
             prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.chunks_received
-            if self.completion_tokens is None
-            else self.completion_tokens,
+            completion_tokens=self.chunks_received if counted else self.completion_tokens,
+            completion_tokens_counted=counted,
             first_token_latency_ms=_milliseconds(self.first_token_at - self.created_at)
             if self.first_token_at
             else None,
             total_latency_ms=_milliseconds(finished_at - self.created_at),
+            truncated=end.outcome is ReplyOutcome.COMPLETE and self.finish_reason == "length",
+            relay_failures=self.relay_failures,
             error_code=code,
             error_detail=detail,
         )
-        await _cache_delete_many(
-            [events.reply_progress_key(self.reply_id), events.reply_cancel_key(self.reply_id)]
-        )
-        if event is not None:
-            await self.layer.group_send(self.group, event)
+        if saved is None:
+            raise _Abandoned
+        if not await _reply_progress_clear([self.reply_id]):
+            self._relay_failed("clearing the text so far")
+        if error:
+            event = events.reply_error_event(saved, code=code, detail=detail)
+        else:
+            event = events.reply_done_event(saved)
+        await self._send_final(event)
+        if self.relay_failures:
+            logger.warning(
+                "Reply %s saved; %s cache or channel-layer calls failed", self.reply_id, self.relay_failures
+            )
+
+    async def _send_final(self, event: dict[str, Any]) -> None:
+        """Send the final frame, again and again while the channel layer refuses it (for a while)."""
+        deadline = time.monotonic() + FINAL_FRAME_RETRY_SECONDS
+        pause = 0.25
+        while not await self._send(event):
+            if time.monotonic() + pause > deadline:
+                logger.error("Reply %s: the final frame could not be sent; it is saved", self.reply_id)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
-def _milliseconds(delta: Any) -> int:
+def _milliseconds(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
 
-def _finish_and_describe(**fields: Any) -> dict[str, Any] | None:
-    """Save the reply's outcome and return the event that tells the sockets; None if already finished."""
-    saved = reply_finish(**fields)
-    if saved is None:
-        return None
-    if fields["error_code"]:
-        return events.reply_error_event(saved, code=fields["error_code"], detail=fields["error_detail"])
-    return events.reply_done_event(saved)
-
-
-def _reply_context(reply_id: int) -> tuple[Any, str, Any]:
-    reply = (
-        Message.objects.select_related("conversation")
-        .only("created_at", "conversation__locale")
-        .get(pk=reply_id)
-    )
+def _reply_context(reply_id: int) -> tuple[Any, str, datetime]:
+    reply = selectors.reply_for_prompt(reply_id=reply_id)
     return reply.conversation_id, reply.conversation.locale, reply.created_at
 
 
 async def reply_generate(*, reply_id: int, client: InferenceClient | None = None) -> None:
-    """Generate one reply, unless another delivery of the same job already claimed it."""
+    """Generate one reply, unless another delivery of the same job already claimed it.
+
+    The single entry point of a generation, for a Celery task or any other runner: a coroutine that
+    takes an id and saves the outcome itself.
+    """
     claimed = await database_sync_to_async(reply_claim)(reply_id=reply_id)
     if not claimed:
         logger.info("Reply %s already claimed or no longer wanted; skipping", reply_id)

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.conf import settings
 
+from conversations import selectors
 from conversations.models import Attachment, Message
-from conversations.services import attachment_ocr_text
 from inference.client import ChatRequest
 from inference.models import AssistantProfile
 
@@ -86,9 +86,13 @@ def _image_placeholder(attachment: Attachment) -> str:
     if settings.INFERENCE_VISION:
         return "[An earlier image from the customer, no longer shown.]"
     text = f"[The customer attached an image ({attachment.width}×{attachment.height}) that you cannot see."
-    ocr_text = attachment_ocr_text(attachment=attachment)
-    if ocr_text:
-        text += f" Text read from it by OCR:\n{ocr_text}\n"
+    # What OCR stored when the image was uploaded; prompt building never runs OCR itself.
+    if attachment.ocr_status == Attachment.OcrStatus.READ and attachment.ocr_text:
+        text += f" Text read from it by OCR:\n{attachment.ocr_text}\n"
+    elif attachment.ocr_status == Attachment.OcrStatus.FAILED:
+        text += " Its text could not be read."
+    elif attachment.ocr_status == Attachment.OcrStatus.NOT_READ:
+        text += " Its text has not been read yet."
     return text + "]"
 
 
@@ -98,20 +102,9 @@ def _data_url(attachment: Attachment) -> str:
     return f"data:{attachment.content_type};base64,{encoded}"
 
 
-def _history_messages(reply: Message) -> list[Message]:
-    return list(
-        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
-        .exclude(role=Message.Role.SYSTEM)
-        # A failed reply's partial text was never a real answer; a cancelled one was seen and kept.
-        .exclude(status=Message.Status.FAILED)
-        .order_by("-id")
-        .prefetch_related("attachments")
-    )
-
-
 def prompt_build(*, reply_id: int) -> ChatRequest:
     """The chat request for a reply: instructions, then as much recent history as the budget allows."""
-    reply = Message.objects.select_related("conversation").get(pk=reply_id)
+    reply = selectors.reply_for_prompt(reply_id=reply_id)
     profile = active_profile()
     system = system_prompt(profile=profile, locale=reply.conversation.locale)
     budget = (
@@ -122,7 +115,7 @@ def prompt_build(*, reply_id: int) -> ChatRequest:
     )
     images_left = settings.INFERENCE_MAX_IMAGES_PER_PROMPT if settings.INFERENCE_VISION else 0
     history: list[dict[str, Any]] = []
-    for message in _history_messages(reply):
+    for message in selectors.prompt_history(reply=reply):
         allowance = images_left
         entry, cost, images_left = _message_entry(message, images_left=allowance)
         if entry is None:
@@ -169,7 +162,7 @@ def _message_entry(message: Message, *, images_left: int) -> tuple[dict[str, Any
             )
         parts: list[dict[str, Any]] = []
         cost = TOKENS_PER_MESSAGE_OVERHEAD
-        for attachment in sorted(attachments, key=lambda item: item.position):
+        for attachment in attachments:  # in the order the customer sent them
             if images_left > 0:
                 parts.append({"type": "image_url", "image_url": {"url": _data_url(attachment)}})
                 cost += (attachment.width // 28 + 1) * (attachment.height // 28 + 1)

@@ -10,8 +10,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError
 
-from conversations.services import replies_fail_stalled, reply_fail
-from inference.generation import reply_generate
+from conversations import replies
+from inference import generation
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,25 @@ REPLY_TIME_LIMIT = REPLY_SOFT_TIME_LIMIT + 30
     retry_backoff_max=30,
     max_retries=3,
 )
-def generate_reply(reply_id: int) -> None:
+def reply_generate(reply_id: int) -> None:
     """Generate one assistant reply on its own event loop; a redelivered job finds it claimed and stops."""
     try:
-        asyncio.run(reply_generate(reply_id=reply_id))
+        asyncio.run(generation.reply_generate(reply_id=reply_id))
     except SoftTimeLimitExceeded:
         logger.error("Reply %s hit the task's soft time limit", reply_id)
-        reply_fail(reply_id=reply_id, code="inference_timeout")
+        replies.reply_fail(reply_id=reply_id, code="inference_timeout")
 
 
 @shared_task(soft_time_limit=60, time_limit=90)
-def fail_stalled_replies() -> int:
+def replies_fail_stalled() -> int:
     """Fail replies whose worker stopped its heartbeat, or that no worker took, and tell the customers."""
-    return len(replies_fail_stalled())
+    return len(replies.replies_fail_stalled())
+
+
+def reply_generation_start(reply_id: int) -> None:
+    """How a queued reply starts (registered with conversations.replies by this app's config):
+    on the server's own event loop in the embedded default, else as a Celery task."""
+    if settings.REPLY_GENERATION_IN_PROCESS:
+        generation.reply_generate_in_process(reply_id=reply_id)
+    else:
+        reply_generate.delay(reply_id)

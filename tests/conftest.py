@@ -10,10 +10,10 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from conversations import services
+from conversations import replies
 from tests.scripted_inference import ScriptedInferenceServer
 
-_real_reply_generation_enqueue = services._reply_generation_enqueue
+real_reply_generation_enqueue = replies.reply_generation_enqueue
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,7 +35,7 @@ def enqueued_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     Tests that want replies generated use `live_replies`.
     """
     queued: list[int] = []
-    monkeypatch.setattr(services, "_reply_generation_enqueue", lambda *, reply_id: queued.append(reply_id))
+    monkeypatch.setattr(replies, "reply_generation_enqueue", lambda *, reply_id: queued.append(reply_id))
     return queued
 
 
@@ -56,7 +56,7 @@ def live_replies(
     monkeypatch: pytest.MonkeyPatch, settings: Any, scripted_inference: ScriptedInferenceServer
 ) -> ScriptedInferenceServer:
     """Replies are generated for real, in-process, against the scripted server."""
-    monkeypatch.setattr(services, "_reply_generation_enqueue", _real_reply_generation_enqueue)
+    monkeypatch.setattr(replies, "reply_generation_enqueue", real_reply_generation_enqueue)
     settings.REPLY_GENERATION_IN_PROCESS = True
     settings.INFERENCE_BASE_URLS = [scripted_inference.base_url]
     return scripted_inference

@@ -9,12 +9,12 @@ import uuid
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.core.cache import cache
 
-from conversations import events, services
+from conversations import events, progress, replies
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
 from cs_platform import ratelimit
 from cs_platform.asgi import application
@@ -291,6 +291,7 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
         "status": "complete",
         "attachments": [],
         "citations": [],
+        "truncated": False,
         "created_at": saved.created_at.isoformat(),
     }
     started, *deltas, done = frames
@@ -310,6 +311,7 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
             "status": "complete",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": reply.created_at.isoformat(),
         },
     }
@@ -455,7 +457,7 @@ async def test_it_skips_deltas_already_in_the_text_a_joining_socket_got_with_rea
     accepted, _started = await receive_until(first, "reply.started")
     reply_id = accepted["reply_id"]
     # A generation that has sent deltas 0 and 1, as a worker records them before sending each.
-    await cache.aset(events.reply_progress_key(reply_id), {"text": "Hello", "seq": 1})
+    await sync_to_async(progress.reply_text_append)(reply_id, ["Hel", "lo"])
     second, ready = await connect(conversation)
     layer = get_channel_layer()
     assert layer is not None
@@ -477,22 +479,6 @@ async def test_it_skips_deltas_already_in_the_text_a_joining_socket_got_with_rea
     assert [frame["seq"] for frame in await receive_until(first, "reply.delta")] == [2]
     await first.disconnect()
     await second.disconnect()
-
-
-async def test_it_passes_agent_events_from_the_group_to_the_socket():
-    conversation = await create_conversation()
-    communicator, _ = await connect(conversation)
-    layer = get_channel_layer()
-    assert layer is not None
-    joined = {"type": "agent.joined", "name": "Lee"}
-    said = {"type": "agent.message", "message": {"id": 7, "role": "agent", "text": "Hi, I am Lee."}}
-
-    await layer.group_send(events.conversation_group(conversation.pk), joined)
-    await layer.group_send(events.conversation_group(conversation.pk), said)
-
-    assert await communicator.receive_json_from(timeout=5) == joined
-    assert await communicator.receive_json_from(timeout=5) == said
-    await communicator.disconnect()
 
 
 # --- cancel --------------------------------------------------------------------------------------
@@ -527,6 +513,7 @@ async def test_it_cancels_a_streaming_reply_keeping_its_text_and_closing_the_inf
             "status": "cancelled",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": reply.created_at.isoformat(),
         },
     }
@@ -559,6 +546,7 @@ async def test_it_cancels_a_reply_no_worker_has_started(enqueued_replies: list[i
             "status": "cancelled",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": reply.created_at.isoformat(),
         },
     }
@@ -566,7 +554,7 @@ async def test_it_cancels_a_reply_no_worker_has_started(enqueued_replies: list[i
     assert reply.completed_at is not None
     assert reply.generation_started_at is None
     # A worker that takes the job afterwards finds nothing to do.
-    assert await database_sync_to_async(services.reply_claim)(reply_id=reply.pk) is False
+    assert await database_sync_to_async(replies.reply_claim)(reply_id=reply.pk) is False
     await communicator.disconnect()
 
 

@@ -1,29 +1,38 @@
 """Reply generation against a scripted inference server, listening on the conversation's group.
 
 The generation runs on the test's own event loop (`reply_generate`) or, like a Celery worker, on a loop
-of its own in another thread (`inference.tasks.generate_reply`); events go through the real Redis
+of its own in another thread (`inference.tasks.reply_generate`); events go through the real Redis
 channel layer and the text-so-far through the real Redis cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import base64
+import io
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.core.cache import cache
+from channels.testing import WebsocketCommunicator
 from django.utils import timezone
+from PIL import Image
 
-from conversations import events, services
-from conversations.models import Conversation, Message
+from conversations import events, progress, replies, services
+from conversations.models import Attachment, Conversation, Message
+from conversations.progress import ReplyText
+from cs_platform.asgi import application
 from cs_platform.processes import free_port
 from inference import tasks
 from inference.generation import reply_generate
 from tests import factories
+from tests.factories import attachment_for
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,11 +87,17 @@ def other_server() -> Iterator[ScriptedInferenceServer]:
 
 @database_sync_to_async
 def queued_reply(
-    *, locale: str = "en", text: str = "Where is my parcel?", conversation: Conversation | None = None
+    *,
+    locale: str = "en",
+    text: str = "Where is my parcel?",
+    conversation: Conversation | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> Message:
     """A customer message and its reply, queued (the `enqueued_replies` fixture keeps it from running)."""
     conversation = conversation or ConversationFactory(locale=locale)
-    posted = services.message_post(conversation=conversation, text=text)
+    posted = services.message_post(
+        conversation=conversation, text=text, attachment_ids=[attachment.pk for attachment in attachments]
+    )
     assert posted.reply is not None
     return posted.reply
 
@@ -140,6 +155,7 @@ async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
             "status": "complete",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": saved.created_at.isoformat(),
         },
     }
@@ -154,7 +170,7 @@ async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
     assert saved.generation_started_at is not None
     assert saved.completed_at is not None
     # The text-so-far for sockets joining mid-reply is gone once the reply is saved.
-    assert await cache.aget(events.reply_progress_key(reply.pk)) is None
+    assert await sync_to_async(progress.reply_text_get)(reply.pk) is None
 
 
 async def test_it_counts_prompt_and_completion_tokens_from_the_servers_usage(
@@ -189,7 +205,7 @@ async def test_it_sends_the_first_token_at_once_before_the_next_one_exists(
     [request] = scripted_inference.chat_requests
     assert not request.completed
     assert first == {"type": "reply.delta", "reply_id": reply.pk, "seq": 0, "text": "First"}
-    outcome = await database_sync_to_async(services.reply_cancel)(
+    outcome = await database_sync_to_async(replies.reply_cancel)(
         conversation=reply.conversation, reply_id=reply.pk
     )
     assert outcome.cancelled_here is False
@@ -201,7 +217,7 @@ async def test_it_sends_the_first_token_at_once_before_the_next_one_exists(
     assert (saved.text, saved.status) == ("First", "cancelled")
     await scripted_inference.wait_for_disconnects_async(1, timeout=5)
     # The request to stop is cleared with the reply saved.
-    assert await cache.aget(events.reply_cancel_key(reply.pk)) is None
+    assert await sync_to_async(progress.reply_cancel_flagged)(reply.pk) is False
 
 
 async def test_it_coalesces_fast_tokens_into_fewer_numbered_deltas(
@@ -239,12 +255,12 @@ async def test_it_keeps_the_text_so_far_in_the_cache_while_streaming(
         delta = await listener.next()
         text += delta["text"]
         last_seq = delta["seq"]
-    progress = await cache.aget(events.reply_progress_key(reply.pk))
-    await database_sync_to_async(services.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
+    so_far = await sync_to_async(progress.reply_text_get)(reply.pk)
+    await database_sync_to_async(replies.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
     await asyncio.wait_for(generation, 10)
 
-    assert progress == {"text": "Half way", "seq": last_seq}
-    assert await cache.aget(events.reply_progress_key(reply.pk)) is None
+    assert so_far == ReplyText(text="Half way", seq=last_seq)
+    assert await sync_to_async(progress.reply_text_get)(reply.pk) is None
 
 
 # --- failures ------------------------------------------------------------------------------------------
@@ -278,6 +294,7 @@ async def test_it_reports_a_server_error_as_inference_unavailable_in_the_custome
             "status": "failed",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": saved.created_at.isoformat(),
         },
     }
@@ -504,7 +521,7 @@ async def test_it_does_not_generate_a_reply_cancelled_before_a_worker_took_it(
 ):
     reply = await queued_reply()
     listener = await GroupListener.join(reply.conversation)
-    await database_sync_to_async(services.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
+    await database_sync_to_async(replies.reply_cancel)(conversation=reply.conversation, reply_id=reply.pk)
 
     await generate(reply)
 
@@ -523,8 +540,8 @@ async def test_it_generates_a_redelivered_job_once(scripted_inference: ScriptedI
     listener = await GroupListener.join(reply.conversation)
 
     # The Celery task, twice, as after a redelivery: each runs its own event loop, like a worker.
-    await asyncio.to_thread(tasks.generate_reply, reply.pk)
-    await asyncio.to_thread(tasks.generate_reply, reply.pk)
+    await asyncio.to_thread(tasks.reply_generate, reply.pk)
+    await asyncio.to_thread(tasks.reply_generate, reply.pk)
 
     received = await listener.rest()
     saved = await reload(reply)
@@ -556,7 +573,7 @@ def started_reply(*, heartbeat_age: timedelta, locale: str = "en") -> Message:
     conversation = ConversationFactory(locale=locale)
     posted = services.message_post(conversation=conversation, text="Hello?")
     assert posted.reply is not None
-    assert services.reply_claim(reply_id=posted.reply.pk)
+    assert replies.reply_claim(reply_id=posted.reply.pk)
     then = timezone.now() - heartbeat_age
     Message.objects.filter(pk=posted.reply.pk).update(generation_started_at=then, heartbeat_at=then)
     return Message.objects.select_related("conversation").get(pk=posted.reply.pk)
@@ -566,12 +583,12 @@ async def test_it_fails_a_reply_whose_worker_died_keeping_the_text_it_had_stream
     settings.REPLY_STALLED_AFTER_SECONDS = 30
     dead = await started_reply(heartbeat_age=timedelta(seconds=31))
     alive = await started_reply(heartbeat_age=timedelta(seconds=5))
-    await cache.aset(events.reply_progress_key(dead.pk), {"text": "partial", "seq": 3})
-    await cache.aset(events.reply_progress_key(alive.pk), {"text": "still going", "seq": 1})
+    await sync_to_async(progress.reply_text_append)(dead.pk, ["par", "tial"])
+    await sync_to_async(progress.reply_text_append)(alive.pk, ["still", " going"])
     dead_listener = await GroupListener.join(dead.conversation)
     alive_listener = await GroupListener.join(alive.conversation)
 
-    failed = await database_sync_to_async(tasks.fail_stalled_replies)()
+    failed = await database_sync_to_async(tasks.replies_fail_stalled)()
 
     saved = await reload(dead)
     detail = "The assistant stopped while answering. Please try again, or ask for a person."
@@ -596,6 +613,7 @@ async def test_it_fails_a_reply_whose_worker_died_keeping_the_text_it_had_stream
             "status": "failed",
             "attachments": [],
             "citations": [],
+            "truncated": False,
             "created_at": saved.created_at.isoformat(),
         },
     }
@@ -616,7 +634,7 @@ async def test_it_fails_a_reply_no_worker_picked_up_in_time(settings: Any):
     await Message.objects.filter(pk=stuck.pk).aupdate(created_at=timezone.now() - timedelta(seconds=61))
     listener = await GroupListener.join(stuck.conversation)
 
-    failed = await database_sync_to_async(tasks.fail_stalled_replies)()
+    failed = await database_sync_to_async(tasks.replies_fail_stalled)()
 
     saved = await reload(stuck)
     assert failed == 1
@@ -630,7 +648,7 @@ async def test_it_fails_a_reply_no_worker_picked_up_in_time(settings: Any):
     assert (error["type"], error["code"]) == ("reply.error", "inference_unavailable")
     assert (await reload(fresh)).status == "streaming"
     # A worker that takes the job late finds nothing to do.
-    assert await database_sync_to_async(services.reply_claim)(reply_id=stuck.pk) is False
+    assert await database_sync_to_async(replies.reply_claim)(reply_id=stuck.pk) is False
 
 
 async def test_it_stops_without_overwriting_a_reply_the_sweeper_failed_meanwhile(
@@ -644,7 +662,7 @@ async def test_it_stops_without_overwriting_a_reply_the_sweeper_failed_meanwhile
     generation = asyncio.create_task(reply_generate(reply_id=reply.pk))
     await listener.next()
 
-    swept = await database_sync_to_async(services.reply_fail)(reply_id=reply.pk, code="worker_lost")
+    swept = await database_sync_to_async(replies.reply_fail)(reply_id=reply.pk, code="worker_lost")
     await asyncio.wait_for(generation, 10)
 
     assert swept is not None
@@ -658,7 +676,7 @@ async def test_it_stops_without_overwriting_a_reply_the_sweeper_failed_meanwhile
     assert not scripted_inference.chat_requests[0].completed
 
 
-# --- the request the inference server receives ---------------------------------------------------------
+# --- the request the inference server receives (what a prompt holds is tested in test_prompts.py) -----
 
 
 @database_sync_to_async
@@ -725,95 +743,85 @@ async def test_it_uses_the_configured_model_and_api_key(
     assert request.headers["authorization"] == "Bearer sk-inference"
 
 
-async def test_it_puts_the_instructions_into_the_first_user_turn_when_configured(
-    settings: Any, scripted_inference: ScriptedInferenceServer
-):
-    settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = True
-    reply = await conversation_with_history(name="Ava")
+# --- images to the inference server ---------------------------------------------------------------
+
+
+def image_part(attachment: Attachment) -> dict[str, Any]:
+    encoded = base64.b64encode(Path(attachment.image.path).read_bytes()).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{encoded}"}}
+
+
+def decoded_size(part: dict[str, Any]) -> tuple[int, int]:
+    _, encoded = part["image_url"]["url"].split(",", 1)
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        return image.size
+
+
+def recorded_image_sizes(content: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [decoded_size(part) for part in content if part["type"] == "image_url"]
+
+
+async def test_it_sends_the_images_to_the_inference_server(
+    scripted_inference: ScriptedInferenceServer, settings: Any
+) -> None:
+    settings.INFERENCE_VISION = True
+    scripted_inference.enqueue(Script(tokens=["The ", "box ", "is ", "dented."]))
+    conversation = await database_sync_to_async(ConversationFactory)()
+    label = await database_sync_to_async(attachment_for)(conversation, width=120, height=80)
+    box = await database_sync_to_async(attachment_for)(
+        conversation, width=4000, height=3000, colour=(90, 60, 30)
+    )
+    reply = await queued_reply(
+        conversation=conversation, text="My parcel arrived like this", attachments=[label, box]
+    )
 
     await generate(reply)
 
     [request] = scripted_inference.chat_requests
-    assert request.json["messages"] == [
-        {"role": "user", "content": f"{SYSTEM_PROMPT}\n\nMy order is late"},
-        # Consecutive turns of one role are joined: strict chat templates need them to alternate.
+    assert request.json["stream"] is True
+    system, user = request.json["messages"]
+    assert system["role"] == "system"
+    assert user["role"] == "user"
+    assert [part["type"] for part in user["content"]] == ["image_url", "image_url", "text"]
+    assert user["content"][2] == {"type": "text", "text": "My parcel arrived like this"}
+    assert user["content"][:2] == [image_part(label), image_part(box)]
+    assert recorded_image_sizes(user["content"]) == [(120, 80), (1463, 1097)]
+    saved = await reload(reply)
+    assert (saved.status, saved.text) == (Message.Status.COMPLETE, "The box is dented.")
+
+
+async def test_it_brings_an_image_sent_over_the_websocket_to_the_model(
+    live_replies: ScriptedInferenceServer, settings: Any
+) -> None:
+    settings.INFERENCE_VISION = True
+    live_replies.enqueue(Script(tokens=["A ", "cat."]))
+    conversation = await database_sync_to_async(ConversationFactory)()
+    attachment = await database_sync_to_async(attachment_for)(conversation, width=300, height=200)
+    communicator = WebsocketCommunicator(
+        application, f"/ws/conversations/{conversation.pk}/", headers=[(b"origin", b"http://localhost")]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "hello", "token": conversation.token})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ready"
+
+    await communicator.send_json_to(
         {
-            "role": "assistant",
-            "content": "Sorry! What is the order number?\n\n"
-            "[A human agent wrote:] Hi, I am Lee from support.",
-        },
-        {"role": "user", "content": "It is 12345"},
-    ]
+            "type": "message",
+            "client_id": str(uuid.uuid4()),
+            "text": "What is this?",
+            "attachments": [str(attachment.pk)],
+        }
+    )
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1]["type"] not in ("reply.done", "reply.error"):
+        frames.append(await communicator.receive_json_from(timeout=10))
+    await communicator.disconnect()
 
-
-@database_sync_to_async
-def conversation_with_turns(texts: list[str]) -> Message:
-    """Alternating customer and assistant turns, the last one the customer's, its reply queued."""
-    AssistantProfileFactory(name="Ava", max_tokens=100)
-    conversation = ConversationFactory()
-    for index, text in enumerate(texts[:-1]):
-        MessageFactory(conversation=conversation, role="assistant" if index % 2 else "customer", text=text)
-    posted = services.message_post(conversation=conversation, text=texts[-1])
-    assert posted.reply is not None
-    return posted.reply
-
-
-async def test_it_drops_the_oldest_history_to_fit_the_context_window(
-    settings: Any, scripted_inference: ScriptedInferenceServer
-):
-    # Each turn is 30 characters: an estimated 10 tokens, plus 6 for the chat template: 16.
-    turns = [f"turn {number} ".ljust(30, ".") for number in range(1, 6)]
-    reply = await conversation_with_turns(turns)
-    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
-    # Room for the reply's max_tokens, the system message and exactly three turns.
-    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 3 * 16
-
-    await generate(reply)
-
-    [request] = scripted_inference.chat_requests
-    assert request.json["messages"] == [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": turns[2]},
-        {"role": "assistant", "content": turns[3]},
-        {"role": "user", "content": turns[4]},
-    ]
-
-
-async def test_it_never_opens_the_history_with_an_assistant_turn(
-    settings: Any, scripted_inference: ScriptedInferenceServer
-):
-    turns = [f"turn {number} ".ljust(30, ".") for number in range(1, 6)]
-    reply = await conversation_with_turns(turns)
-    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
-    # Room for four turns, the oldest of which would be the assistant's.
-    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 4 * 16
-
-    await generate(reply)
-
-    [request] = scripted_inference.chat_requests
-    assert request.json["messages"] == [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": turns[2]},
-        {"role": "assistant", "content": turns[3]},
-        {"role": "user", "content": turns[4]},
-    ]
-
-
-async def test_it_always_keeps_the_newest_customer_message_even_over_the_budget(
-    settings: Any, scripted_inference: ScriptedInferenceServer
-):
-    long_text = "start " + "y" * 600 + " end"
-    reply = await conversation_with_turns(["An earlier question", "An earlier answer", long_text])
-    system_tokens = (len(SYSTEM_PROMPT) + 2) // 3
-    settings.INFERENCE_CONTEXT_TOKENS = 100 + system_tokens + 6 + 50
-
-    await generate(reply)
-
-    [request] = scripted_inference.chat_requests
-    system, newest = request.json["messages"]
-    assert system == {"role": "system", "content": SYSTEM_PROMPT}
-    assert newest["role"] == "user"
-    # Its most recent part is kept, within the budget.
-    assert newest["content"].endswith("y end")
-    assert long_text.endswith(newest["content"])
-    assert (len(newest["content"]) + 2) // 3 <= 50
+    assert frames[-1]["type"] == "reply.done"
+    assert frames[-1]["message"]["text"] == "A cat."
+    [request] = live_replies.chat_requests
+    user = request.json["messages"][-1]
+    assert user["content"][0] == image_part(attachment)
+    assert recorded_image_sizes(user["content"]) == [(300, 200)]
+    assert user["content"][1] == {"type": "text", "text": "What is this?"}

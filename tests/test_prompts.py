@@ -1,13 +1,22 @@
-"""Text prompts: the assistant's instructions and as much of the history as the context window holds."""
+"""Prompts: the assistant's instructions, as much of the history as the context window holds, and images
+(image_url parts for vision models, placeholders with OCR text for text-only ones)."""
 
 from __future__ import annotations
 
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from PIL import Image
 
-from conversations import services
-from conversations.models import Conversation, Message
+from conversations import ocr, replies, services
+from conversations.models import Attachment, Conversation, Message
+from conversations.replies import ReplyOutcome
+from conversations.selectors import PostedMessage
 from inference.models import AssistantProfile
 from inference.prompts import (
     DEFAULT_INSTRUCTIONS,
@@ -19,6 +28,7 @@ from inference.prompts import (
     system_prompt,
 )
 from tests import factories
+from tests.factories import attachment_for
 
 pytestmark = pytest.mark.django_db
 
@@ -373,3 +383,236 @@ def test_it_saves_nothing_while_building_a_prompt():
     prompt_build(reply_id=reply_id)
 
     assert list(Message.objects.filter(conversation=conversation).values()) == before
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+EARLIER_IMAGE = "[An earlier image from the customer, no longer shown.]"
+
+
+def post(conversation: Conversation, text: str, attachments: Sequence[Attachment] = ()) -> PostedMessage:
+    return services.message_post(
+        conversation=conversation, text=text, attachment_ids=[attachment.pk for attachment in attachments]
+    )
+
+
+def answer(posted: PostedMessage, text: str) -> None:
+    assert posted.reply is not None
+    replies.reply_finish(reply_id=posted.reply.pk, outcome=ReplyOutcome.COMPLETE, text=text)
+
+
+def reply_id(posted: PostedMessage) -> int:
+    assert posted.reply is not None
+    return posted.reply.pk
+
+
+def image_part(attachment: Attachment) -> dict[str, Any]:
+    encoded = base64.b64encode(Path(attachment.image.path).read_bytes()).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{encoded}"}}
+
+
+def decoded_size(part: dict[str, Any]) -> tuple[int, int]:
+    prefix, encoded = part["image_url"]["url"].split(",", 1)
+    assert prefix == "data:image/jpeg;base64"
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+# --- vision models: the pictures themselves ---------------------------------------------------------
+
+
+def test_it_sends_the_images_as_image_url_parts_before_the_text(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    conversation = ConversationFactory()
+    wide = attachment_for(conversation, width=64, height=48)
+    tall = attachment_for(conversation, width=30, height=90, colour=(20, 200, 20))
+    posted = post(conversation, "Which one is damaged?", [wide, tall])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert [message["role"] for message in request.messages] == ["system", "user"]
+    assert request.messages[1]["content"] == [
+        image_part(wide),
+        image_part(tall),
+        {"type": "text", "text": "Which one is damaged?"},
+    ]
+    sizes = [decoded_size(part) for part in request.messages[1]["content"][:2]]
+    assert sizes == [(wide.width, wide.height), (tall.width, tall.height)] == [(64, 48), (30, 90)]
+
+
+def test_it_sends_the_images_in_the_order_the_customer_sent_them(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    conversation = ConversationFactory()
+    uploaded_first = attachment_for(conversation, width=40, height=40)
+    uploaded_second = attachment_for(conversation, width=50, height=20)
+    posted = post(conversation, "", [uploaded_second, uploaded_first])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1]["content"] == [image_part(uploaded_second), image_part(uploaded_first)]
+    assert [decoded_size(part) for part in request.messages[1]["content"]] == [(50, 20), (40, 40)]
+
+
+def test_it_sends_a_large_upload_at_its_stored_size(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    conversation = ConversationFactory()
+    attachment = attachment_for(conversation, width=4000, height=3000)
+    posted = post(conversation, "Photo of the label", [attachment])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    image, text = request.messages[1]["content"]
+    assert decoded_size(image) == (attachment.width, attachment.height) == (1463, 1097)
+    assert text == {"type": "text", "text": "Photo of the label"}
+
+
+def test_it_replaces_the_oldest_images_beyond_the_limit_with_a_placeholder(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    settings.INFERENCE_MAX_IMAGES_PER_PROMPT = 2
+    conversation = ConversationFactory()
+    first = attachment_for(conversation, width=20, height=20)
+    second = attachment_for(conversation, width=30, height=20)
+    third = attachment_for(conversation, width=40, height=20)
+    answer(post(conversation, "First picture", [first]), "I see the first.")
+    answer(post(conversation, "Second picture", [second]), "I see the second.")
+    posted = post(conversation, "Third picture", [third])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1:] == [
+        {"role": "user", "content": f"{EARLIER_IMAGE}\nFirst picture"},
+        {"role": "assistant", "content": "I see the first."},
+        {"role": "user", "content": [image_part(second), {"type": "text", "text": "Second picture"}]},
+        {"role": "assistant", "content": "I see the second."},
+        {"role": "user", "content": [image_part(third), {"type": "text", "text": "Third picture"}]},
+    ]
+    # A vision model never needs OCR, even for the images it no longer sees.
+    assert Attachment.objects.get(pk=first.pk).ocr_status == Attachment.OcrStatus.NOT_READ
+
+
+def test_it_shows_as_many_images_as_fit_when_one_message_is_over_the_context(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    settings.INFERENCE_CONTEXT_TOKENS = 8192
+    settings.INFERENCE_MAX_IMAGES_PER_PROMPT = 4
+    conversation = ConversationFactory()
+    # Four phone photos, each scaled to 1463x1097: about 2100 visual tokens apiece, 8400 in all.
+    photos = [attachment_for(conversation, width=4000, height=3000, colour=(60 * i, 0, 0)) for i in range(4)]
+    posted = post(conversation, "Four photos of the damage", photos)
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1] == {
+        "role": "user",
+        "content": [
+            image_part(photos[0]),
+            image_part(photos[1]),
+            image_part(photos[2]),
+            {"type": "text", "text": EARLIER_IMAGE},
+            {"type": "text", "text": "Four photos of the damage"},
+        ],
+    }
+
+
+def test_it_sends_every_image_up_to_the_limit(settings: Any) -> None:
+    settings.INFERENCE_VISION = True
+    settings.INFERENCE_MAX_IMAGES_PER_PROMPT = 3
+    conversation = ConversationFactory()
+    attachments = [attachment_for(conversation, width=20 + index, height=20) for index in range(3)]
+    answer(post(conversation, "One", attachments[:1]), "Yes.")
+    posted = post(conversation, "Two more", attachments[1:])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    image_parts = [
+        part
+        for message in request.messages
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
+    assert [decoded_size(part) for part in image_parts] == [(20, 20), (21, 20), (22, 20)]
+
+
+# --- text-only models: a placeholder, with what OCR stored when the image was uploaded -------------
+
+
+def ocr_stored(attachment: Attachment, status: str, text: str | None = None) -> None:
+    Attachment.objects.filter(pk=attachment.pk).update(ocr_status=status, ocr_text=text)
+
+
+def test_it_tells_a_text_only_model_about_the_image_with_its_ocr_text(settings: Any) -> None:
+    settings.INFERENCE_VISION = False
+    conversation = ConversationFactory()
+    attachment = attachment_for(conversation, width=1000, height=300)
+    ocr_stored(attachment, Attachment.OcrStatus.READ, "INVOICE 4821\n电子发票")
+    posted = post(conversation, "What does this say?", [attachment])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1] == {
+        "role": "user",
+        "content": (
+            "[The customer attached an image (1000×300) that you cannot see. "
+            "Text read from it by OCR:\nINVOICE 4821\n电子发票\n]\nWhat does this say?"
+        ),
+    }
+    assert "image_url" not in str(request.messages)
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "said"),
+    [
+        (Attachment.OcrStatus.READ, "", ""),
+        (Attachment.OcrStatus.FAILED, None, " Its text could not be read."),
+        (Attachment.OcrStatus.NOT_READ, None, " Its text has not been read yet."),
+    ],
+)
+def test_it_tells_a_text_only_model_whether_an_image_had_no_text_or_could_not_be_read(
+    settings: Any, status: str, text: str | None, said: str
+) -> None:
+    settings.INFERENCE_VISION = False
+    conversation = ConversationFactory()
+    attachment = attachment_for(conversation, width=64, height=48)
+    ocr_stored(attachment, status, text)
+    posted = post(conversation, "A red square", [attachment])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1] == {
+        "role": "user",
+        "content": f"[The customer attached an image (64×48) that you cannot see.{said}]\nA red square",
+    }
+
+
+def test_it_never_runs_ocr_while_building_a_prompt(settings: Any) -> None:
+    settings.INFERENCE_VISION = False
+    conversation = ConversationFactory()
+    attachment = attachment_for(conversation, width=64, height=48)
+    posted = post(conversation, "", [attachment])
+
+    with mock.patch.object(ocr, "image_text") as image_text:
+        prompt_build(reply_id=reply_id(posted))
+
+    assert image_text.call_count == 0
+    assert Attachment.objects.get(pk=attachment.pk).ocr_status == Attachment.OcrStatus.NOT_READ
+
+
+def test_it_sends_no_image_to_a_text_only_model_however_many_there_are(settings: Any) -> None:
+    settings.INFERENCE_VISION = False
+    settings.INFERENCE_MAX_IMAGES_PER_PROMPT = 4
+    conversation = ConversationFactory()
+    first = attachment_for(conversation, width=20, height=20)
+    second = attachment_for(conversation, width=30, height=20)
+    ocr_stored(first, Attachment.OcrStatus.READ, "")
+    ocr_stored(second, Attachment.OcrStatus.READ, "")
+    answer(post(conversation, "One", [first]), "Noted.")
+    posted = post(conversation, "Two", [second])
+
+    request = prompt_build(reply_id=reply_id(posted))
+
+    assert request.messages[1:] == [
+        {"role": "user", "content": "[The customer attached an image (20×20) that you cannot see.]\nOne"},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "[The customer attached an image (30×20) that you cannot see.]\nTwo"},
+    ]

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from conversations import services
+from conversations import progress, replies, services
+from conversations.errors import ServiceError
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
-from conversations.services import PostedMessage, ServiceError
+from conversations.selectors import PostedMessage
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -325,60 +326,6 @@ def test_it_refuses_a_satisfaction_score_outside_1_to_5(score: int) -> None:
     assert list(SatisfactionRating.objects.values_list("score", flat=True)) == [4]
 
 
-# --- reply_finish ---------------------------------------------------------------------------------
-
-
-def test_it_finishes_a_streaming_reply_once() -> None:
-    conversation = ConversationFactory()
-    posted = services.message_post(conversation=conversation, text="Hi")
-    reply = reply_of(posted)
-
-    finished = services.reply_finish(
-        reply_id=reply.pk,
-        text="Hello!",
-        status=Message.Status.COMPLETE,
-        model="qwen",
-        prompt_tokens=12,
-        completion_tokens=3,
-        citations=[{"title": "Greeting"}],
-    )
-    again = services.reply_finish(
-        reply_id=reply.pk, text="Overwritten", status=Message.Status.FAILED, error_code="worker_lost"
-    )
-
-    assert finished is not None
-    assert again is None
-    reply.refresh_from_db()
-    assert (reply.text, reply.status, reply.model, reply.error_code) == (
-        "Hello!",
-        Message.Status.COMPLETE,
-        "qwen",
-        "",
-    )
-    assert (reply.prompt_tokens, reply.completion_tokens, reply.citations) == (12, 3, [{"title": "Greeting"}])
-    assert reply.completed_at is not None
-
-
-def test_it_does_not_finish_a_cancelled_reply() -> None:
-    conversation = ConversationFactory()
-    reply = reply_of(services.message_post(conversation=conversation, text="Hi"))
-    services.reply_cancel(conversation=conversation, reply_id=reply.pk)
-
-    outcome = services.reply_finish(reply_id=reply.pk, text="Too late", status=Message.Status.COMPLETE)
-
-    assert outcome is None
-    reply.refresh_from_db()
-    assert (reply.status, reply.text) == (Message.Status.CANCELLED, "")
-
-
-def test_it_lets_only_one_worker_claim_a_reply() -> None:
-    reply = reply_of(services.message_post(conversation=ConversationFactory(), text="Hi"))
-
-    claims = [services.reply_claim(reply_id=reply.pk) for _ in range(3)]
-
-    assert claims == [True, False, False]
-
-
 # --- one reply at a time ---------------------------------------------------------------------------
 
 
@@ -398,19 +345,15 @@ def test_it_cancels_a_queued_reply_when_the_customer_sends_another_message(
     assert second_reply.status == Message.Status.STREAMING
     assert enqueued_replies == [first_reply.pk, second_reply.pk]
     # The superseded reply's job finds it no longer wanted.
-    assert services.reply_claim(reply_id=first_reply.pk) is False
+    assert replies.reply_claim(reply_id=first_reply.pk) is False
 
 
 def test_it_asks_a_running_reply_to_stop_when_the_customer_sends_another_message(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    from django.core.cache import cache
-
-    from conversations import events
-
     conversation = ConversationFactory()
     first = post(django_capture_on_commit_callbacks, conversation, "Hello")
-    assert services.reply_claim(reply_id=reply_of(first).pk) is True
+    assert replies.reply_claim(reply_id=reply_of(first).pk) is True
 
     post(django_capture_on_commit_callbacks, conversation, "Another question")
 
@@ -419,7 +362,7 @@ def test_it_asks_a_running_reply_to_stop_when_the_customer_sends_another_message
     # Its worker stops at its next look at the flag and sends reply.done itself.
     assert running.status == Message.Status.STREAMING
     assert running.cancel_requested_at is not None
-    assert cache.get(events.reply_cancel_key(running.pk)) is True
+    assert progress.reply_cancel_flagged(running.pk) is True
 
 
 def test_it_stops_the_reply_in_progress_when_a_person_takes_over(
