@@ -38,7 +38,8 @@ class InferenceServerState(StrEnum):
     """A server's state as `/readyz` shows it."""
 
     HEALTHY = "healthy"
-    # It answers the probe, but failed a reply in this process and sits out its cool-down.
+    # It answers the probe, but failed recently in this process (a reply or a probe) and sits out
+    # its cool-down.
     COOLING_DOWN = "cooling_down"
     NOT_ANSWERING = "not_answering"
 
