@@ -1,4 +1,4 @@
-"""The widget's REST API: conversations, history, attachments, quick entries."""
+"""The widget's REST API: conversations, history, attachments, ratings, quick entries."""
 
 from __future__ import annotations
 
@@ -150,6 +150,46 @@ class AttachmentUploadApi(APIView):
             busy.wait = error.retry_after
             raise busy from error
         return Response(attachment_data(attachment), status=status.HTTP_201_CREATED)
+
+
+class CsatInput(serializers.Serializer[Any]):
+    comment = serializers.CharField(allow_blank=True, max_length=2000, default="")
+
+
+@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="30/m", block=False), name="post")
+class CsatApi(APIView):
+    """The customer's 1–5 rating of a conversation, for one no longer on a socket (an earlier one)."""
+
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        conversation = authorised_conversation(request, conversation_id)
+        if getattr(request, "limited", False):
+            raise ApiError("rate_limited", "Too many ratings from this address; try again shortly.", 429)
+        body = request.data
+        if not isinstance(body, dict):
+            raise ApiError("invalid_request", 'Send a JSON object: {"score": 1..5, "comment": "..."}.')
+        score = body.get("score")
+        # A JSON whole number only: "5", 4.5 and true are refused here, 0 and 6 by the service.
+        if not isinstance(score, int) or isinstance(score, bool):
+            raise ApiError("invalid_score", "A satisfaction score is a whole number from 1 to 5.")
+        payload = CsatInput(data=body)
+        payload.is_valid(raise_exception=True)
+        try:
+            rating = services.csat_record(
+                conversation=conversation, score=score, comment=payload.validated_data["comment"]
+            )
+        except services.ServiceError as error:
+            raise ApiError(error.code, error.detail) from error
+        return Response(
+            {
+                "conversation": str(conversation.pk),
+                "score": rating.score,
+                "comment": rating.comment,
+                "created_at": rating.created_at.isoformat(),
+                "updated_at": rating.updated_at.isoformat(),
+            }
+        )
 
 
 class FaqListApi(APIView):

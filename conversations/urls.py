@@ -15,6 +15,11 @@ urlpatterns = [
         name="widget-attachment-upload",
     ),
     path(
+        "conversations/<uuid:conversation_id>/csat",
+        api.CsatApi.as_view(),
+        name="widget-csat",
+    ),
+    path(
         "attachments/<uuid:attachment_id>/<str:variant>",
         api.attachment_file,
         name="widget-attachment-file",

@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from conversations import replies, services
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, SatisfactionRating
 from conversations.serializers import attachment_data
 from cs_platform.asgi import application
 from tests import factories
@@ -423,6 +423,171 @@ def test_it_lists_system_and_agent_messages_in_order() -> None:
         ("system", "已为您转接人工客服，请稍候。"),
         ("agent", "您好，我是小王。"),
     ]
+
+
+# --- rating a conversation (CSAT) -------------------------------------------------------------------
+
+
+def csat_url(conversation: Conversation) -> str:
+    return f"/api/widget/conversations/{conversation.pk}/csat"
+
+
+def rate(conversation: Any, body: Any, *, token: str | None = None, address: str | None = None) -> Any:
+    """POST a rating with the conversation's token (or another, or none with token="")."""
+    headers: dict[str, Any] = (
+        {} if token == "" else {"HTTP_AUTHORIZATION": f"Bearer {token or conversation.token}"}
+    )
+    return Client(REMOTE_ADDR=address or unique_address()).post(
+        csat_url(conversation), json.dumps(body), content_type="application/json", **headers
+    )
+
+
+def saved_ratings() -> list[tuple[Any, int, str]]:
+    return list(SatisfactionRating.objects.values_list("conversation_id", "score", "comment"))
+
+
+def test_it_records_a_rating_of_an_earlier_conversation_with_its_token() -> None:
+    conversation = ConversationFactory()
+    current = ConversationFactory()
+
+    response = rate(conversation, {"score": 4, "comment": "  Quick and polite.  "})
+
+    assert response.status_code == 200
+    rating = SatisfactionRating.objects.get()
+    assert response.json() == {
+        "conversation": str(conversation.pk),
+        "score": 4,
+        "comment": "Quick and polite.",
+        "created_at": rating.created_at.isoformat(),
+        "updated_at": rating.updated_at.isoformat(),
+    }
+    assert saved_ratings() == [(conversation.pk, 4, "Quick and polite.")]
+    assert not SatisfactionRating.objects.filter(conversation=current).exists()
+
+
+def test_it_records_a_rating_without_a_comment() -> None:
+    conversation = ConversationFactory()
+
+    response = rate(conversation, {"score": 5})
+
+    assert response.status_code == 200
+    assert response.json()["comment"] == ""
+    assert saved_ratings() == [(conversation.pk, 5, "")]
+
+
+def test_it_changes_the_rating_when_the_customer_rates_again() -> None:
+    conversation = ConversationFactory()
+    rate(conversation, {"score": 1, "comment": "Slow."})
+
+    response = rate(conversation, {"score": 3, "comment": "Better after all."})
+
+    assert response.status_code == 200
+    assert (response.json()["score"], response.json()["comment"]) == (3, "Better after all.")
+    assert saved_ratings() == [(conversation.pk, 3, "Better after all.")]
+
+
+@pytest.mark.parametrize("score", [0, 6, -1, "5", 4.5, True, None, [5]])
+def test_it_refuses_a_score_that_is_not_a_whole_number_from_1_to_5_and_changes_nothing(score: Any) -> None:
+    conversation = ConversationFactory()
+    services.csat_record(conversation=conversation, score=2, comment="Kept.")
+
+    response = rate(conversation, {"score": score, "comment": "Replaced?"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid_score",
+        "detail": "A satisfaction score is a whole number from 1 to 5.",
+    }
+    assert saved_ratings() == [(conversation.pk, 2, "Kept.")]
+
+
+def test_it_refuses_a_rating_without_a_score_and_records_nothing() -> None:
+    conversation = ConversationFactory()
+
+    response = rate(conversation, {"comment": "No stars."})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_score"
+    assert saved_ratings() == []
+
+
+def test_it_refuses_a_comment_over_2000_characters_and_records_nothing() -> None:
+    conversation = ConversationFactory()
+
+    response = rate(conversation, {"score": 4, "comment": "x" * 2001})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid_request",
+        "detail": "comment: Ensure this field has no more than 2000 characters.",
+    }
+    assert saved_ratings() == []
+
+
+def test_it_refuses_a_body_that_is_not_an_object_and_records_nothing() -> None:
+    conversation = ConversationFactory()
+
+    response = rate(conversation, [5])
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid_request",
+        "detail": 'Send a JSON object: {"score": 1..5, "comment": "..."}.',
+    }
+    assert saved_ratings() == []
+
+
+def test_it_refuses_a_rating_without_a_token_and_records_nothing() -> None:
+    conversation = ConversationFactory()
+
+    response = rate(conversation, {"score": 5}, token="")
+
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHENTICATED
+    assert saved_ratings() == []
+
+
+def test_it_refuses_a_rating_with_another_conversations_token_and_changes_nothing() -> None:
+    conversation = ConversationFactory()
+    services.csat_record(conversation=conversation, score=5, comment="Great.")
+    other = ConversationFactory()
+
+    response = rate(conversation, {"score": 1, "comment": "Forged."}, token=other.token)
+
+    assert response.status_code == 401
+    assert response.json() == INVALID_TOKEN
+    assert saved_ratings() == [(conversation.pk, 5, "Great.")]
+
+
+def test_it_refuses_a_rating_of_a_conversation_that_does_not_exist() -> None:
+    conversation = ConversationFactory()
+    url = f"/api/widget/conversations/{uuid.uuid4()}/csat"
+
+    response = Client().post(
+        url, json.dumps({"score": 5}), content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {conversation.token}",
+    )  # fmt: skip
+
+    assert response.status_code == 401
+    assert response.json() == INVALID_TOKEN
+    assert saved_ratings() == []
+
+
+def test_it_refuses_a_31st_rating_in_a_minute_from_one_address() -> None:
+    conversation = ConversationFactory()
+    address = unique_address()
+
+    with frozen_ratelimit_clock():
+        statuses = [rate(conversation, {"score": 4}, address=address).status_code for _ in range(30)]
+        refused = rate(conversation, {"score": 1, "comment": "Over the limit."}, address=address)
+
+    assert statuses == [200] * 30
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "code": "rate_limited",
+        "detail": "Too many ratings from this address; try again shortly.",
+    }
+    assert saved_ratings() == [(conversation.pk, 4, "")]
 
 
 # --- quick entries ----------------------------------------------------------------------------------
