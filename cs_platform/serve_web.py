@@ -10,7 +10,7 @@ proxy), and cs_platform/client_ip.py walks X-Forwarded-For back only through TRU
 
 daphne's requests are Twisted's, and Twisted parses a multipart or URL-encoded POST body into
 `request.args` before daphne hands the body to the application, which nobody reads (Django parses
-the body itself): a 10 MB upload cost about 120 MB at its peak, a 100 MB one 1.2 GB. That parsing is
+the body itself): a 10 MB upload cost 120–150 MB at its peak, a 100 MB one 1.2 GB. That parsing is
 turned off here (Twisted's `parsePOSTFormSubmission`), which brings them down to about 15 and 110 MB.
 """
 
