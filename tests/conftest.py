@@ -11,6 +11,7 @@ import redis
 from django.conf import settings as django_settings
 
 from conversations import replies
+from inference.client import server_registry
 from tests.scripted_inference import ScriptedInferenceServer
 
 real_reply_generation_enqueue = replies.reply_generation_enqueue
@@ -21,6 +22,15 @@ def _clean_redis() -> None:
     """Start the run with an empty Redis database: no channel groups or counters from earlier runs."""
     if django_settings.REDIS_URL:
         redis.Redis.from_url(django_settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_registry() -> Iterator[None]:
+    """Each test starts with every inference server healthy: a cool-down one test caused must not
+    change the order in which a later test's servers are tried."""
+    server_registry.clear()
+    yield
+    server_registry.clear()
 
 
 @pytest.fixture(autouse=True)
