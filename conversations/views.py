@@ -27,9 +27,10 @@ def _widget_config(request: HttpRequest) -> dict[str, Any]:
         "maxImageSide": settings.ATTACHMENT_MAX_SIDE,
         "acceptedTypes": ["image/jpeg", "image/png", "image/webp", "image/gif"],
         "embedded": embedded,
-        # Only the embedding site (through embed.js) chooses a greeting: a crafted link to /chat/
-        # must not put words in the company's mouth.
-        "greeting": (request.GET.get("greeting", "")[:300] or None) if embedded else None,
+        # Only the embedding site chooses a greeting or a title, and not through this page's URL
+        # (a crafted link to /chat/ must not put words in the company's mouth): embed.js sends them
+        # by postMessage, and the widget listens only to a parent page on one of these origins.
+        "allowedOrigins": list(settings.WIDGET_ALLOWED_ORIGINS),
         "brandColor": colour if _COLOUR.match(colour) else None,
         "title": active_profile().name,
         # The widget gives up on a reply that shows no sign of life a little after the server would.

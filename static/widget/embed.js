@@ -52,8 +52,8 @@
     url.searchParams.set("embed", "1");
     url.searchParams.set("lang", lang);
     if (color) url.searchParams.set("color", color);
-    if (data.greeting) url.searchParams.set("greeting", data.greeting);
-    if (data.title) url.searchParams.set("title", data.title);
+    // The greeting and the title are not put in the URL: they travel in host.hello, which the
+    // widget accepts only from a page on an origin in WIDGET_ALLOWED_ORIGINS.
     return url.href;
   }
 
@@ -362,7 +362,9 @@
   function onWidgetMessage(type, payload) {
     if (type === "widget.ready") {
       frameReady = true;
-      const hello = { metadata, prefill: pendingPrefill, open: isOpen };
+      const hello = {
+        metadata, prefill: pendingPrefill, open: isOpen, greeting: data.greeting || null, title: data.title || null,
+      };
       frame.contentWindow.postMessage({ source: SOURCE, type: "host.hello", payload: hello }, widgetOrigin);
       pendingPrefill = null;
       // The frame may have finished loading after open() focused it: focus it again.
