@@ -15,6 +15,11 @@ from urllib.parse import urlparse
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -154,25 +159,58 @@ if EMBEDDED:
     CHANNEL_LAYERS: dict[str, dict[str, object]] = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES: dict[str, dict[str, object]] = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, with receive loops that wait out a Redis restart and re-join their groups.
+            "BACKEND": "cs_platform.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, which aborts channels-redis's blocking
                 # BZPOPMIN (itself 5 s) on every idle socket (channels_redis#422). A timeout above it
                 # keeps idle sockets open and still notices a Redis that stopped answering.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        # A pooled connection idle this long is checked (PING) before use, so one left
+                        # over from before a Redis restart is replaced instead of failing a command.
+                        "health_check_interval": 10,
+                        # channels-redis's pools have no retry of their own: a command on a connection
+                        # that Redis dropped is tried again on a new one, briefly, before it fails.
+                        "retry": AsyncRetry(ExponentialBackoff(cap=1, base=0.1), 3),
+                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                    }
+                ],
                 "capacity": 1000,
                 "expiry": 60,
             },
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Fail fast while Redis is away (callers treat the cache as best-effort), and replace
+            # connections left over from before a restart instead of failing on them.
+            "OPTIONS": {
+                "socket_connect_timeout": 2,
+                "socket_timeout": 5,
+                "socket_keepalive": True,
+                "health_check_interval": 10,
+                "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 2),
+                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            },
+        }
+    }
 
 # Celery. The embedded default runs tasks eagerly in-process; production uses Redis as the broker.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+# No result backend: a task's outcome is its reply row in the database, so results never touch Redis.
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
 CELERY_TASK_ACKS_LATE = True
@@ -181,7 +219,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A worker that loses Redis reconnects for as long as it takes (Celery's default gives up after 100
+# tries), and a reply it is streaming runs on: its outcome is saved in the database, not in Redis.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    # Idle broker connections are checked before use, so one left from before a restart is replaced.
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
+# Enqueueing a reply (from daphne) and the sweep (from beat) wait out a short Redis blip.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 4,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 CELERY_BEAT_SCHEDULE = {
     "fail-stalled-replies": {
         "task": "inference.tasks.replies_fail_stalled",
