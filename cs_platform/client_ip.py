@@ -15,28 +15,40 @@ def _trusted_networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network |
     return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
 
 
-def _is_trusted(address: str) -> bool:
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(text.strip())
     except ValueError:
-        return False
+        return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; proxies and rules are written in IPv4.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return any(ip in network for network in _trusted_networks(tuple(settings.TRUSTED_PROXIES)))
 
 
 def resolve_client_ip(peer: str | None, forwarded_for: str | None) -> str | None:
-    """Walk X-Forwarded-For from the nearest hop back while each hop is a trusted proxy."""
-    if not peer:
+    """Walk X-Forwarded-For from the nearest hop back while each hop is a trusted proxy.
+
+    The peer is the TCP peer (daphne runs without --proxy-headers, cs_platform/serve_web.py), so with
+    no TRUSTED_PROXIES the header is ignored.
+    """
+    address = _address(peer) if peer else None
+    if address is None:
         return None
-    address = peer
-    hops: Iterable[str] = reversed([hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()])
+    hops: Iterable[str] = reversed([hop for hop in (forwarded_for or "").split(",") if hop.strip()])
     for hop in hops:
         if not _is_trusted(address):
             break
-        address = hop
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return None
+        address = _address(hop)
+        if address is None:
+            # A trusted proxy passed on something that is not an address: the client is unknown, and
+            # not the proxy itself (whose private address staff and metrics rules may admit).
+            return None
+    return str(address)
 
 
 def client_ip_from_request(request: HttpRequest) -> str | None:
