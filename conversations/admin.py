@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import nh3
@@ -9,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
@@ -167,6 +169,25 @@ def report_action(
     model_admin.message_user(request, text, messages.SUCCESS if changed else messages.WARNING)
 
 
+def one_line(text: str, *, short: bool = False) -> str:
+    """Long text in a list column: one line, cut with an ellipsis (admin.css), all of it on hover."""
+    return format_html(
+        '<span class="cs-one-line{}" title="{}">{}</span>',
+        " cs-short" if short else "",
+        text[:2000],
+        text[:300],
+    )
+
+
+def compact_time(value: datetime | None) -> str:
+    """A date and time that fits a list column on one line."""
+    if value is None:
+        return "–"
+    return format_html(
+        '<span class="cs-nowrap">{}</span>', timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+    )
+
+
 def conversation_link(conversation_id: Any) -> str:
     """A link to a conversation's admin page (and its transcript)."""
     return format_html(
@@ -192,17 +213,8 @@ class TicketInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(CreatedByCustomersOnly):
-    list_display = (
-        "short_id",
-        "status",
-        "channel",
-        "locale",
-        "message_count",
-        "csat_score",
-        "created_at",
-        "last_message_at",
-        "customer_ip",
-    )
+    # Channel and customer IP are filters and search fields, and on the change page: the list fits 1280 px.
+    list_display = ("short_id", "status", "locale", "message_count", "csat_score", "started", "last_activity")
     list_filter = ("status", "channel", "locale", "created_at", "csat__score")
     search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
     date_hierarchy = "created_at"
@@ -265,6 +277,14 @@ class ConversationAdmin(CreatedByCustomersOnly):
         rating = getattr(conversation, "csat", None)
         return f"{rating.score}/5" if rating else "–"
 
+    @admin.display(description="Started", ordering="created_at")
+    def started(self, conversation: Conversation) -> str:
+        return compact_time(conversation.created_at)
+
+    @admin.display(description="Last message", ordering="last_message_at")
+    def last_activity(self, conversation: Conversation) -> str:
+        return compact_time(conversation.last_message_at)
+
     @admin.display(description="Transcript")
     def transcript(self, conversation: Conversation) -> SafeString:
         return transcript_html(conversation)
@@ -272,31 +292,37 @@ class ConversationAdmin(CreatedByCustomersOnly):
 
 @admin.register(Message)
 class MessageAdmin(CreatedByCustomersOnly):
-    list_display = (
-        "id",
-        "conversation",
-        "role",
-        "short_text",
-        "status",
-        "model",
-        "completion_tokens",
-        "first_token_latency_ms",
-        "total_latency_ms",
-        "created_at",
-    )
+    # Latencies are on the change page and in the transcript: the list fits 1280 px.
+    list_display = ("id", "in_conversation", "role", "short_text", "status", "model_name", "tokens", "sent")
     list_filter = ("role", "status", "error_code", "created_at")
     search_fields = ("text", "conversation__id", "client_id")
     list_select_related = ("conversation",)
     readonly_fields = [field.name for field in Message._meta.fields]
     date_hierarchy = "created_at"
 
-    @admin.display(description="Conversation")
-    def conversation(self, message: Message) -> str:
+    # Not named "conversation": a list column named like a field shows the field, not the method.
+    @admin.display(description="Conversation", ordering="conversation")
+    def in_conversation(self, message: Message) -> str:
         return conversation_link(message.conversation_id)
 
     @admin.display(description="Text")
     def short_text(self, message: Message) -> str:
-        return message.text[:80] + ("…" if len(message.text) > 80 else "")
+        return one_line(message.text)
+
+    @admin.display(description="Model", ordering="model")
+    def model_name(self, message: Message) -> str:
+        return one_line(message.model, short=True) if message.model else "–"
+
+    @admin.display(description="Tokens")
+    def tokens(self, message: Message) -> str:
+        usage = token_usage(message)
+        return (
+            format_html('<span class="cs-nowrap">{}</span>', usage.removesuffix(" tokens")) if usage else "–"
+        )
+
+    @admin.display(description="Sent", ordering="created_at")
+    def sent(self, message: Message) -> str:
+        return compact_time(message.created_at)
 
 
 @admin.register(Attachment)
@@ -356,7 +382,7 @@ class AttachmentAdmin(CreatedByCustomersOnly):
 
 @admin.register(Ticket)
 class TicketAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "status", "assignee", "short_reason", "created_at", "resolved_at")
+    list_display = ("id", "in_conversation", "status", "assignee", "short_reason", "opened", "resolved")
     list_filter = ("status", "assignee", "created_at")
     search_fields = ("reason", "conversation__id")
     list_select_related = ("conversation", "assignee")
@@ -379,32 +405,56 @@ class TicketAdmin(admin.ModelAdmin):
         changed = sum(services.ticket_resolve(ticket=ticket) for ticket in queryset)
         report_action(self, request, changed, queryset.count(), "resolved", "already resolved")
 
+    @admin.display(description="Conversation", ordering="conversation")
+    def in_conversation(self, ticket: Ticket) -> str:
+        return conversation_link(ticket.conversation_id)
+
     @admin.display(description="Reason")
     def short_reason(self, ticket: Ticket) -> str:
-        return ticket.reason[:80]
+        return one_line(ticket.reason)
+
+    @admin.display(description="Opened", ordering="created_at")
+    def opened(self, ticket: Ticket) -> str:
+        return compact_time(ticket.created_at)
+
+    @admin.display(description="Resolved", ordering="resolved_at")
+    def resolved(self, ticket: Ticket) -> str:
+        return compact_time(ticket.resolved_at)
 
 
 @admin.register(Feedback)
 class FeedbackAdmin(CreatedByCustomersOnly):
-    list_display = ("id", "rating", "comment", "reply_text", "conversation", "created_at")
+    list_display = ("id", "rating", "short_comment", "reply_text", "in_conversation", "rated")
     list_filter = ("rating", "created_at")
     search_fields = ("comment", "message__text")
     list_select_related = ("message", "message__conversation")
     readonly_fields = ("message", "rating", "comment", "created_at", "updated_at")
 
+    @admin.display(description="Comment")
+    def short_comment(self, feedback: Feedback) -> str:
+        return one_line(feedback.comment) if feedback.comment else "–"
+
     @admin.display(description="Reply")
     def reply_text(self, feedback: Feedback) -> str:
-        return feedback.message.text[:80]
+        return one_line(feedback.message.text)
 
     @admin.display(description="Conversation")
-    def conversation(self, feedback: Feedback) -> str:
+    def in_conversation(self, feedback: Feedback) -> str:
         return conversation_link(feedback.message.conversation_id)
+
+    @admin.display(description="Rated", ordering="created_at")
+    def rated(self, feedback: Feedback) -> str:
+        return compact_time(feedback.created_at)
 
 
 @admin.register(SatisfactionRating)
 class SatisfactionRatingAdmin(CreatedByCustomersOnly):
-    list_display = ("id", "score", "comment", "conversation", "created_at")
+    list_display = ("id", "score", "short_comment", "conversation", "created_at")
     list_filter = ("score", "created_at")
     search_fields = ("comment", "conversation__id")
     list_select_related = ("conversation",)
     readonly_fields = ("conversation", "score", "comment", "created_at", "updated_at")
+
+    @admin.display(description="Comment")
+    def short_comment(self, rating: SatisfactionRating) -> str:
+        return one_line(rating.comment) if rating.comment else "–"

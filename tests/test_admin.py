@@ -347,18 +347,18 @@ def conversation_with_replies(count: int) -> Conversation:
     return conversation
 
 
-@pytest.mark.parametrize("replies", [1, 50])
+@pytest.mark.parametrize("reply_count", [1, 50])
 def test_it_reads_the_transcript_in_two_queries_however_long(
-    replies: int, django_assert_num_queries: Any
+    reply_count: int, django_assert_num_queries: Any
 ) -> None:
-    conversation = conversation_with_replies(replies)
+    conversation = conversation_with_replies(reply_count)
 
     # The messages with their feedback, then every message's attachments.
     with django_assert_num_queries(2):
         html = transcript_html(conversation)
 
-    assert html.count("rated helpful: Thanks") == replies
-    assert html.count("<img src=") == replies
+    assert html.count("rated helpful: Thanks") == reply_count
+    assert html.count("<img src=") == reply_count
 
 
 def test_it_opens_a_long_conversation_with_as_many_queries_as_a_short_one(admin_client: Client) -> None:
@@ -541,3 +541,28 @@ def test_it_shows_an_attachments_ocr_text(admin_client: Client) -> None:
     assert response.status_code == 200
     assert "INVOICE 4821" in response.content.decode()
     assert attachment.sha256 in response.content.decode()
+
+
+# --- list pages fit 1280 px ------------------------------------------------------------------------------
+
+
+def test_it_shows_long_text_on_one_line_with_all_of_it_on_hover(admin_client: Client) -> None:
+    text = "My parcel arrived damaged and the tracking page says it was delivered elsewhere. " * 5
+    message = MessageFactory(conversation=ConversationFactory(), text=text)
+
+    page = admin_client.get("/admin/conversations/message/").content.decode()
+
+    [cell] = re.findall(r'<td class="field-short_text">(.*?)</td>', page, re.DOTALL)
+    assert cell == f'<span class="cs-one-line" title="{text}">{text[:300]}</span>'
+    assert f'<td class="field-in_conversation"><a href="{change_url(message.conversation)}">' in page
+
+
+def test_it_loads_the_admin_styles_and_names_the_icon_without_the_navigation_sidebar(
+    admin_client: Client,
+) -> None:
+    page = admin_client.get("/admin/conversations/conversation/").content.decode()
+
+    assert '<link rel="stylesheet" href="/static/cs_admin/admin.css">' in page
+    assert '<link rel="icon" href="/favicon.ico" sizes="16x16 32x32 48x48">' in page
+    assert 'id="nav-sidebar"' not in page
+    assert (Path(__file__).parent.parent / "static" / "cs_admin" / "admin.css").is_file()
