@@ -27,5 +27,5 @@ RUN SECRET_KEY=build-only REDIS_URL=redis://unused:6379/0 python manage.py colle
 USER cs
 EXPOSE 8000
 # The one production web entry point (compose's web service and tests/test_front_proxy.py run it too):
-# daphne on WEB_BIND:WEB_PORT (0.0.0.0:8000), meant to sit behind deploy/nginx, without --proxy-headers.
+# daphne on DAPHNE_BIND:DAPHNE_PORT (0.0.0.0:8000), behind deploy/nginx, without --proxy-headers.
 CMD ["python", "-m", "cs_platform.serve_web"]

@@ -1,8 +1,9 @@
 """The production web server, `python -m cs_platform.serve_web`: daphne serving the ASGI application.
 
 The Dockerfile's CMD, docker compose's web service and tests/test_front_proxy.py all start it, so the
-command line that is tested is the one that runs. `WEB_BIND` (default 0.0.0.0) and `WEB_PORT` (default
-8000) say where it listens: the process's own address, not a Django setting, hence not in settings.py.
+command line that is tested is the one that runs. `DAPHNE_BIND` (default 0.0.0.0) and `DAPHNE_PORT`
+(default 8000) say where it listens: the process's own socket, not a Django setting, hence not in
+settings.py.
 
 daphne's `--proxy-headers` is left out on purpose: it puts the leftmost X-Forwarded-For address, which
 any client can write, into the ASGI scope as the client. The scope keeps the TCP peer (the front
@@ -28,10 +29,10 @@ APPLICATION = "cs_platform.asgi:application"
 def daphne_arguments(environ: Mapping[str, str]) -> list[str]:
     """daphne's command-line arguments for this environment; ValueError with a sentence if it is invalid."""
     # All interfaces by default: in its container, web is reached over the compose network.
-    bind = environ.get("WEB_BIND", "").strip() or "0.0.0.0"  # noqa: S104
-    port = environ.get("WEB_PORT", "").strip() or "8000"
+    bind = environ.get("DAPHNE_BIND", "").strip() or "0.0.0.0"  # noqa: S104
+    port = environ.get("DAPHNE_PORT", "").strip() or "8000"
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"WEB_PORT must be a TCP port number (1–65535), not {port!r}.")
+        raise ValueError(f"DAPHNE_PORT must be a TCP port number (1–65535), not {port!r}.")
     return ["--bind", bind, "--port", port, APPLICATION]
 
 

@@ -101,8 +101,8 @@ def web_set(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
         "METRICS_ALLOWED_IPS": "127.0.0.1/32",
         "METRICS_TOKEN": "",
         "ATTACHMENT_MAX_BYTES": str(10 * MEGABYTE),
-        "WEB_BIND": "127.0.0.1",
-        "WEB_PORT": str(daphne_port),
+        "DAPHNE_BIND": "127.0.0.1",
+        "DAPHNE_PORT": str(daphne_port),
         "PYTHONUNBUFFERED": "1",
     }
     # nginx's worker processes run as `nobody` when the tests run as root: its prefix must be
@@ -323,15 +323,15 @@ def test_it_runs_one_web_command_in_the_image_compose_and_the_tests() -> None:
 
 def test_it_starts_daphne_where_the_environment_says_and_without_proxy_headers() -> None:
     assert daphne_arguments({}) == ["--bind", "0.0.0.0", "--port", "8000", "cs_platform.asgi:application"]  # noqa: S104
-    assert daphne_arguments({"WEB_BIND": "127.0.0.1", "WEB_PORT": "8123"}) == [
+    assert daphne_arguments({"DAPHNE_BIND": "127.0.0.1", "DAPHNE_PORT": "8123"}) == [
         "--bind",
         "127.0.0.1",
         "--port",
         "8123",
         "cs_platform.asgi:application",
     ]
-    with pytest.raises(ValueError, match=r"^WEB_PORT must be a TCP port number \(1–65535\), not '80a'\.$"):
-        daphne_arguments({"WEB_PORT": "80a"})
+    with pytest.raises(ValueError, match=r"^DAPHNE_PORT must be a TCP port number \(1–65535\), not '80a'\.$"):
+        daphne_arguments({"DAPHNE_PORT": "80a"})
 
 
 def test_it_publishes_only_the_proxy_and_trusts_only_its_address() -> None:
