@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -177,13 +176,9 @@ else:
                         "socket_timeout": 15,
                         "socket_connect_timeout": 5,
                         "socket_keepalive": True,
-                        # A pooled connection idle this long is checked (PING) before use, so one left
-                        # over from before a Redis restart is replaced instead of failing a command.
-                        "health_check_interval": 10,
-                        # channels-redis's pools have no retry of their own: a command on a connection
-                        # that Redis dropped is tried again on a new one, briefly, before it fails.
-                        "retry": AsyncRetry(ExponentialBackoff(cap=1, base=0.1), 3),
-                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                        # No transparent retry here: a blocking receive must fail when Redis goes, so
+                        # that the layer re-joins the groups a restarted Redis forgot. A pooled
+                        # connection Redis closed is replaced when it is taken from the pool.
                     }
                 ],
                 "capacity": 1000,
