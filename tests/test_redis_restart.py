@@ -324,7 +324,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 def _layer(redis_url: str) -> ResilientRedisChannelLayer:
     """The channel layer with production's host options (settings with REDIS_URL), on `redis_url`."""
-    config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+    config: Any = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
     hosts = [{**host, "address": redis_url} for host in config.get("hosts", [])]
     return ResilientRedisChannelLayer(hosts=hosts or [{"address": redis_url}])
 
