@@ -151,9 +151,15 @@ def normalise_image(
             stored_width, stored_height = image.size
             # The declared size is known from the header alone: refuse a decompression bomb here,
             # before a single pixel is decoded. PNG, GIF and WebP decode at full size; so does a
-            # progressive JPEG in effect, as libjpeg keeps every DCT coefficient of a multi-scan
-            # file in memory (about as many bytes as its RGB pixels) whatever the output scale.
-            scaled_jpeg = _use_draft and original_format == "JPEG" and not image.info.get("progressive")
+            # JPEG of several scans (progressive, or sequential with separate scans) in effect, as
+            # libjpeg then keeps every DCT coefficient of the image in memory (3 to 6 bytes a
+            # pixel) whatever the output scale.
+            scaled_jpeg = (
+                _use_draft
+                and original_format == "JPEG"
+                and not image.info.get("progressive")
+                and not _jpeg_has_several_scans(data)
+            )
             declared_limit = max_jpeg_pixels if scaled_jpeg else max_input_pixels
             if stored_width * stored_height > declared_limit:
                 raise _too_many_pixels(stored_width, stored_height, declared_limit)
@@ -293,6 +299,47 @@ def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
     # comment= or dpi= arguments and an empty `info`, Pillow writes no metadata segments.
     image.save(buffer, format="JPEG", quality=quality, optimize=True, subsampling="4:2:0")
     return buffer.getvalue()
+
+
+def _jpeg_has_several_scans(data: bytes) -> bool:
+    """Whether the first picture of a JPEG has more than one scan (SOS), walking its markers.
+
+    Segments are skipped by their length, so a JPEG inside EXIF (a phone's thumbnail) is not counted;
+    the walk stops at the first picture's end (EOI), before the other pictures of an MPO file.
+    """
+    position, scans, end = 2, 0, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return False  # not at a marker: a damaged file, left to the decoder to refuse
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > 1:
+            return True
+        # Entropy-coded data follows the scan header up to the next marker: 0xFF followed by
+        # anything but a stuffed zero or a restart marker.
+        while True:
+            position = data.find(b"\xff", position)
+            if position < 0 or position + 1 >= end:
+                return False
+            following = data[position + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                position += 2
+            elif following == 0xFF:
+                position += 1
+            else:
+                break
+    return False
 
 
 def _is_webp(data: bytes) -> bool:

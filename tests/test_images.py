@@ -308,6 +308,38 @@ def test_it_rejects_a_progressive_jpeg_above_the_decoded_limit_without_decoding(
     assert error.detail == "The image is 2000x1500 pixels, more than the limit of 1,000,000 pixels."
 
 
+def test_it_rejects_a_sequential_jpeg_of_several_scans_above_the_decoded_limit_without_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Separate scans (one per component, say) make libjpeg buffer every coefficient at full size,
+    # as for a progressive file. Here the one scan is simply repeated.
+    source = large_photo(2000, 1500)
+    scan = source[source.index(b"\xff\xda") : -2]
+    several_scans = source[:-2] + scan + b"\xff\xd9"
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
+
+    error = rejection(several_scans, max_side=800, max_input_pixels=1_000_000, max_jpeg_pixels=4_000_000)
+
+    assert error.code == "too_many_pixels"
+    assert error.detail == "The image is 2000x1500 pixels, more than the limit of 1,000,000 pixels."
+
+
+def test_it_does_not_count_the_scan_of_a_jpeg_thumbnail_inside_exif(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Phones put a small JPEG (with its own scan) in the EXIF segment of every photo.
+    source = large_photo(2000, 1500)
+    thumbnail = encode(Image.new("RGB", (160, 120), RED), "JPEG")
+    payload = b"Exif\x00\x00" + thumbnail
+    with_thumbnail = source[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + source[2:]
+    sizes = decoded_sizes(monkeypatch)
+
+    result = normalise_image(
+        with_thumbnail, max_side=800, max_input_pixels=1_000_000, max_jpeg_pixels=4_000_000
+    )
+
+    assert set(sizes) == {(1000, 750)}
+    assert (result.width, result.height) == (800, 600)
+
+
 def test_it_rejects_a_baseline_jpeg_above_the_jpeg_limit_without_decoding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
