@@ -114,9 +114,8 @@ def production_stack(
     logs.mkdir()
     processes = {
         "daphne": _start(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "cs_platform.asgi:application"],
-            env,
+            [sys.executable, "-m", "cs_platform.serve_web"],
+            {**env, "DAPHNE_BIND": "127.0.0.1", "DAPHNE_PORT": str(port)},
             logs / "daphne.log",
         ),
         "beat": _start(

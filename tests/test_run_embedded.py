@@ -139,7 +139,9 @@ def held_port() -> Iterator[int]:
 
 def _assert_model_and_daphne(children: dict[int, str]) -> None:
     assert len(children) == 2, children
-    assert [" -m daphne " in command for command in children.values()].count(True) == 1, children
+    assert [command.endswith(" -m cs_platform.serve_web") for command in children.values()].count(
+        True
+    ) == 1, children
     assert [" -m llama_cpp.server " in command for command in children.values()].count(True) == 1, children
 
 
@@ -246,7 +248,7 @@ def test_it_exits_non_zero_when_daphne_stops_by_itself(start_embedded: Callable[
     embedded = start_embedded("--no-local-model")
     children = _running(embedded)
     [(daphne, command)] = children.items()
-    assert " -m daphne " in command
+    assert command.endswith(" -m cs_platform.serve_web")
 
     os.kill(daphne, signal.SIGKILL)
 

@@ -56,18 +56,10 @@ class Platform:
     def start(self) -> None:
         """Start daphne and wait until it answers."""
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "cs_platform.asgi:application",
-            ],
+            # The production entry point, as the Dockerfile and docker compose run it.
+            [sys.executable, "-m", "cs_platform.serve_web"],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, "DAPHNE_BIND": "127.0.0.1", "DAPHNE_PORT": str(self.port)},
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -96,9 +96,10 @@ class Command(BaseCommand):
             # Its own session: the terminal's signals reach this command, which stops daphne in turn.
             # Should a stop signal land inside Popen, `server` stays None; the parent-death signal
             # still ends daphne when this command exits.
-            server = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "cs_platform.asgi:application"],
-                env=environment,
+            server = subprocess.Popen(
+                # The production entry point (no --proxy-headers, form bodies left to Django).
+                [sys.executable, "-m", "cs_platform.serve_web"],
+                env={**environment, "DAPHNE_BIND": host, "DAPHNE_PORT": str(port)},
                 start_new_session=True,
                 preexec_fn=parent_death_signal(),
             )
