@@ -81,8 +81,8 @@ def token_usage(message: Message) -> str | None:
         return None
     prompt = "unknown" if message.prompt_tokens is None else str(message.prompt_tokens)
     completion = "unknown" if message.completion_tokens is None else str(message.completion_tokens)
-    # Set by generation when the server sent no usage and the streamed chunks were counted instead.
-    if message.completion_tokens is not None and getattr(message, "completion_tokens_counted", False):
+    # The server sent no usage: generation counted the streamed chunks, an estimate.
+    if message.completion_tokens is not None and message.completion_tokens_counted:
         completion = f"~{completion} (counted)"
     return f"{prompt}+{completion} tokens"
 

@@ -324,6 +324,22 @@ def test_it_shows_unreported_token_counts_as_unknown_not_zero(
     assert "+0 " not in transcript
 
 
+def test_it_shows_a_completion_count_made_from_the_stream_as_an_estimate(admin_client: Client) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        text="Hello",
+        model="qwen",
+        completion_tokens=200,
+        completion_tokens_counted=True,
+    )
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert "qwen · unknown+~200 (counted) tokens" in transcript
+
+
 def test_it_shows_no_token_count_when_neither_was_reported(admin_client: Client) -> None:
     conversation = ConversationFactory()
     MessageFactory(conversation=conversation, role=Message.Role.ASSISTANT, text="Hello", model="qwen")
