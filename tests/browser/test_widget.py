@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
 from PIL import Image
 from playwright.sync_api import Browser, Dialog, Page, Request, ViewportSize, expect
 
-from conversations.models import Attachment, Conversation, Feedback, Message
+from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating
 from tests.browser.conftest import SCREENSHOTS, Platform
 from tests.factories import FaqEntryFactory
 from tests.scripted_inference import Script
@@ -160,11 +160,8 @@ def test_it_shows_the_conversation_again_after_a_reload(browser: Browser, platfo
     expect(page.locator('[data-testid="message"][data-role="customer"]')).to_have_count(0)
 
 
-def test_it_renders_hostile_model_output_inertly(browser: Browser, platform: Platform) -> None:
-    hostile = ["Look: ", "<img src=x onerror=alert(1)>", " and ", "[x](javascript:alert(1))", " and ",
-               "<script>alert(2)</script>", " done."]  # fmt: skip
-    platform.inference.enqueue(Script(tokens=hostile))
-    page = open_chat(browser, platform)
+def record_dialogs(page: Page) -> list[str]:
+    """The messages of the alerts, confirms and prompts the page raises, each dismissed."""
     dialogs: list[str] = []
 
     def record_dialog(dialog: Dialog) -> None:
@@ -172,6 +169,15 @@ def test_it_renders_hostile_model_output_inertly(browser: Browser, platform: Pla
         dialog.dismiss()
 
     page.on("dialog", record_dialog)
+    return dialogs
+
+
+def test_it_renders_hostile_model_output_inertly(browser: Browser, platform: Platform) -> None:
+    hostile = ["Look: ", "<img src=x onerror=alert(1)>", " and ", "[x](javascript:alert(1))", " and ",
+               "<script>alert(2)</script>", " done."]  # fmt: skip
+    platform.inference.enqueue(Script(tokens=hostile))
+    page = open_chat(browser, platform)
+    dialogs = record_dialogs(page)
 
     send(page, "<b>bold?</b> <img src=y onerror=alert(3)>")
     wait_for_reply_done(page)
@@ -188,8 +194,84 @@ def test_it_renders_hostile_model_output_inertly(browser: Browser, platform: Pla
     expect(customer).to_have_text("<b>bold?</b> <img src=y onerror=alert(3)>")
     assert customer.locator("b, img").count() == 0
     assert page.locator("img[src='x'], img[src='y']").count() == 0
-    page.wait_for_timeout(500)
-    assert dialogs == []
+    assert _handlers_and_script_urls(page, "#cs-widget-root") == []
+    # Dialogs arrive in order: one raised now proves none was raised by the hostile text before it.
+    page.evaluate("() => alert('sentinel')")
+    assert dialogs == ["sentinel"]
+
+
+# The module that renders every reply; the test imports the same instance the page runs.
+MARKDOWN_MODULE = "/static/widget/chat/markdown.js"
+
+# Raw HTML, as if the model had got it past markdown-it, and what the sanitiser leaves of it.
+HOSTILE_HTML = [
+    ("<img src=x onerror=alert(1)>", ""),
+    ("<script>alert(2)</script>", ""),
+    ('<a href="javascript:alert(3)">click</a>', "<a>click</a>"),
+    ('<a href=" JaVaScRiPt:alert(4)">spaced</a>', "<a>spaced</a>"),
+    ('<a href="data:text/html,<script>alert(5)</script>">data</a>', "<a>data</a>"),
+    ('<p onclick="alert(6)" onmouseover="alert(7)" style="color:red">text</p>', "<p>text</p>"),
+    ("<svg><script>alert(8)</script></svg>", ""),
+    ("<svg onload=alert(9)></svg>", ""),
+    ('<iframe src="javascript:alert(10)"></iframe>', ""),
+    ("<math><mtext><table><mglyph><style><img src=x onerror=alert(11)>", ""),
+    ('<form action="javascript:alert(12)"><button>go</button></form>', "go"),
+    ("<details open ontoggle=alert(13)>", ""),
+    (
+        '<a href="https://example.com/" onclick="alert(14)" target="_self">ok</a>',
+        '<a href="https://example.com/" target="_blank" rel="noopener noreferrer nofollow">ok</a>',
+    ),
+    ('<div data-x="1" aria-hidden="true">kept text</div>', "kept text"),
+    ('<span class="cs-evil cs-md-image">alt text</span>', '<span class="cs-md-image">alt text</span>'),
+]
+
+
+def _handlers_and_script_urls(page: Page, selector: str) -> list[str]:
+    """Every script element, on* attribute and javascript:/data: URL inside what the selector matches."""
+    return page.evaluate(
+        """selector => {
+            const found = [];
+            for (const element of document.querySelectorAll(`${selector} *`)) {
+                const name = element.localName;
+                if (name === "script") found.push("script");
+                for (const attribute of element.attributes) {
+                    const value = attribute.value.replace(/[\\s\\u0000-\\u001f]+/g, "").toLowerCase();
+                    const where = `${name}[${attribute.name}]`;
+                    if (attribute.name.startsWith("on")) found.push(where);
+                    if (/^(javascript|data|vbscript):/.test(value)) found.push(`${where}=${value}`);
+                }
+            }
+            return found;
+        }""",
+        selector,
+    )
+
+
+def test_it_sanitises_raw_html_with_the_function_the_transcript_uses(
+    browser: Browser, platform: Platform
+) -> None:
+    page = open_chat(browser, platform)
+    dialogs = record_dialogs(page)
+
+    sanitised = page.evaluate(
+        """async ({ module, inputs }) => {
+            const { sanitizeHtml } = await import(module);
+            return inputs.map((html) => {
+                const holder = document.createElement("div");
+                holder.className = "sanitised";
+                holder.append(sanitizeHtml(html));
+                document.body.append(holder);
+                return holder.innerHTML;
+            });
+        }""",
+        {"module": MARKDOWN_MODULE, "inputs": [html for html, _ in HOSTILE_HTML]},
+    )
+
+    assert sanitised == [expected for _, expected in HOSTILE_HTML]
+    assert _handlers_and_script_urls(page, ".sanitised") == []
+    page.evaluate("() => alert('sentinel')")
+    assert dialogs == ["sentinel"]
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 def test_it_records_a_rating_that_staff_see_in_admin(
@@ -205,9 +287,8 @@ def test_it_records_a_rating_that_staff_see_in_admin(
     expect(
         page.locator('[data-testid="message"][data-role="assistant"]').last.get_by_test_id("feedback-up")
     ).to_have_attribute("aria-pressed", "true")
-    deadline = time.monotonic() + 10
-    while not Feedback.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # feedback.saved, which shows the thanks, is sent once the rating is in the database.
+    expect(page.get_by_test_id("feedback-thanks")).to_be_visible()
     feedback = Feedback.objects.get()
     assert feedback.rating == 1
     assert feedback.message.text == "Returns are free within 30 days."
@@ -239,11 +320,12 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
     )
     platform.inference.enqueue(Script(tokens=["Hello ", "from ", "the ", "widget."]))
     page = browser.new_page(viewport=DESKTOP)
-    events: list[str] = []
-    page.expose_function("recordWidgetEvent", lambda name: events.append(name))
     page.goto(f"{host_url}/index.html")
-    page.evaluate("""() => ['message.sent', 'reply.done'].forEach(name =>
-        window.addEventListener('cswidget:' + name, () => window.recordWidgetEvent(name)))""")
+    page.evaluate("""() => {
+        window.widgetEvents = [];
+        ['message.sent', 'reply.done'].forEach(name =>
+            window.addEventListener('cswidget:' + name, () => window.widgetEvents.push(name)));
+    }""")
 
     # The host site passes who the customer is and a question to start with.
     page.evaluate("""() => {
@@ -255,6 +337,11 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
     frame = page.frame_locator('[data-testid="widget-frame"]')
     expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
     expect(frame.get_by_test_id("composer-input")).to_have_value("Hi!")
+    # The host page's greeting came by postMessage from an allowed origin, not in the frame's URL.
+    expect(frame.get_by_test_id("greeting").get_by_test_id("greeting-text")).to_have_text(
+        "Hi! Ask me anything about your order."
+    )
+    assert "greeting" not in (page.get_by_test_id("widget-frame").get_attribute("src") or "")
     # Keys typed into a cross-origin iframe are sometimes lost by Playwright: click Send instead.
     frame.get_by_test_id("send-button").click()
     expect(
@@ -263,11 +350,97 @@ def test_it_opens_through_embed_js_on_a_page_from_another_origin(browser: Browse
         ).get_by_test_id("message-text")
     ).to_have_text("Hello from the widget.", timeout=20_000)
     page.screenshot(path=str(screenshots / "embedded-en.png"))
-    page.wait_for_timeout(300)
-    assert "message.sent" in events
-    assert "reply.done" in events
+    # The host page hears of the message and of the reply (the frame posts both before it draws the reply).
+    page.wait_for_function(
+        "() => ['message.sent', 'reply.done'].every(name => window.widgetEvents.includes(name))"
+    )
     conversation = Conversation.objects.get()
     assert conversation.metadata == {"customer_id": "C-42", "plan": "gold"}
+
+
+def test_it_ignores_a_greeting_and_title_in_a_link_to_the_chat(browser: Browser, platform: Platform) -> None:
+    evil = "Your account is locked: pay 0.1 BTC at evil.example to unlock it."
+    context = browser.new_context(viewport=DESKTOP, locale="en-US")
+    page = context.new_page()
+    page.goto(f"{platform.url}/chat/?embed=1&greeting={quote(evil)}&title={quote('Bank security team')}")
+    expect(page.get_by_test_id("composer-input")).to_be_visible()
+
+    # Not framed, so nobody may say hello as the host page, not even this window itself.
+    page.evaluate(
+        """evil => new Promise(resolve => {
+            window.addEventListener("message", event => { if (event.data === "probe") resolve(); });
+            const payload = { greeting: evil, title: evil };
+            window.postMessage({ source: "cs-widget", type: "host.hello", payload }, "*");
+            window.postMessage("probe", "*");
+        })""",
+        evil,
+    )
+
+    expect(page.get_by_test_id("greeting").get_by_test_id("greeting-text")).to_have_text(
+        "Hi there! How can I help you today? You can also send me a screenshot or a photo."
+    )
+    expect(page.locator("h1")).to_have_text("Support assistant")
+    assert evil not in page.locator("body").inner_text()
+    assert "Bank security team" not in page.content()
+    assert evil not in page.content()
+
+
+@pytest.mark.parametrize(
+    ("locale", "note"), [("zh-CN", "回复过长，已被截断。"), ("en-US", "This reply was cut short.")]
+)
+def test_it_says_when_a_reply_was_cut_short_at_the_token_limit(
+    browser: Browser, platform: Platform, screenshots: Path, locale: str, note: str
+) -> None:
+    platform.inference.enqueue(
+        Script(tokens=["Returns ", "take ", "three ", "steps: ", "first"], finish_reason="length"),
+        Script(tokens=["You're ", "welcome."]),
+    )
+    page = open_chat(browser, platform, locale=locale)
+    send(page, "How do returns work?")
+
+    reply = page.locator('[data-testid="message"][data-role="assistant"]').last
+    expect(reply.get_by_test_id("truncated-note")).to_have_text(note, timeout=45_000)
+    expect(reply.get_by_test_id("message-text")).to_have_text("Returns take three steps: first")
+    # The saved reply says so too: the note is back after a reload.
+    page.reload()
+    expect(reply.get_by_test_id("truncated-note")).to_have_text(note)
+
+    send(page, "Thanks")
+    expect(last_assistant_text(page)).to_have_text("You're welcome.", timeout=45_000)
+    expect(page.get_by_test_id("truncated-note")).to_have_count(1)
+    page.screenshot(path=str(screenshots / f"reply-cut-short-{locale}.png"))
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_it_rates_the_previous_conversation_over_rest(browser: Browser, platform: Platform) -> None:
+    platform.inference.enqueue(Script(tokens=["Your ", "refund ", "is ", "on ", "its ", "way."]))
+    page = open_chat(browser, platform)
+    send(page, "Where is my refund?")
+    wait_for_reply_done(page)
+    first = Conversation.objects.get()
+    ratings: list[Request] = []
+    sockets: list[str] = []
+    page.on("request", lambda request: ratings.append(request) if request.url.endswith("/csat") else None)
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+
+    page.get_by_test_id("new-conversation").click()
+    page.get_by_test_id("csat-prompt-star").nth(3).click()
+    expect(page.get_by_test_id("csat-dialog")).to_be_visible()
+    page.get_by_test_id("csat-comment").fill("Quick answer.")
+    page.get_by_test_id("csat-submit").click()
+
+    expect(
+        page.get_by_test_id("message").filter(has_text="Thanks for rating this conversation!")
+    ).to_be_visible()
+    expect(page.get_by_test_id("csat-prompt")).to_have_count(0)
+    rating = SatisfactionRating.objects.get()
+    assert (rating.conversation_id, rating.score, rating.comment) == (first.pk, 4, "Quick answer.")
+    assert [(request.method, request.url) for request in ratings] == [
+        ("POST", f"{platform.url}/api/widget/conversations/{first.pk}/csat")
+    ]
+    assert sockets == []
+    assert Conversation.objects.count() == 1
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
