@@ -1,17 +1,20 @@
-"""A fixed-window counter in the cache, for limits that have no HTTP request (websocket frames).
+"""Rate limits that fail open while the cache (Redis) cannot be reached.
 
-The counter is best-effort: while the cache (Redis) cannot be reached, the limit fails open. A
-customer's message is then let through, logged and counted in `cs_rate_limit_unavailable_total`,
-rather than every frame failing for as long as Redis is away; the message itself is saved in the
-database either way, and the reply still runs one at a time per conversation.
+A fixed-window counter for limits that have no HTTP request (websocket frames), and the cache that
+django-ratelimit counts HTTP requests in. Both are best-effort: with Redis away, a request or a
+customer's message is let through, logged and counted in `cs_rate_limit_unavailable_total`, rather
+than every frame and every new conversation failing for as long as Redis is gone; what the customer
+sends is saved in the database either way, and the reply still runs one at a time per conversation.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -26,6 +29,35 @@ RATE_LIMIT_UNAVAILABLE = Counter(
 )
 
 
+def _note_unavailable(scope: str, error: Exception) -> None:
+    RATE_LIMIT_UNAVAILABLE.labels(scope=scope).inc()
+    logger.warning(
+        "Rate limit %s not checked, the cache is unavailable (%s): letting it through", scope, error
+    )
+
+
+class FailOpenRedisCache(RedisCache):
+    """Django's Redis cache for django-ratelimit's counters: an unreachable Redis counts nothing.
+
+    django-ratelimit catches only a DNS failure from `add`; any other error from Redis became a 500
+    on every rate-limited view. Here `add` and `incr` fail quietly, django-ratelimit then sees no
+    count, and RATELIMIT_FAIL_OPEN lets the request through.
+    """
+
+    def add(self, key: Any, value: Any, timeout: Any = None, version: int | None = None) -> bool:
+        try:
+            return bool(super().add(key, value, timeout=timeout, version=version))
+        except (RedisError, OSError) as error:
+            _note_unavailable("http", error)
+            return False
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        try:
+            return super().incr(key, delta=delta, version=version)
+        except (RedisError, OSError):
+            return None  # already counted by the add that failed before it
+
+
 async def rate_limit_exceeded(*, key: str, limit: int, window_seconds: int = 60) -> bool:
     """Count one hit for `key`; True once more than `limit` hits fall in the current window.
 
@@ -34,11 +66,7 @@ async def rate_limit_exceeded(*, key: str, limit: int, window_seconds: int = 60)
     try:
         return await _count_hit(key=key, limit=limit, window_seconds=window_seconds)
     except (RedisError, OSError) as error:
-        scope = key.split(":", 1)[0]
-        RATE_LIMIT_UNAVAILABLE.labels(scope=scope).inc()
-        logger.warning(
-            "Rate limit %s not checked, the cache is unavailable (%s): letting it through", scope, error
-        )
+        _note_unavailable(key.split(":", 1)[0], error)
         return False
 
 

@@ -202,6 +202,8 @@ else:
             },
         }
     }
+    # django-ratelimit's counters, in the same Redis, failing open while it is unreachable.
+    CACHES["ratelimit"] = {**CACHES["default"], "BACKEND": "cs_platform.ratelimit.FailOpenRedisCache"}
 
 # Celery. The embedded default runs tasks eagerly in-process; production uses Redis as the broker.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
@@ -308,7 +310,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
 # A websocket must authenticate (its hello frame) within this time, or it is closed with 4408.
 WIDGET_HELLO_TIMEOUT_SECONDS = env.float("WIDGET_HELLO_TIMEOUT_SECONDS", default=20.0)
-RATELIMIT_USE_CACHE = "default"
+RATELIMIT_USE_CACHE = "default" if EMBEDDED else "ratelimit"
+# With Redis unreachable (no count), django-ratelimit lets requests through; see cs_platform/ratelimit.py.
+RATELIMIT_FAIL_OPEN = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -29,7 +29,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.typing import Origin
 
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from cs_platform.channel_layer import ResilientRedisChannelLayer
 from cs_platform.processes import free_port, stop_process_group, wait_until_answering
 from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE, rate_limit_exceeded
@@ -401,3 +401,24 @@ async def test_it_lets_a_message_through_when_the_rate_limit_counter_is_unreacha
     assert await rate_limit_exceeded(key=key, limit=1) is False  # fails open
 
     assert RATE_LIMIT_UNAVAILABLE.labels(scope="ws-message")._value.get() == before + 1
+
+
+@pytest.mark.django_db
+def test_it_creates_a_conversation_while_the_rate_limit_cache_is_unreachable(
+    settings: Any, own_redis: RedisServer, client: Any
+) -> None:
+    cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": own_redis.url}
+    settings.CACHES = {
+        "default": cache,
+        "ratelimit": {**cache, "BACKEND": "cs_platform.ratelimit.FailOpenRedisCache"},
+    }
+    settings.RATELIMIT_USE_CACHE = "ratelimit"
+    settings.RATELIMIT_FAIL_OPEN = True
+    before = RATE_LIMIT_UNAVAILABLE.labels(scope="http")._value.get()
+    own_redis.kill()
+
+    response = client.post("/api/widget/conversations", {"locale": "en"}, content_type="application/json")
+
+    assert response.status_code == 201, response.content
+    assert Conversation.objects.filter(pk=response.json()["id"]).exists()
+    assert RATE_LIMIT_UNAVAILABLE.labels(scope="http")._value.get() == before + 1
