@@ -60,5 +60,11 @@ format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Replies under load in the production shape (daphne, a Celery worker, PostgreSQL, its own Redis, a
+# paced model server), then image preprocessing; both write docs/benchmarks.md. BENCH_ARGS=--quick
+# for a short run; BENCH_DATABASE_URL / BENCH_REDIS_URL override the database and Redis it uses.
+BENCH_ARGS ?=
 bench:
+	@bash scripts/ensure_services.sh
+	$(PY) bench/replies.py $(BENCH_ARGS)
 	$(PY) bench/images.py
