@@ -28,7 +28,7 @@ from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from conversations import events, progress, selectors
@@ -162,7 +162,11 @@ class ReplyGeneration:
         try:
             try:
                 await self._ocr_wait()
-                request = await database_sync_to_async(prompt_build)(reply_id=self.reply_id)
+                # On a thread of its own, not the one thread that serialises this loop's database calls:
+                # prompt building can be slow (reading images), and the heartbeat must not wait on it.
+                request = await sync_to_async(_prompt_build_on_own_thread, thread_sensitive=False)(
+                    self.reply_id
+                )
                 self._stop_if_told()
                 producer = asyncio.create_task(self._produce(request))
                 end = await self._consume()
@@ -246,11 +250,16 @@ class ReplyGeneration:
             flush_at = self.last_flush + settings.INFERENCE_COALESCE_SECONDS if self.pending else math.inf
             wake_at = min(total_deadline, token_deadline, next_cancel_check, flush_at)
             try:
-                kind, value = await asyncio.wait_for(
-                    self.queue.get(), timeout=max(0.0, wake_at - time.monotonic())
-                )
-            except TimeoutError:
-                kind, value = "tick", None
+                # What is queued first: a wait that is already due (a slow cache call made the loop
+                # late) would otherwise time out before looking, and starve the stream.
+                kind, value = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    kind, value = await asyncio.wait_for(
+                        self.queue.get(), timeout=max(0.0, wake_at - time.monotonic())
+                    )
+                except TimeoutError:
+                    kind, value = "tick", None
             now = time.monotonic()
             if kind == "event":
                 if self._apply(value):
@@ -375,6 +384,14 @@ class ReplyGeneration:
                 return
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+def _prompt_build_on_own_thread(reply_id: int) -> ChatRequest:
+    try:
+        return prompt_build(reply_id=reply_id)
+    finally:
+        # This thread is borrowed from a pool: give its database connection back.
+        connection.close()
 
 
 def _milliseconds(delta: timedelta) -> int:

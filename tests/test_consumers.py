@@ -481,6 +481,36 @@ async def test_it_skips_deltas_already_in_the_text_a_joining_socket_got_with_rea
     await second.disconnect()
 
 
+async def test_it_passes_no_delta_that_arrives_after_its_replys_final_frame(enqueued_replies: list[int]):
+    # A worker whose reply the sweeper failed may still flush a delta before its next heartbeat says
+    # so: the customer, who has the reply.error, must not see the reply grow again.
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+    reply_id = accepted["reply_id"]
+    failed = await database_sync_to_async(replies.reply_fail)(reply_id=reply_id, code="worker_lost")
+    assert failed is not None
+    [error] = await receive_until(communicator, "reply.error")
+    layer = get_channel_layer()
+    assert layer is not None
+
+    await layer.group_send(
+        events.conversation_group(conversation.pk),
+        events.reply_delta_event(reply_id=reply_id, seq=5, text=" late"),
+    )
+    # A second final frame for it (one sent again once the channel layer was back) is dropped too.
+    await layer.group_send(events.conversation_group(conversation.pk), error)
+
+    # Events through the group arrive in order: this one comes next only if those two were dropped.
+    marker = events.reply_delta_event(reply_id=reply_id + 1, seq=0, text="next reply")
+    await layer.group_send(events.conversation_group(conversation.pk), marker)
+
+    assert (error["code"], error["message"]["status"]) == ("worker_lost", "failed")
+    assert await communicator.receive_json_from(timeout=5) == marker
+    await communicator.disconnect()
+
+
 # --- cancel --------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -29,7 +30,8 @@ from conversations.models import Attachment, Conversation, Message
 from conversations.progress import ReplyText
 from cs_platform.asgi import application
 from cs_platform.processes import free_port
-from inference import tasks
+from inference import generation, tasks
+from inference.client import StreamEvent
 from inference.generation import reply_generate
 from tests import factories
 from tests.factories import attachment_for
@@ -674,6 +676,86 @@ async def test_it_stops_without_overwriting_a_reply_the_sweeper_failed_meanwhile
     assert [event["type"] for event in received if event["type"] != "reply.delta"] == ["reply.error"]
     await scripted_inference.wait_for_disconnects_async(1, timeout=5)
     assert not scripted_inference.chat_requests[0].completed
+
+
+async def test_it_keeps_a_reply_alive_through_a_prompt_build_longer_than_the_stall_limit(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, scripted_inference: ScriptedInferenceServer
+):
+    # Defect: heartbeats began only with streaming, so OCR in prompt building (40 s) outlived
+    # REPLY_STALLED_AFTER_SECONDS and the sweeper failed a reply that was still working.
+    settings.REPLY_HEARTBEAT_SECONDS = 0.1
+    settings.REPLY_STALLED_AFTER_SECONDS = 1
+    scripted_inference.enqueue(Script(tokens=["Worth", " the", " wait"]))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+    real_prompt_build = generation.prompt_build
+
+    def slow_prompt_build(*, reply_id: int) -> Any:
+        # Slow work (as dense OCR was), three stall limits long, while the sweeper below keeps looking.
+        deadline = time.monotonic() + 3 * settings.REPLY_STALLED_AFTER_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        return real_prompt_build(reply_id=reply_id)
+
+    monkeypatch.setattr(generation, "prompt_build", slow_prompt_build)
+    running = asyncio.create_task(reply_generate(reply_id=reply.pk))
+    swept: list[Message] = []
+    while not running.done():
+        swept += await database_sync_to_async(replies.replies_fail_stalled)()
+        await asyncio.sleep(0.1)
+    await running
+
+    saved = await reload(reply)
+    received = await listener.rest()
+    assert swept == []
+    assert (saved.status, saved.text, saved.error_code) == ("complete", "Worth the wait", "")
+    assert [event["type"] for event in received if event["type"] != "reply.delta"] == ["reply.done"]
+
+
+async def test_it_saves_a_reply_cut_by_max_tokens_as_truncated(scripted_inference: ScriptedInferenceServer):
+    scripted_inference.enqueue(Script(tokens=["The", " policy", " says"], finish_reason="length"))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    saved = await reload(reply)
+    done = (await listener.rest())[-1]
+    assert (saved.status, saved.text, saved.truncated) == ("complete", "The policy says", True)
+    assert done["type"] == "reply.done"
+    assert (done["message"]["status"], done["message"]["truncated"]) == ("complete", True)
+
+
+async def test_it_does_not_mark_a_reply_that_stopped_by_itself_as_truncated(
+    scripted_inference: ScriptedInferenceServer,
+):
+    scripted_inference.enqueue(Script(tokens=["Done", "."], finish_reason="stop"))
+    reply = await queued_reply()
+
+    await generate(reply)
+
+    saved = await reload(reply)
+    assert (saved.status, saved.truncated) == ("complete", False)
+
+
+class UsageLessClient:
+    """An inference server that streams text and reports no usage at all (some servers do not)."""
+
+    async def stream_chat(self, request: Any) -> Any:
+        for text in ["No", " usage", " here"]:
+            yield StreamEvent(text=text, model="quiet-model")
+        yield StreamEvent(model="quiet-model", finish_reason="stop")
+
+
+async def test_it_keeps_unknown_token_counts_unknown_when_the_server_reports_no_usage():
+    reply = await queued_reply()
+
+    await asyncio.wait_for(reply_generate(reply_id=reply.pk, client=UsageLessClient()), 15)  # type: ignore[arg-type]
+
+    saved = await reload(reply)
+    assert (saved.status, saved.text, saved.model) == ("complete", "No usage here", "quiet-model")
+    # Unknown is not zero: no prompt count; the completion's is the chunks counted, and marked so.
+    assert (saved.prompt_tokens, saved.completion_tokens, saved.completion_tokens_counted) == (None, 3, True)
 
 
 # --- the request the inference server receives (what a prompt holds is tested in test_prompts.py) -----

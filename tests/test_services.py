@@ -6,6 +6,8 @@ import uuid
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from conversations import progress, replies, services
 from conversations.errors import ServiceError
@@ -185,6 +187,27 @@ def test_it_returns_the_saved_message_for_a_repeated_client_id_and_queues_nothin
     assert reply_of(again).pk == reply_of(first).pk
     assert Message.objects.count() == 2
     assert enqueued_replies == [reply_of(first).pk]
+
+
+def test_it_saves_a_new_message_without_looking_up_its_client_id(
+    django_capture_on_commit_callbacks: Any, enqueued_replies: list[int]
+) -> None:
+    # The consumer has already looked for a resend (to spare it the rate limit): a second lookup here
+    # cost every new message a query. A repeat is caught by the unique constraint instead.
+    conversation = ConversationFactory()
+    client_id = uuid.uuid4()
+
+    with CaptureQueriesContext(connection) as queries:
+        posted = post(django_capture_on_commit_callbacks, conversation, "Hello", client_id=client_id)
+
+    lookups = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT") and '"client_id" =' in query["sql"]
+    ]
+    assert lookups == []
+    assert posted.created is True
+    assert enqueued_replies == [reply_of(posted).pk]
 
 
 def test_it_returns_the_saved_message_for_a_repeated_client_id_even_if_now_invalid(
