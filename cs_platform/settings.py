@@ -190,14 +190,14 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            # Fail fast while Redis is away (callers treat the cache as best-effort), and replace
-            # connections left over from before a restart instead of failing on them.
+            # Fail fast while Redis is away (callers treat the cache as best-effort): one quick
+            # retry on a new connection, for one that Redis dropped between checkout and command.
             "OPTIONS": {
                 "socket_connect_timeout": 2,
                 "socket_timeout": 5,
                 "socket_keepalive": True,
                 "health_check_interval": 10,
-                "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 2),
+                "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
                 "retry_on_error": [RedisConnectionError, RedisTimeoutError],
             },
         }
