@@ -336,10 +336,13 @@ async def test_it_keeps_a_receive_loop_through_a_redis_restart_and_rejoins_its_g
     channel = await layer.new_channel()
     await layer.group_add("conversation.one", channel)
     receiving = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0.3)  # let it block in BZPOPMIN
 
     await asyncio.to_thread(own_redis.kill)
-    await asyncio.sleep(1)
+
+    async def outage_noticed() -> bool:
+        return channel in layer.rejoin_pending
+
+    await _wait_until_async(outage_noticed, seconds=10, what="the receive loop to notice the outage")
     assert not receiving.done()  # the loop waits for Redis instead of raising
     await asyncio.to_thread(own_redis.start)
     # The restarted Redis forgot the group; the loop joins it again, then the message arrives.
