@@ -244,6 +244,18 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The worker runtime, so that a plain `celery -A cs_platform worker` runs it: the threads pool, whose
+# threads only hand each reply to the process's event loop (inference/runtime.py) and wait for it,
+# so one process streams REPLY_CONCURRENCY_PER_PROCESS replies at once. The prefork pool
+# (CELERY_WORKER_POOL=prefork) runs a loop per child and takes CELERY_WORKER_CONCURRENCY children.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+REPLY_CONCURRENCY_PER_PROCESS = env.int("REPLY_CONCURRENCY_PER_PROCESS", default=100)
+CELERY_WORKER_CONCURRENCY: int | None = (
+    REPLY_CONCURRENCY_PER_PROCESS
+    if CELERY_WORKER_POOL == "threads"
+    else env.int("CELERY_WORKER_CONCURRENCY", default=0) or None
+)
+
 # Reply generation. In the embedded default it runs on the server's own event loop (the in-memory
 # channel layer is per process and per loop); otherwise a Celery worker runs it.
 REPLY_GENERATION_IN_PROCESS = env.bool("REPLY_GENERATION_IN_PROCESS", default=EMBEDDED)
@@ -395,6 +407,12 @@ def _validate() -> None:
             "DATABASE_CONN_MAX_AGE must be 0 with the connection pool (DATABASE_POOL_MAX_SIZE > 0): "
             "pooled connections are kept by the pool, not by each thread."
         )
+    if CELERY_WORKER_POOL not in {"threads", "prefork", "solo"}:
+        raise ImproperlyConfigured(
+            "CELERY_WORKER_POOL must be threads (many replies per process), prefork or solo."
+        )
+    if REPLY_CONCURRENCY_PER_PROCESS < 1:
+        raise ImproperlyConfigured("REPLY_CONCURRENCY_PER_PROCESS must be a positive integer.")
     if REPLY_STALLED_AFTER_SECONDS <= REPLY_HEARTBEAT_SECONDS:
         raise ImproperlyConfigured("REPLY_STALLED_AFTER_SECONDS must be longer than REPLY_HEARTBEAT_SECONDS.")
     for origin in WIDGET_ALLOWED_ORIGINS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from celery import shared_task
@@ -11,12 +10,14 @@ from django.conf import settings
 from django.db import OperationalError
 
 from conversations import replies
-from inference import generation
+from inference import generation, runtime
 
 logger = logging.getLogger(__name__)
 
-# The generation enforces INFERENCE_TOTAL_TIMEOUT itself; Celery's limits are the backstop.
-REPLY_SOFT_TIME_LIMIT = int(settings.INFERENCE_TOTAL_TIMEOUT) + 30
+# The generation enforces INFERENCE_TOTAL_TIMEOUT itself; the runtime's limit is the backstop (the
+# threads pool has no time limits of Celery's), and Celery's are one more under the prefork pool.
+REPLY_RUNTIME_TIME_LIMIT = float(settings.INFERENCE_TOTAL_TIMEOUT) + 30
+REPLY_SOFT_TIME_LIMIT = int(REPLY_RUNTIME_TIME_LIMIT + runtime.LOOP_GRACE_SECONDS) + 15
 REPLY_TIME_LIMIT = REPLY_SOFT_TIME_LIMIT + 30
 
 
@@ -31,11 +32,12 @@ REPLY_TIME_LIMIT = REPLY_SOFT_TIME_LIMIT + 30
     max_retries=3,
 )
 def reply_generate(reply_id: int) -> None:
-    """Generate one assistant reply on its own event loop; a redelivered job finds it claimed and stops."""
+    """Generate one assistant reply on the process's reply runtime, beside the others it streams;
+    a redelivered job finds it claimed and stops."""
     try:
-        asyncio.run(generation.reply_generate(reply_id=reply_id))
-    except SoftTimeLimitExceeded:
-        logger.error("Reply %s hit the task's soft time limit", reply_id)
+        runtime.run(generation.reply_generate(reply_id=reply_id), timeout=REPLY_RUNTIME_TIME_LIMIT)
+    except (TimeoutError, SoftTimeLimitExceeded):
+        logger.error("Reply %s outlived its time limit; failed", reply_id)
         replies.reply_fail(reply_id=reply_id, code="inference_timeout")
 
 
