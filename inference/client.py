@@ -395,6 +395,10 @@ async def _events(sse_events: AsyncIterator[Any], model: str) -> AsyncGenerator[
     finished = False
     async for sse in sse_events:
         if sse.data.strip() == "[DONE]":
+            # Read the body to its end (the terminating chunk): only a response read to the end leaves
+            # its connection in the pool for the next reply; one closed early closes the connection.
+            async for _ in sse_events:
+                pass
             return
         try:
             chunk = json.loads(sse.data)

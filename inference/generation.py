@@ -41,6 +41,7 @@ from conversations.replies import (
     reply_finish,
     reply_heartbeat,
 )
+from inference import runtime
 from inference.client import ChatRequest, InferenceClient, StreamEvent
 from inference.errors import InferenceError, InferenceTimeout
 from inference.prompts import prompt_build
@@ -65,12 +66,13 @@ _in_process_tasks: set[asyncio.Task[None]] = set()
 
 
 def inference_client() -> InferenceClient:
-    """A client for the configured inference servers."""
+    """A client for the configured inference servers, on the running loop's pooled connections."""
     return InferenceClient(
         base_urls=settings.INFERENCE_BASE_URLS,
         model=settings.INFERENCE_MODEL,
         api_key=settings.INFERENCE_API_KEY,
         connect_timeout=settings.INFERENCE_CONNECT_TIMEOUT,
+        http=runtime.http_client(),
     )
 
 
