@@ -13,7 +13,7 @@
  *   chat/dom.js         element and icon builders, ids, dates, URLs
  *   chat/storage.js     what is remembered between page views
  *   chat/markdown.js    Markdown rendering and the sanitiser
- *   chat/state.js       the chat's state and the websocket's
+ *   chat/state.js       the chat's state (the websocket's is socket.js's own)
  *   chat/ui.js          the page's frame: header, banner, notices, announcer, lightbox
  *   chat/transcript.js  entries and how they are drawn, reply timers
  *   chat/api.js         the REST calls
@@ -27,8 +27,8 @@
 import { loadQuickEntries } from "./chat/api.js";
 import { handleHostMessage } from "./chat/bridge.js";
 import { config, framed } from "./chat/config.js";
-import { connect } from "./chat/socket.js";
-import { connection, loadConversationState, state } from "./chat/state.js";
+import { connect, connectionState, watchConnectivity } from "./chat/socket.js";
+import { loadConversationState, state } from "./chat/state.js";
 import { renderAll } from "./chat/transcript.js";
 import { applyBrandColor, buildInterface, ui, updateHeader } from "./chat/ui.js";
 
@@ -36,6 +36,7 @@ function start() {
   applyBrandColor();
   buildInterface();
   window.addEventListener("message", handleHostMessage);
+  watchConnectivity();
   loadConversationState();
   renderAll();
   updateHeader();
@@ -44,7 +45,7 @@ function start() {
   if (framed) window.parent.postMessage({ source: "cs-widget", type: "widget.ready", payload: null }, "*");
   if (!config.embedded && window.matchMedia("(pointer: fine)").matches) ui.input.focus();
   // A hook for the browser tests: the internals of this page, read-only.
-  window.__csWidget = { config, state, connection };
+  window.__csWidget = { config, state, get connection() { return connectionState(); } };
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

@@ -9,11 +9,11 @@ import { SMALL_IMAGE_BYTES, config, framed } from "./config.js";
 import { h, icon, nextKey, uuid } from "./dom.js";
 import { showCsatPrompt } from "./feedback.js";
 import { formatBytes, joinSentences, strings, t } from "./messages.js";
-import { disconnect, handleInvalidToken, reconnectNow, resetConversationState, sendFrame } from "./socket.js";
-import { connection, state } from "./state.js";
+import { disconnect, handleInvalidToken, resetConversationState, sendFrame } from "./socket.js";
+import { state } from "./state.js";
 import { forgetConversation } from "./storage.js";
 import { appendEntry, currentStreamingReply, findAnsweredCustomerEntry, isNearBottom, makeEntry, removeEntry, renderAll, renderEntry, scrollToBottom, setStickToBottom } from "./transcript.js";
-import { hideNotice, showBanner, showNotice, ui, updateHeader } from "./ui.js";
+import { hideNotice, showNotice, ui, updateHeader } from "./ui.js";
 
 export function sendMessage(text, drafts, options) {
   const entry = makeEntry({
@@ -229,19 +229,6 @@ export function wireComposer() {
     if (event.key !== "Escape" || event.defaultPrevented) return;
     if (ui.csatDialog.open || ui.lightbox.open) return;
     if (config.embedded && framed) bridge.requestClose();
-  });
-
-  window.addEventListener("online", () => {
-    if (!connection.ready && state.conversation) {
-      connection.attempt = 0;
-      reconnectNow();
-    }
-  });
-  window.addEventListener("offline", () => {
-    if (!connection.ready && state.conversation) showBanner("reconnecting");
-  });
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") reconnectNow();
   });
 }
 

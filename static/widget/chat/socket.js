@@ -10,10 +10,46 @@ import { RECENT_MESSAGE_MS } from "./config.js";
 import { maybeOfferCsat, onCsatSaved, onFeedbackSaved } from "./feedback.js";
 import { onAgentJoined, onAgentMessage, onHandoffStarted } from "./handoff.js";
 import { assistantTitle, joinSentences, strings, t } from "./messages.js";
-import { connection, state } from "./state.js";
+import { state } from "./state.js";
 import { forgetConversation } from "./storage.js";
 import { addLocalNotice, appendEntry, applyMessage, armReplyTimer, clearReplyTimer, createAwaitingReply, currentStreamingReply, dirtyEntries, entryFromMessage, findAnsweredCustomerEntry, findById, findReply, indexEntry, lastCustomerEntry, makeEntry, pauseReplyTimers, removeEntry, renderAll, renderEntry, replyErrorText, scheduleTextRender, scrollToBottom, updateQueuedNotes, updateStopButton } from "./transcript.js";
-import { announce, hideBanner, showBanner, showNotice, updateHeader } from "./ui.js";
+import { announce, hideBanner, showBanner, showBannerSoon, showNotice, updateHeader } from "./ui.js";
+
+// Only this module changes the websocket's state; the rest ask isConnected().
+const connection = {
+  socket: null,
+  ready: false,
+  everReady: false,
+  attempt: 0,
+  reconnectTimer: null,
+  handshakeTimer: null,
+};
+
+// Whether the socket has said ready and frames can be sent now.
+export function isConnected() {
+  return connection.ready;
+}
+
+// A snapshot for the browser tests' read-only hook.
+export function connectionState() {
+  return { ready: connection.ready, everReady: connection.everReady, attempt: connection.attempt };
+}
+
+// Reconnect at once when the browser comes back online or the page is shown again.
+export function watchConnectivity() {
+  window.addEventListener("online", () => {
+    if (!connection.ready && state.conversation) {
+      connection.attempt = 0;
+      reconnectNow();
+    }
+  });
+  window.addEventListener("offline", () => {
+    if (!connection.ready && state.conversation) showBanner("reconnecting");
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") reconnectNow();
+  });
+}
 
 export function websocketUrl(path) {
   if (/^wss?:\/\//i.test(path)) return path;
@@ -37,10 +73,7 @@ export function connect() {
   connection.ready = false;
   if (!connection.everReady && connection.attempt === 0) {
     // Only say "Connecting…" when it takes long enough to notice.
-    clearTimeout(connection.bannerTimer);
-    connection.bannerTimer = window.setTimeout(() => {
-      if (!connection.ready) showBanner("connecting");
-    }, 1500);
+    showBannerSoon("connecting", 1500, () => !connection.ready);
   }
   let socket;
   try {
@@ -116,7 +149,6 @@ export function reconnectNow() {
 export function disconnect() {
   clearTimeout(connection.reconnectTimer);
   clearTimeout(connection.handshakeTimer);
-  clearTimeout(connection.bannerTimer);
   const socket = connection.socket;
   connection.socket = null;
   connection.ready = false;

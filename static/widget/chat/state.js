@@ -1,6 +1,6 @@
 /*
- * The chat's state: the conversation, its entries and what is waiting to be sent (state), and
- * the websocket's (connection). The other modules read and change these two objects.
+ * The chat's state: the conversation, its entries, what is waiting to be sent, drafts, feedback
+ * and the handoff. The websocket's own state is private to socket.js.
  */
 
 import { conversationKey, loadStoredConversation, storage } from "./storage.js";
@@ -26,16 +26,6 @@ export const state = {
   previousConversation: null,
   invalidTokenResets: [],
   unread: 0,
-};
-
-export const connection = {
-  socket: null,
-  ready: false,
-  everReady: false,
-  attempt: 0,
-  reconnectTimer: null,
-  handshakeTimer: null,
-  bannerTimer: null,
 };
 
 export function loadConversationState() {

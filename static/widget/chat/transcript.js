@@ -10,7 +10,8 @@ import { renderFeedbackButtons, renderFeedbackComment } from "./feedback.js";
 import { requestHandoff } from "./handoff.js";
 import { renderMarkdownInto } from "./markdown.js";
 import { assistantTitle, greetingText, joinSentences, strings, t } from "./messages.js";
-import { connection, state } from "./state.js";
+import { isConnected } from "./socket.js";
+import { state } from "./state.js";
 import { openLightbox, ui } from "./ui.js";
 
 const timeFormat = new Intl.DateTimeFormat(config.locale, { hour: "numeric", minute: "2-digit" });
@@ -267,7 +268,7 @@ export function renderMeta(entry) {
     } else {
       meta.append(h("span", {
         class: "cs-meta-pending",
-        text: entry.waitingUploads ? t("waitingUploads") : connection.ready || !state.conversation ? t("sending") : t("queued"),
+        text: entry.waitingUploads ? t("waitingUploads") : isConnected() || !state.conversation ? t("sending") : t("queued"),
       }));
     }
     return meta;
@@ -378,7 +379,7 @@ export function updateQueuedNotes() {
 
 export function updateStopButton() {
   const streaming = currentStreamingReply();
-  ui.stopButton.hidden = !(streaming && connection.ready);
+  ui.stopButton.hidden = !(streaming && isConnected());
 }
 
 export function currentStreamingReply() {
@@ -409,7 +410,7 @@ export function lastCustomerEntry() {
 export function armReplyTimer(entry) {
   clearTimeout(entry.timer);
   entry.timer = null;
-  if (!connection.ready) return;
+  if (!isConnected()) return;
   entry.timer = window.setTimeout(() => replyTimedOut(entry), config.replyTimeoutMs);
 }
 

@@ -10,7 +10,8 @@ import { h, icon } from "./dom.js";
 import { buildCsatDialog, openCsatDialog } from "./feedback.js";
 import { requestHandoff } from "./handoff.js";
 import { assistantTitle, t } from "./messages.js";
-import { connection, state } from "./state.js";
+import { isConnected } from "./socket.js";
+import { state } from "./state.js";
 import { updateQueuedNotes } from "./transcript.js";
 
 export const ui = {};
@@ -184,12 +185,22 @@ export function updateHeader() {
     ui.header.classList.remove("is-handoff");
     ui.subtitle.textContent = t("subtitleAi");
   }
-  ui.statusDot.classList.toggle("is-offline", Boolean(state.conversation) && !connection.ready);
+  ui.statusDot.classList.toggle("is-offline", Boolean(state.conversation) && !isConnected());
   ui.csatButton.disabled = !state.conversation;
 }
 
+let bannerTimer = null;
+
+// The banner after a delay, unless it is no longer needed by then.
+export function showBannerSoon(kind, delay, stillNeeded) {
+  clearTimeout(bannerTimer);
+  bannerTimer = window.setTimeout(() => {
+    if (stillNeeded()) showBanner(kind);
+  }, delay);
+}
+
 export function showBanner(kind) {
-  clearTimeout(connection.bannerTimer);
+  clearTimeout(bannerTimer);
   const text = !navigator.onLine ? t("offline") : kind === "connecting" ? t("connecting") : t("reconnecting");
   ui.banner.querySelector(".cs-banner__text").textContent = text;
   ui.banner.dataset.state = kind;
@@ -198,7 +209,7 @@ export function showBanner(kind) {
 }
 
 export function hideBanner() {
-  clearTimeout(connection.bannerTimer);
+  clearTimeout(bannerTimer);
   ui.banner.hidden = true;
 }
 
