@@ -36,7 +36,7 @@ def _ready_frame(conversation: Conversation) -> dict[str, Any]:
         conversation_id=conversation.pk,
         messages=messages,
         pending=pending,
-        progress=selectors.reply_text_so_far(reply_id=pending.pk) if pending else None,
+        progress=selectors.reply_text_get(reply_id=pending.pk) if pending else None,
     )
 
 

@@ -50,7 +50,12 @@ def reply_generation_enqueue(*, reply_id: int) -> None:
             "Reply %s queued but no reply generator is registered (is 'inference' installed?)", reply_id
         )
         return
-    _generator(reply_id)
+    try:
+        _generator(reply_id)
+    except Exception:
+        # The message and its reply are saved; the customer must not lose the socket because the
+        # broker is away. The sweeper fails the reply after REPLY_QUEUE_TIMEOUT_SECONDS and says so.
+        logger.exception("Reply %s could not be queued for generation", reply_id)
 
 
 def reply_event_send(conversation_id: uuid.UUID, event: dict[str, Any]) -> bool:
@@ -199,7 +204,7 @@ def reply_fail(*, reply_id: int, code: str, detail: str = "") -> Message | None:
     """Fail a reply still streaming, keeping the text generated so far, and tell the customer."""
     reply = Message.objects.select_related("conversation").get(pk=reply_id)
     detail = detail or customer_error_detail(code, reply.conversation.locale)
-    so_far = selectors.reply_text_so_far(reply_id=reply.pk)
+    so_far = selectors.reply_text_get(reply_id=reply.pk)
     saved = reply_finish(
         reply_id=reply.pk,
         outcome=ReplyOutcome.FAILED,

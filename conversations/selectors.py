@@ -59,7 +59,7 @@ def reply_pending_get(*, messages: list[Message]) -> Message | None:
     return max(streaming, key=lambda message: message.pk, default=None)
 
 
-def reply_text_so_far(*, reply_id: int) -> ReplyText | None:
+def reply_text_get(*, reply_id: int) -> ReplyText | None:
     """The text generated so far for a reply in progress and the last delta it includes."""
     return progress.reply_text_get(reply_id)
 
@@ -69,12 +69,12 @@ def message_get_with_attachments(*, message_id: int) -> Message:
     return Message.objects.prefetch_related("attachments").get(pk=message_id)
 
 
-def reply_for_prompt(*, reply_id: int) -> Message:
+def reply_get_for_prompt(*, reply_id: int) -> Message:
     """A reply with its conversation, as prompt building needs it."""
     return Message.objects.select_related("conversation").get(pk=reply_id)
 
 
-def prompt_history(*, reply: Message) -> list[Message]:
+def prompt_history_list(*, reply: Message) -> list[Message]:
     """The messages a reply's prompt may show, newest first, with their attachments in order.
 
     System notes are left out, and so are failed replies: their partial text was never a real
@@ -89,7 +89,7 @@ def prompt_history(*, reply: Message) -> list[Message]:
     )
 
 
-def attachments_awaiting_ocr(*, reply: Message) -> list[uuid.UUID]:
+def attachments_ocr_pending_list(*, reply: Message) -> list[uuid.UUID]:
     """The images of the message a reply answers whose OCR has not run yet."""
     if reply.reply_to_id is None:
         return []

@@ -294,8 +294,13 @@ def _attachment_ocr_enqueue(*, attachment_id: uuid.UUID) -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         _ocr_threads.submit(_attachment_ocr_read_in_thread, attachment_id)
     else:
-        # By name: the task module imports this one, not the reverse.
-        current_app.send_task("conversations.tasks.attachment_ocr_read", args=[str(attachment_id)])
+        try:
+            # By name: the task module imports this one, not the reverse.
+            current_app.send_task("conversations.tasks.attachment_ocr_read", args=[str(attachment_id)])
+        except Exception:
+            # The upload is saved; with the broker away its OCR stays "not read yet", and a reply
+            # waits OCR_WAIT_SECONDS for it at most, then tells the model so.
+            logger.exception("OCR of attachment %s could not be queued", attachment_id)
 
 
 def _attachment_ocr_read_in_thread(attachment_id: uuid.UUID) -> None:

@@ -216,8 +216,8 @@ class ReplyGeneration:
         if settings.INFERENCE_VISION:
             return
         deadline = time.monotonic() + settings.OCR_WAIT_SECONDS
-        reply = await database_sync_to_async(selectors.reply_for_prompt)(reply_id=self.reply_id)
-        while await database_sync_to_async(selectors.attachments_awaiting_ocr)(reply=reply):
+        reply = await database_sync_to_async(selectors.reply_get_for_prompt)(reply_id=self.reply_id)
+        while await database_sync_to_async(selectors.attachments_ocr_pending_list)(reply=reply):
             if time.monotonic() >= deadline:
                 logger.info("Reply %s: OCR not finished in time; the prompt says so", self.reply_id)
                 return
@@ -401,7 +401,7 @@ def _milliseconds(delta: timedelta) -> int:
 
 
 def _reply_context(reply_id: int) -> tuple[Any, str, datetime]:
-    reply = selectors.reply_for_prompt(reply_id=reply_id)
+    reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     return reply.conversation_id, reply.conversation.locale, reply.created_at
 
 

@@ -104,7 +104,7 @@ def _data_url(attachment: Attachment) -> str:
 
 def prompt_build(*, reply_id: int) -> ChatRequest:
     """The chat request for a reply: instructions, then as much recent history as the budget allows."""
-    reply = selectors.reply_for_prompt(reply_id=reply_id)
+    reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     profile = active_profile()
     system = system_prompt(profile=profile, locale=reply.conversation.locale)
     budget = (
@@ -115,7 +115,7 @@ def prompt_build(*, reply_id: int) -> ChatRequest:
     )
     images_left = settings.INFERENCE_MAX_IMAGES_PER_PROMPT if settings.INFERENCE_VISION else 0
     history: list[dict[str, Any]] = []
-    for message in selectors.prompt_history(reply=reply):
+    for message in selectors.prompt_history_list(reply=reply):
         allowance = images_left
         entry, cost, images_left = _message_entry(message, images_left=allowance)
         if entry is None:

@@ -205,3 +205,13 @@ def test_it_does_not_hold_a_reply_long_for_ocr_that_has_not_finished(
     )
     reply = Message.objects.get(pk=posted.reply.pk)
     assert (reply.status, reply.text) == ("complete", "Let me look.")
+
+
+def test_it_keeps_the_upload_when_the_ocr_task_cannot_be_queued(settings: Any) -> None:
+    settings.INFERENCE_VISION = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+
+    with mock.patch.object(current_app, "send_task", side_effect=ConnectionRefusedError(111, "refused")):
+        attachment = attachment_for(ConversationFactory())
+
+    assert ocr_state(attachment) == (Attachment.OcrStatus.NOT_READ, None)

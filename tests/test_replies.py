@@ -149,3 +149,18 @@ def test_it_appends_one_item_per_delta_in_redis() -> None:
     assert client.lrange(key, 0, -1) == [b"x" * 1000, b"y"]
     assert 0 < client.ttl(key) <= 600
     progress.reply_progress_clear([103])
+
+
+def test_it_keeps_the_saved_reply_when_queueing_it_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker (Redis) is away: the socket that sent the message must not die with it.
+    def broker_away(reply_id: int) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(replies, "_generator", None)
+    replies.reply_generator_register(broker_away)
+
+    real_reply_generation_enqueue(reply_id=7)
+
+    assert "Reply 7 could not be queued for generation" in caplog.text
