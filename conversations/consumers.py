@@ -47,10 +47,9 @@ def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMes
         client_id=data["client_id"],
         attachment_ids=data["attachments"],
     )
-    if not posted.created:
-        return posted
-    message = selectors.message_get_with_attachments(message_id=posted.message.pk)
-    return PostedMessage(message=message, reply=posted.reply, created=True)
+    if posted.created:
+        selectors.message_attachments_load(message=posted.message)
+    return posted
 
 
 def _reply_cancel(conversation: Conversation, reply_id: int) -> dict[str, Any] | None:

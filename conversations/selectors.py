@@ -6,7 +6,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, prefetch_related_objects
 
 from conversations import progress
 from conversations.models import Attachment, Conversation, Message, token_hash
@@ -64,9 +64,10 @@ def reply_text_get(*, reply_id: int) -> ReplyText | None:
     return progress.reply_text_get(reply_id)
 
 
-def message_get_with_attachments(*, message_id: int) -> Message:
-    """One message with its attachments, as frames show it."""
-    return Message.objects.prefetch_related("attachments").get(pk=message_id)
+def message_attachments_load(*, message: Message) -> Message:
+    """The message, with its attachments loaded as frames show them (one query, the message is in hand)."""
+    prefetch_related_objects([message], "attachments")
+    return message
 
 
 def reply_get_for_prompt(*, reply_id: int) -> Message:
