@@ -103,9 +103,7 @@ def _message_post(
         )
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        attachments = _attachments_for_new_message(
-            conversation=conversation, attachment_ids=attachment_ids
-        )
+        attachments = _attachments_for_new_message(conversation=conversation, attachment_ids=attachment_ids)
         message = Message.objects.create(
             conversation=conversation,
             role=Message.Role.CUSTOMER,
