@@ -293,8 +293,8 @@ ATTACHMENT_MAX_PER_MESSAGE = env.int("ATTACHMENT_MAX_PER_MESSAGE", default=4)
 ATTACHMENT_MAX_SIDE = env.int("ATTACHMENT_MAX_SIDE", default=2048)
 # Qwen-VL spends one visual token per 28x28 px patch: 1,605,632 px is at most 2048 visual tokens.
 ATTACHMENT_MAX_PIXELS = env.int("ATTACHMENT_MAX_PIXELS", default=2048 * 28 * 28)
-# Decompression bombs: pixels an upload may decode to (PNG, GIF, WebP, progressive JPEG: full size),
-# and the declared pixels of a baseline JPEG, which is decoded at 1/2, 1/4 or 1/8 scale.
+# Decompression bombs: pixels an upload may decode to (PNG, GIF, WebP and a JPEG of several scans decode
+# at full size), and the declared pixels of a baseline JPEG, which is decoded at 1/2, 1/4 or 1/8 scale.
 ATTACHMENT_MAX_DECODED_PIXELS = env.int("ATTACHMENT_MAX_DECODED_PIXELS", default=4096 * 4096)
 ATTACHMENT_MAX_JPEG_PIXELS = env.int("ATTACHMENT_MAX_JPEG_PIXELS", default=50_000_000)
 # Uploads normalised at once per web process (each may briefly need ~130 MB), and how long one
