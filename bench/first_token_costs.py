@@ -10,6 +10,7 @@ rather than failing the benchmark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -63,7 +64,7 @@ def pooled_query() -> None:
     connection.cursor().execute("SELECT 1")
 
 
-def conversation_with_history(messages: int) -> int:
+def conversation_with_history(messages: int, text: str = "Where is my parcel?") -> int:
     """A conversation with `messages` customer messages and answered replies; the last reply's id."""
     import importlib
 
@@ -89,7 +90,7 @@ def conversation_with_history(messages: int) -> int:
         for index in range(messages):
             posted = services.message_post(
                 conversation=conversation,
-                text=f"Where is my parcel? ({index})",
+                text=f"{text} ({index})",
                 client_id=uuid.uuid4(),
                 attachment_ids=[],
             )
@@ -144,6 +145,139 @@ def per_call(coroutine: Callable[[], Any]) -> tuple[float, float]:
     return statistics.median(values), min(values)
 
 
+def celery_publish() -> tuple[float, float]:
+    """A task message published to a queue nobody consumes, then the queue removed."""
+    from cs_platform.celery import app
+
+    queue = f"bench-costs-{uuid.uuid4().hex[:8]}"
+    try:
+        return measure(lambda: app.send_task("bench.costs.unconsumed", args=[0], queue=queue))
+    finally:
+        import redis
+        from django.conf import settings
+
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+
+
+class Timeline:
+    """Moments of one reply's generation, relative to its start, from wrappers around the steps."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.moments: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.moments.setdefault(name, (time.perf_counter() - self.started) * 1000)
+
+    def wrap_sync(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.mark(f"{label} starts")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.mark(f"{label} ends")
+
+        setattr(owner, name, wrapper)
+
+    def wrap_async(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.mark(f"{label} starts")
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.mark(f"{label} ends")
+
+        setattr(owner, name, wrapper)
+
+
+def worker_timeline(runs: int = 15) -> list[dict[str, Any]]:
+    """The worker's part, in place: `reply_generate` as a prefork task runs it (a new event loop, the
+    database pool closed after the last task), with the moments each step starts and ends."""
+    import importlib
+
+    import inference.generation as generation
+
+    entry = getattr(generation, "reply_generate", None)
+    if entry is None:
+        raise RuntimeError("inference.generation has no reply_generate")
+    reply_ids = [conversation_with_history(1, text="Where is my parcel? [tokens=2]") for _ in range(runs + 1)]
+    timeline = Timeline()
+    for name in (
+        "reply_claim",
+        "_reply_context",
+        "prompt_build",
+        "_prompt_build_on_own_thread",
+        "inference_client",
+    ):
+        timeline.wrap_sync(generation, name, name)
+    for module_name, name in (
+        ("inference.prompts", "prompt_build"),
+        ("conversations.selectors", "reply_for_prompt"),
+    ):
+        with contextlib.suppress(ImportError):
+            timeline.wrap_sync(importlib.import_module(module_name), name, name)
+    original_init = httpx.AsyncClient.__init__
+
+    def client_init(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        timeline.mark("httpx.AsyncClient() starts")
+        original_init(client, *args, **kwargs)
+        timeline.mark("httpx.AsyncClient() ends")
+
+    original_send = httpx.AsyncClient.send
+
+    async def client_send(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        timeline.mark("HTTP request to the model starts (connect, send)")
+        response = await original_send(client, request, **kwargs)
+        timeline.mark("HTTP response headers from the model")
+        return response
+
+    layer = get_channel_layer()
+    assert layer is not None
+    layer_class = type(layer)
+    original_group_send = layer_class.group_send
+
+    async def group_send(self: Any, group: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "reply.delta":
+            timeline.mark("first reply.delta group_send starts")
+        await original_group_send(self, group, message)
+        if message.get("type") == "reply.delta":
+            timeline.mark("first reply.delta group_send ends")
+
+    httpx.AsyncClient.__init__ = client_init  # type: ignore[method-assign, assignment]
+    httpx.AsyncClient.send = client_send  # type: ignore[method-assign, assignment]
+    layer_class.group_send = group_send
+    rows = []
+    try:
+        for index, reply_id in enumerate(reply_ids):
+            # What Celery's Django fixup does after every task in a prefork child.
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+            timeline.moments = {}
+            timeline.started = time.perf_counter()
+            asyncio.run(entry(reply_id=reply_id))
+            if index:  # the first run warms imports up
+                rows.append(dict(timeline.moments))
+    finally:
+        httpx.AsyncClient.__init__ = original_init  # type: ignore[method-assign]
+        httpx.AsyncClient.send = original_send  # type: ignore[method-assign]
+        layer_class.group_send = original_group_send
+    names = sorted({name for row in rows for name in row}, key=lambda name: statistics.median(
+        [row[name] for row in rows if name in row]))  # fmt: skip
+    return [
+        {"moment": name, "median_ms": statistics.median([row[name] for row in rows if name in row])}
+        for name in names
+    ]
+
+
 def main() -> None:
     results: list[dict[str, Any]] = []
 
@@ -184,19 +318,32 @@ def main() -> None:
         lambda: per_call(database_hops),
     )
     try:
-        from inference.generation import _reply_context
-        from inference.prompts import prompt_build
-
         long_reply = conversation_with_history(30)
         short_reply = conversation_with_history(1)
-        step("prompt_build, first message of a conversation", "inference/prompts.py prompt_build",
-             lambda: measure(lambda: prompt_build(reply_id=short_reply)))  # fmt: skip
-        step("prompt_build, 30th message (59 messages of history)", "inference/prompts.py prompt_build",
-             lambda: measure(lambda: prompt_build(reply_id=long_reply)))  # fmt: skip
-        step("_reply_context (conversation and locale, one query)", "inference/generation.py reply_generate",
-             lambda: measure(lambda: _reply_context(long_reply)))  # fmt: skip
     except Exception as error:
-        results.append({"step": "prompt_build", "where": "inference/prompts.py", "skipped": str(error)[:200]})
+        long_reply = short_reply = 0
+        results.append({"step": "a conversation to build prompts for", "where": "conversations/services.py",
+                        "skipped": f"{type(error).__name__}: {error}"[:200]})  # fmt: skip
+
+    def prompt(reply_id: int) -> Callable[[], tuple[float, float]]:
+        def run() -> tuple[float, float]:
+            from inference.prompts import prompt_build
+
+            assert reply_id, "no conversation"
+            return measure(lambda: prompt_build(reply_id=reply_id))
+
+        return run
+
+    step(
+        "prompt_build, first message of a conversation",
+        "inference/prompts.py prompt_build",
+        prompt(short_reply),
+    )
+    step("prompt_build, 30th message (59 messages of history)", "inference/prompts.py prompt_build",
+         prompt(long_reply))  # fmt: skip
+    step("a Celery publish (kombu to Redis), as on_commit does for each message",
+         "conversations/services.py message_post → on_commit → reply_generation_enqueue, in daphne's thread",
+         celery_publish)  # fmt: skip
     step(
         "a new event loop and the channel layer's first group_send (connects to Redis)",
         "inference/tasks.py generate_reply: asyncio.run per task, so a new Redis connection per reply",
@@ -212,7 +359,11 @@ def main() -> None:
         "inference/generation.py ReplyGeneration._flush",
         lambda: per_call(snapshot_writes),
     )
-    print(json.dumps(results))
+    try:
+        timeline = worker_timeline()
+    except Exception as error:
+        timeline = [{"moment": f"skipped: {type(error).__name__}: {error}"[:200], "median_ms": 0.0}]
+    print(json.dumps({"costs": results, "worker_timeline": timeline}))
 
 
 if __name__ == "__main__":
