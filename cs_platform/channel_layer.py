@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 # Errors that mean "Redis is not reachable right now", not a bug or a bad command.
 REDIS_UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# How long a receive loop waits before trying Redis again: doubling from the first to the last.
+# How long a receive loop waits before trying Redis again: doubling from the first to the last. The
+# last is short because a socket hears nothing sent to its groups until it has joined them again.
 RECONNECT_FIRST_DELAY_SECONDS = 0.25
-RECONNECT_MAX_DELAY_SECONDS = 5.0
+RECONNECT_MAX_DELAY_SECONDS = 1.0
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):

@@ -229,14 +229,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "health_check_interval": 10,
     "retry_on_timeout": True,
 }
-# Enqueueing a reply (from daphne) and the sweep (from beat) wait out a short Redis blip.
+# Enqueueing a reply retries for well under a second (Celery's default policy), no longer: daphne
+# enqueues on the thread its database work shares, which every socket of the process would wait
+# for. A reply that could not be queued is failed by the sweeper after REPLY_QUEUE_TIMEOUT_SECONDS.
 CELERY_TASK_PUBLISH_RETRY = True
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 4,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 1,
-}
 CELERY_BEAT_SCHEDULE = {
     "fail-stalled-replies": {
         "task": "inference.tasks.replies_fail_stalled",
