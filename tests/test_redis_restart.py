@@ -262,6 +262,10 @@ async def test_it_rides_out_a_redis_restart_in_the_middle_of_a_reply(restartable
     await bystander_socket.send(_send_message("Are you still there?"))
     answer = json.loads(await asyncio.wait_for(bystander_socket.recv(), 15))
     assert answer["type"] in {"message.accepted", "error"}, answer
+    # A customer who arrives now can start a conversation and is let in.
+    latecomer = await _create_conversation(stack.base_url)
+    latecomer_socket, ready = await _connect(stack.base_url, latecomer)
+    assert ready["messages"] == []
     await asyncio.sleep(3)  # Redis stays away for three seconds, as in the incident
     stack.redis.start()
 
@@ -290,6 +294,8 @@ async def test_it_rides_out_a_redis_restart_in_the_middle_of_a_reply(restartable
     await socket.close()
     assert bystander_socket.close_code is None  # it lived through the outage
     await bystander_socket.close()
+    assert latecomer_socket.close_code is None
+    await latecomer_socket.close()
 
     for name, process in stack.processes.items():
         assert process.poll() is None, f"{name} exited with {process.returncode}"
