@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from conversations.models import Conversation, Message, SatisfactionRating, Ticket
 from cs_platform.client_ip import client_ip_from_request
+from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE
 from inference.client import ServerState, server_registry
 
 
@@ -131,4 +132,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     registry.register(PlatformCollector())
     registry.register(InferenceServerCollector())
+    # Counted in this process: the rate-limit checks let through while the cache was unreachable.
+    registry.register(RATE_LIMIT_UNAVAILABLE)
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.test import Client
 
 from conversations.models import Message
 from cs_platform.processes import free_port
+from cs_platform.ratelimit import _note_unavailable
 from inference.client import FailureKind, server_registry
 from tests.factories import ConversationFactory, MessageFactory
 
@@ -90,3 +92,19 @@ def test_it_reports_a_failure_seen_by_the_readiness_probe(client, settings):
         f'cs_inference_server_last_failure{{kind="connect",position="1",server="127.0.0.1:{port}"}} 1.0'
         in body
     )
+
+
+def _rate_limit_unavailable_figure(client: Client) -> float:
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    prefix = 'cs_rate_limit_unavailable_total{scope="websocket-message"} '
+    lines = [line for line in response.content.decode().splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+@pytest.mark.django_db
+def test_it_counts_rate_limit_checks_let_through_while_the_cache_was_unreachable(client: Client) -> None:
+    before = _rate_limit_unavailable_figure(client)
+
+    _note_unavailable("websocket-message", ConnectionError("Redis is down"))
+
+    assert _rate_limit_unavailable_figure(client) == before + 1
