@@ -199,8 +199,8 @@ class Timeline:
 
 
 def worker_timeline(runs: int = 15) -> list[dict[str, Any]]:
-    """The worker's part, in place: `reply_generate` as a prefork task runs it (a new event loop, the
-    database pool closed after the last task), with the moments each step starts and ends."""
+    """The worker's part, in place: `reply_generate` run the way a worker runs it today (on the reply
+    runtime's loop, or as a prefork task), with the moments each step starts and ends."""
     import importlib
 
     import inference.generation as generation
@@ -254,16 +254,25 @@ def worker_timeline(runs: int = 15) -> list[dict[str, Any]]:
     httpx.AsyncClient.__init__ = client_init  # type: ignore[method-assign, assignment]
     httpx.AsyncClient.send = client_send  # type: ignore[method-assign, assignment]
     layer_class.group_send = group_send
+    try:
+        reply_runtime: Any = importlib.import_module("inference.runtime")
+    except ImportError:
+        reply_runtime = None
     rows = []
     try:
         for index, reply_id in enumerate(reply_ids):
-            # What Celery's Django fixup does after every task in a prefork child.
-            connection.close()
-            if hasattr(connection, "close_pool"):
-                connection.close_pool()
             timeline.moments = {}
-            timeline.started = time.perf_counter()
-            asyncio.run(entry(reply_id=reply_id))
+            if reply_runtime is not None and hasattr(reply_runtime, "run"):
+                # As a task thread of the threads pool does: hand the coroutine to the process's loop.
+                timeline.started = time.perf_counter()
+                reply_runtime.run(entry(reply_id=reply_id), timeout=60)
+            else:
+                # What Celery's Django fix-up does after every task in a prefork child, then a new loop.
+                connection.close()
+                if hasattr(connection, "close_pool"):
+                    connection.close_pool()
+                timeline.started = time.perf_counter()
+                asyncio.run(entry(reply_id=reply_id))
             if index:  # the first run warms imports up
                 rows.append(dict(timeline.moments))
     finally:
@@ -272,7 +281,12 @@ def worker_timeline(runs: int = 15) -> list[dict[str, Any]]:
         layer_class.group_send = original_group_send
     names = sorted({name for row in rows for name in row}, key=lambda name: statistics.median(
         [row[name] for row in rows if name in row]))  # fmt: skip
-    return [
+    how = (
+        "on the process's reply runtime (inference/runtime.py run), as a threads-pool task does"
+        if reply_runtime is not None and hasattr(reply_runtime, "run")
+        else "as a prefork task does: a new event loop, the database pool closed after the previous task"
+    )
+    return [{"moment": f"how: {how}", "median_ms": 0.0}] + [
         {"moment": name, "median_ms": statistics.median([row[name] for row in rows if name in row])}
         for name in names
     ]
@@ -293,7 +307,7 @@ def main() -> None:
 
     step(
         "a new httpx.AsyncClient (its SSL context loads the CA bundle)",
-        "inference/client.py InferenceClient.stream_chat: `async with httpx.AsyncClient(...)` per reply",
+        "paid per reply where a reply makes its own client (inference/client.py without a shared one)",
         lambda: measure(httpx.AsyncClient),
     )
     step(
@@ -303,8 +317,8 @@ def main() -> None:
     )
     step(
         "a new PostgreSQL connection, first query",
-        "celery/fixups/django.py DjangoWorkerFixup._close_database closes the pool after every task "
-        "in a prefork child, so each reply's reply_claim connects again",
+        "paid per reply where the pool is closed after each task: Celery's Django fix-up "
+        "(celery/fixups/django.py _close_database) does so in prefork children",
         lambda: measure(new_database_connection),
     )
     step(
@@ -346,7 +360,7 @@ def main() -> None:
          celery_publish)  # fmt: skip
     step(
         "a new event loop and the channel layer's first group_send (connects to Redis)",
-        "inference/tasks.py generate_reply: asyncio.run per task, so a new Redis connection per reply",
+        "paid per reply where each task runs a loop of its own (asyncio.run): a new Redis connection",
         lambda: measure(lambda: asyncio.run(first_group_send())),
     )
     step(

@@ -100,6 +100,7 @@ class Stack:
     workdir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    web_command: str = ""
 
     @property
     def ws_base(self) -> str:
@@ -214,12 +215,23 @@ def production_stack(workdir: Path) -> Iterator[Stack]:
              "--tokens", str(REPLY_TOKENS), "--log", str(stack.pace_log)],
             env,
         )  # fmt: skip
+        # The production web entry point where there is one (the compose set's and the Dockerfile's).
+        if (REPOSITORY_ROOT / "cs_platform" / "serve_web.py").exists():
+            web_command = [sys.executable, "-m", "cs_platform.serve_web"]
+        else:
+            web_command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+                           "cs_platform.asgi:application"]  # fmt: skip
+        stack.web_command = " ".join(["python", *web_command[1:]])
         stack.start(
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
-             "cs_platform.asgi:application"],
-            {**env, "PGAPPNAME": DAPHNE_APPLICATION_NAME},
-        )  # fmt: skip
+            web_command,
+            {
+                **env,
+                "PGAPPNAME": DAPHNE_APPLICATION_NAME,
+                "DAPHNE_BIND": "127.0.0.1",
+                "DAPHNE_PORT": str(web_port),
+            },
+        )
         stack.start(
             "worker",
             [sys.executable, "-m", "celery", "-A", "cs_platform", "worker"],
@@ -283,6 +295,21 @@ def group_pids(pgid: int) -> list[int]:
 
 def group_rss(pgid: int) -> int:
     return sum(rss_bytes(pid) for pid in group_pids(pgid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def platform_cpu_seconds(stack: Stack) -> tuple[float, float]:
+    """CPU time so far of daphne, and of every process of the worker's group."""
+    worker = stack.processes["worker"].pid
+    return cpu_seconds(stack.processes["daphne"].pid), sum(cpu_seconds(pid) for pid in group_pids(worker))
 
 
 @dataclass
@@ -605,10 +632,22 @@ class LoadResult:
     seconds: float
     samples: list[Sample]
     failed_to_open: int = 0
+    # daphne's and the worker's CPU time while the messages were answered.
+    daphne_cpu: float = 0.0
+    worker_cpu: float = 0.0
 
     @property
     def first_tokens(self) -> list[float]:
         return [reply.time_to_first_token for reply in self.replies if reply.time_to_first_token is not None]
+
+    @property
+    def platform_cpu(self) -> float:
+        return self.daphne_cpu + self.worker_cpu
+
+    @property
+    def cpu_per_reply(self) -> float:
+        """Seconds of daphne's and the worker's CPU per reply answered."""
+        return self.platform_cpu / max(len(self.replies), 1)
 
     @property
     def broken(self) -> list[Reply]:
@@ -664,6 +703,7 @@ async def run_load(
     opened = await asyncio.gather(*(open_one(customer) for customer in people))
     ready = [customer for customer, ok in zip(people, opened, strict=True) if ok]
     print(f"  {label}: {len(ready)} customers send {rounds} message(s) each…", flush=True)
+    cpu_before = platform_cpu_seconds(stack)
     started = time.monotonic()
     deadline = started + deadline_seconds
 
@@ -675,6 +715,7 @@ async def run_load(
 
     await asyncio.gather(*(converse(customer) for customer in ready))
     seconds = time.monotonic() - started
+    cpu_after = platform_cpu_seconds(stack)
     replies = [reply for customer in ready for reply in customer.replies]
     replies += [
         Reply(ref=f"{label}.{customer.index}.unsent", tokens=REPLY_TOKENS, outcome="unfinished")
@@ -689,7 +730,15 @@ async def run_load(
     if not await wait_until_quiet(stack, http):
         print(f"  {label}: replies still streaming two minutes after the deadline", flush=True)
     return LoadResult(
-        customers, rounds, replies, direct, seconds, samples, failed_to_open=customers - len(ready)
+        customers,
+        rounds,
+        replies,
+        direct,
+        seconds,
+        samples,
+        failed_to_open=customers - len(ready),
+        daphne_cpu=cpu_after[0] - cpu_before[0],
+        worker_cpu=cpu_after[1] - cpu_before[1],
     )
 
 
@@ -933,6 +982,7 @@ class Report:
     started: str
     seconds: float
     worker_processes: int
+    web_command: str
 
     def all_replies(self) -> list[Reply]:
         replies = [reply for _, load in self.loads for reply in load.replies]
@@ -950,7 +1000,8 @@ class Report:
             RESULTS_SECTION,
             "",
             "Replies through the platform in its production shape, measured from outside by "
-            "`make bench` (`bench/replies.py`): one daphne, one `celery -A cs_platform worker` with "
+            f"`make bench` (`bench/replies.py`): one daphne (`{self.web_command}`), one "
+            "`celery -A cs_platform worker` with "
             "its settings from the environment only, PostgreSQL, a Redis of its own, and "
             f"`bench/pace_server.py`, an OpenAI-compatible server that sends the first token "
             f"{FIRST_TOKEN_MS} ms after the request and then {TOKENS_PER_SECOND} tokens/s per stream, "
@@ -968,8 +1019,8 @@ class Report:
             "",
             "| customers at once | replies | platform p50 / p99 (ms) | direct p50 / p99 (ms) "
             "| added p50 / p99 (ms) | replies not intact | wall time (s) "
-            "| DB connections peak (daphne / worker) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| CPU per reply, daphne / worker (ms) | DB connections peak (daphne / worker) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for label, load in self.loads:
             platform_times, direct = load.first_tokens, load.direct
@@ -978,7 +1029,10 @@ class Report:
                 f"| {label} | {len(load.replies)} "
                 f"| {_pair(platform_times)} | {_pair(direct)} "
                 f"| {milliseconds(self.added(load, 0.5))} / {milliseconds(self.added(load, 0.99))} "
-                f"| {len(load.broken)} | {load.seconds:.1f} | {peak[0]} / {peak[1]} |"
+                f"| {len(load.broken)} | {load.seconds:.1f} "
+                f"| {load.daphne_cpu * 1000 / max(len(load.replies), 1):.0f} / "
+                f"{load.worker_cpu * 1000 / max(len(load.replies), 1):.0f} "
+                f"| {peak[0]} / {peak[1]} |"
             )
         replies = self.all_replies()
         broken = [reply for reply in replies if reply.problem]
@@ -1048,21 +1102,40 @@ class Report:
             value = self.added(load, fraction) if load else None
             return None if value is None else value * 1000
 
+        def largest_stages(fraction: float) -> str:
+            platform_stages = [
+                (name, percentile(values, fraction) * 1000)
+                for name, values in self.stages
+                if name[:2] in {"1.", "2.", "3.", "5.", "6."}
+            ]
+            top = sorted(platform_stages, key=lambda item: -item[1])[:2]
+            if not top:
+                return "see where the time goes below"
+            return "largest: " + "; ".join(f"{name.split(' (', 1)[0]} {value:.0f} ms" for name, value in top)
+
         p50 = added_ms(one, 0.5)
         row("added time to first token, 1 customer, p50 ≤ 15 ms", _or_dash(p50),
             None if p50 is None else p50 <= 15,
-            "" if p50 is None or p50 <= 15 else "see where the time goes below")  # fmt: skip
+            "" if p50 is None or p50 <= 15 else largest_stages(0.5))  # fmt: skip
         p99 = added_ms(one, 0.99)
         row("added time to first token, 1 customer, p99 ≤ 50 ms", _or_dash(p99),
             None if p99 is None else p99 <= 50,
-            "" if p99 is None or p99 <= 50 else "see where the time goes below")  # fmt: skip
+            "" if p99 is None or p99 <= 50 else largest_stages(0.99))  # fmt: skip
         p99_many = added_ms(many, 0.99)
         reason = ""
-        if p99_many is not None and p99_many > 150:
+        if many is not None and p99_many is not None and p99_many > 150:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             reason = (
-                f"replies queue behind the worker's {max(self.worker_processes - 1, 1)} pool process(es): "
-                "one reply holds a process for its whole length"
+                f"daphne and the worker spent {many.cpu_per_reply * 1000:.0f} ms of CPU per reply "
+                f"({many.platform_cpu:.1f} s for {len(many.replies)} replies in {many.seconds:.1f} s, on "
+                f"{cores} cores shared with the benchmark's clients and the model server): the first "
+                "tokens wait for the CPU"
             )
+            if self.worker_processes > 2:
+                reason += (
+                    f"; and the worker runs {self.worker_processes - 1} pool processes, one reply each "
+                    "for its whole length"
+                )
         row("added time to first token, 200 customers at once, p99 ≤ 150 ms", _or_dash(p99_many),
             None if p99_many is None else p99_many <= 150, reason)  # fmt: skip
         row("broken replies: 0", str(broken), broken == 0, "" if broken == 0 else "see relay integrity above")
@@ -1099,8 +1172,8 @@ class Report:
         lines += [
             "",
             "What the steps on that path cost, each measured alone on the same machine and database "
-            "(`bench/first_token_costs.py`, median and minimum of 20 runs, in milliseconds). The ones "
-            "paid once per reply today are set-up a process that serves many replies would do once:",
+            "(`bench/first_token_costs.py`, median and minimum of 20 runs, in milliseconds); whether a "
+            "reply pays a set-up step shows in the timeline below it:",
             "",
             "| step | where | median (ms) | min (ms) |",
             "| --- | --- | --- | --- |",
@@ -1114,38 +1187,20 @@ class Report:
                 )
         if not self.costs.get("costs"):
             lines.append("| (bench/first_token_costs.py did not run) | | | |")
-        by_step = {cost["step"]: cost.get("median_ms") for cost in self.costs.get("costs", [])}
-        set_up = {
-            "a new httpx.AsyncClient": by_step.get(
-                "a new httpx.AsyncClient (its SSL context loads the CA bundle)"
-            ),
-            "a new PostgreSQL connection": by_step.get("a new PostgreSQL connection, first query"),
-            "a new event loop and Redis connection": by_step.get(
-                "a new event loop and the channel layer's first group_send (connects to Redis)"
-            ),
-        }
-        known = {name: value for name, value in set_up.items() if value is not None}
-        if known:
-            lines += [
-                "",
-                f"Set-up paid again for every reply by today's runtime: {sum(known.values()):.0f} ms "
-                "of work ("
-                + ", ".join(f"{name} {value:.1f} ms" for name, value in known.items())
-                + "), before any contention for the CPU; a worker process that streams many replies on "
-                "one event loop pays it once.",
-            ]
         timeline = self.costs.get("worker_timeline", [])
-        if timeline:
+        how = next((moment["moment"] for moment in timeline if moment["moment"].startswith("how: ")), "how: ")
+        moments = [moment for moment in timeline if not moment["moment"].startswith("how: ")]
+        if moments:
             lines += [
                 "",
-                "The worker's part in place: `reply_generate` run as a prefork task runs it (a new event "
-                "loop, the database pool closed after the previous task, as Celery's Django fix-up does), "
-                "with wrappers marking when each step starts and ends; milliseconds from the start, "
-                "median of 15 replies (a two-token reply each):",
+                "The worker's part in place: `reply_generate` run "
+                + how.removeprefix("how: ")
+                + ", with wrappers marking when each step starts and ends; milliseconds from the start, "
+                "median of 15 replies (two tokens each; the model answers 20 ms after the request):",
                 "",
                 "| moment | ms from start |",
                 "| --- | --- |",
-                *(f"| {moment['moment']} | {moment['median_ms']:.1f} |" for moment in timeline),
+                *(f"| {moment['moment']} | {moment['median_ms']:.1f} |" for moment in moments),
             ]
         return "\n".join(lines) + "\n"
 
@@ -1255,6 +1310,7 @@ async def benchmark(stack: Stack, *, quick: bool, idle_sockets: int) -> Report:
         started=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         seconds=time.monotonic() - started_at,
         worker_processes=worker_processes,
+        web_command=stack.web_command,
     )
 
 
