@@ -467,3 +467,32 @@ def test_it_keeps_one_pooled_http_client_per_event_loop() -> None:
     # Loops that closed are forgotten, the runtime's is kept.
     assert list(runtime._clients.values()).count(first_loop[0]) == 0
     assert on_the_runtime[0] in runtime._clients.values()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sentence"),
+    [
+        (
+            "CELERY_WORKER_POOL",
+            "gevent",
+            "CELERY_WORKER_POOL must be threads (many replies per process), prefork or solo.",
+        ),
+        ("REPLY_CONCURRENCY_PER_PROCESS", "0", "REPLY_CONCURRENCY_PER_PROCESS must be a positive integer."),
+    ],
+)
+def test_it_refuses_to_start_with_a_runtime_that_cannot_work(name: str, value: str, sentence: str) -> None:
+    # Real settings in a fresh interpreter, as Celery loads them.
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "cs_platform.settings", name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1] == f"django.core.exceptions.ImproperlyConfigured: {sentence}"
+    )
