@@ -245,14 +245,14 @@ def _assert_relayed_whole(frames: list[dict[str, Any]], reply_id: int, saved: Me
 async def test_it_streams_twenty_replies_at_once_in_one_worker_process(
     stack_for: Callable[..., Stack], scripted_server: ScriptedInferenceServer
 ) -> None:
-    tokens = [f"word{index} " for index in range(30)]
+    tokens = [f"word{index} " for index in range(50)]
     scripted_server.default = Script(tokens=tokens, token_delay=0.1, model="scripted-model")
     stack = stack_for(scripted_server.base_url, "scripted-model")
     customers = Customers()
     reply_ids = await _queue(customers, 20)
 
     await _enqueue(*reply_ids)
-    # Each stream takes 3 s: twenty open at once means one process streams them side by side.
+    # Each stream takes 5 s: twenty open at once means one process streams them side by side.
     await _wait_until_async(
         lambda: _open_streams(scripted_server) == 20, seconds=30, what="20 streams open at once"
     )
@@ -389,11 +389,14 @@ def _pace_stats(port: int) -> dict[str, int]:
 
 @pytest.fixture
 def pace_server(tmp_path: Path) -> Iterator[int]:
-    """bench's paced server in its own process: keep-alive honoured, TCP connections counted."""
+    """bench's paced server in its own process: keep-alive honoured, TCP connections counted.
+
+    Streams of 3 s, so that the replies of a wave are all streaming before the first ends.
+    """
     port = free_port()
     process = _start(
         [sys.executable, "bench/pace_server.py", "--port", str(port), "--first-token-ms", "20",
-         "--tokens-per-second", "50", "--tokens", "50"],
+         "--tokens-per-second", "50", "--tokens", "150"],
         dict(os.environ),
         tmp_path / "pace.log",
     )  # fmt: skip
