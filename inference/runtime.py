@@ -6,9 +6,9 @@ thread that only hands the coroutine to this loop and waits for it (`run`), with
 its own: the threads pool has none. The loop runs in a daemon thread, started on first use and
 started again in a forked child (a loop does not survive `fork`).
 
-The loop also keeps one pooled HTTP client per event loop (`http_client`), so replies reuse their
-connections to each inference server instead of opening one per reply; daphne's loop (the embedded
-default, `REPLY_GENERATION_IN_PROCESS`) gets one too.
+This module also keeps one pooled HTTP client per event loop (`http_client`), so replies reuse
+their connections to each inference server instead of opening one per reply; daphne's loop (the
+embedded default, `REPLY_GENERATION_IN_PROCESS`) gets one too.
 """
 
 from __future__ import annotations
