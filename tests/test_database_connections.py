@@ -24,7 +24,7 @@ import pytest
 from django.conf import settings
 
 from conversations.models import Conversation
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_MAX_SIZE = 4
@@ -66,12 +66,13 @@ def daphne(transactional_db: None, tmp_path: Path) -> Iterator[Daphne]:
     }
     log = tmp_path / "daphne.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cs_platform.asgi:application"],
+        [sys.executable, "-m", "cs_platform.serve_web"],
         cwd=ROOT,
-        env=env,
+        env={**env, "DAPHNE_BIND": "127.0.0.1", "DAPHNE_PORT": str(port)},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=parent_death_signal(),
     )
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/healthz", timeout=60, process=process, what="daphne")

@@ -54,8 +54,9 @@ class Stack:
     def start_worker(self) -> None:
         """Start (or, like a process supervisor, restart) the Celery worker."""
         self.processes["worker"] = _start(
+            # Production's runtime: the pool and concurrency come from the settings.
             [sys.executable, "-m", "celery", "-A", "cs_platform", "worker", "--loglevel=INFO",
-             "--concurrency=1", "--without-gossip", "--without-mingle"],
+             "--without-gossip", "--without-mingle"],
             self.env,
             self.logs / "worker.log",
         )  # fmt: skip

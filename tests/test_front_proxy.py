@@ -26,7 +26,7 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from conversations.models import Conversation
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from cs_platform.serve_web import daphne_arguments
 from tests.factories import jpeg_bytes
 
@@ -118,11 +118,12 @@ def web_set(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
     }
     daphne = subprocess.Popen(
         _web_command(), cwd=ROOT, env=daphne_env, stdout=(logs / "daphne.log").open("ab"),
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=parent_death_signal(),
     )  # fmt: skip
     nginx = subprocess.Popen(
         ["sh", str(ROOT / "deploy/nginx/start.sh"), "-p", f"{prefix}/"], cwd=ROOT, env=nginx_env,
         stdout=(logs / "nginx.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=parent_death_signal(),
     )  # fmt: skip
     web = WebSet(
         daphne=daphne,

@@ -31,7 +31,7 @@ from websockets.typing import Origin
 
 from conversations.models import Conversation, Message
 from cs_platform.channel_layer import ResilientRedisChannelLayer
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE, rate_limit_exceeded
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
@@ -69,7 +69,7 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.directory)],
             stdout=(self.directory / "redis.log").open("ab"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=parent_death_signal(),
         )  # fmt: skip
         _wait_until(self._answers, seconds=10, what="redis-server to answer")
 
@@ -116,7 +116,13 @@ async def _wait_until_async(predicate: Any, *, seconds: float, what: str) -> Non
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
     )
 
 
@@ -147,14 +153,12 @@ def restartable_stack(transactional_db: None, tmp_path: Path) -> Iterator[Stack]
     # The command lines of docker-compose.yml, with fewer worker processes.
     processes = {
         "daphne": _start(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "cs_platform.asgi:application"],
-            env,
+            [sys.executable, "-m", "cs_platform.serve_web"],
+            {**env, "DAPHNE_BIND": "127.0.0.1", "DAPHNE_PORT": str(port)},
             logs / "daphne.log",
         ),
         "worker": _start(
-            [sys.executable, "-m", "celery", "-A", "cs_platform", "worker", "--loglevel=INFO",
-             "--concurrency=2"],
+            [sys.executable, "-m", "celery", "-A", "cs_platform", "worker", "--loglevel=INFO"],
             env,
             logs / "worker.log",
         ),
