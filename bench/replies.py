@@ -61,7 +61,7 @@ import websockets  # noqa: E402
 from websockets.typing import Origin  # noqa: E402
 
 from bench.pace_server import MODEL, expected_text  # noqa: E402
-from cs_platform.processes import free_port, stop_process_group, wait_until_answering  # noqa: E402
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering  # noqa: E402
 
 BENCHMARKS_PATH = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 RESULTS_SECTION = "## Replies"
@@ -121,6 +121,8 @@ class Stack:
             stdout=self.log(name).open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A benchmark killed outright takes its servers with it.
+            preexec_fn=parent_death_signal(),
         )
         self.processes[name] = process
         return process
