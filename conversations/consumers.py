@@ -166,10 +166,18 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         # Join first, then read the snapshot: a delta is then in the snapshot, or arrives here, or both.
         await self.channel_layer.group_add(events.conversation_group(conversation.pk), self.channel_name)
         self.conversation = conversation
-        ready = await database_sync_to_async(_ready_frame)(conversation)
+        await self._send_ready()
+
+    async def _send_ready(self) -> None:
+        """Send the conversation as saved, with the reply in progress so far; later deltas follow it."""
+        assert self.conversation is not None
+        ready = await database_sync_to_async(_ready_frame)(self.conversation)
         pending = ready["pending_reply"]
         if pending is not None:
             self.delta_floor[pending["reply_id"]] = pending["seq"]
+        for message in ready["messages"]:
+            if message["role"] == "assistant" and message["status"] != "streaming":
+                self._remember_finished(message["id"])
         await self.send_json(ready)
 
     async def frame_message(self, frame: dict[str, Any]) -> None:
@@ -262,5 +270,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.delta_floor.pop(reply_id, None)
         if reply_id in self.finished_replies:
             return  # one final frame per reply (a final frame resent once the layer was back)
-        self.finished_replies = [*self.finished_replies[-FINISHED_REPLIES_REMEMBERED + 1 :], reply_id]
+        self._remember_finished(reply_id)
         await self.send_json(event)
+
+    def _remember_finished(self, reply_id: int) -> None:
+        if reply_id not in self.finished_replies:
+            self.finished_replies = [*self.finished_replies[-FINISHED_REPLIES_REMEMBERED + 1 :], reply_id]
+
+    async def layer_rejoined(self, event: dict[str, Any]) -> None:
+        """The channel layer is back after an outage: what was sent to the group meanwhile is lost, so
+        the socket gets the conversation again as saved (a `ready` the widget reconciles with)."""
+        if self.conversation is not None:
+            await self._send_ready()

@@ -5,7 +5,8 @@ daphne closes every open websocket with 1011 the moment Redis goes away, and a s
 while it is away dies in `group_add`. And a Redis restarted without persistence has forgotten every
 group, so a socket that lived through the restart would never hear its conversation again. Here a
 socket keeps its receive loop through the outage (waiting with a backoff), remembers which groups
-each of this process's channels joined, and joins them again once Redis answers.
+each of this process's channels joined, and joins them again once Redis answers; then it hands the
+consumer a `layer.rejoined` message, since whatever was sent to those groups meanwhile is lost.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             try:
                 if channel in self.rejoin_pending:
                     await self._rejoin(channel)
+                    # What was sent to its groups meanwhile is lost: its consumer resynchronises.
+                    return {"type": "layer.rejoined"}
                 message: dict[str, Any] = await super().receive(channel)
                 return message
             except REDIS_UNAVAILABLE_ERRORS as error:

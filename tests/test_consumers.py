@@ -292,6 +292,7 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
         "attachments": [],
         "citations": [],
         "truncated": False,
+        "error": None,
         "created_at": saved.created_at.isoformat(),
     }
     started, *deltas, done = frames
@@ -312,6 +313,7 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": None,
             "created_at": reply.created_at.isoformat(),
         },
     }
@@ -511,6 +513,67 @@ async def test_it_passes_no_delta_that_arrives_after_its_replys_final_frame(enqu
     await communicator.disconnect()
 
 
+async def test_it_sends_the_conversation_again_when_the_channel_layer_is_back_after_an_outage(
+    enqueued_replies: list[int],
+):
+    # While Redis was away, what was sent to the group was lost (here: the reply's deltas 1 and 2 and
+    # its final frame). Once the layer has re-joined, the socket gets the conversation as saved.
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+    reply_id = accepted["reply_id"]
+    await sync_to_async(progress.reply_text_append)(reply_id, ["Hel", "lo"])
+    layer = get_channel_layer()
+    assert layer is not None
+    group = events.conversation_group(conversation.pk)
+
+    await layer.group_send(group, {"type": "layer.rejoined"})
+
+    resync = await communicator.receive_json_from(timeout=5)
+    assert resync["type"] == "ready"
+    assert resync["pending_reply"] == {"reply_id": reply_id, "text": "Hello", "seq": 1}
+    assert [message["id"] for message in resync["messages"]] == [accepted["message"]["id"], reply_id]
+    # Deltas continue after the new snapshot, and one already in it is not passed on again.
+    await layer.group_send(group, events.reply_delta_event(reply_id=reply_id, seq=1, text="lo"))
+    await layer.group_send(group, events.reply_delta_event(reply_id=reply_id, seq=2, text="!"))
+    assert await communicator.receive_json_from(timeout=5) == events.reply_delta_event(
+        reply_id=reply_id, seq=2, text="!"
+    )
+    await communicator.disconnect()
+
+
+async def test_it_passes_no_final_frame_for_a_reply_the_resynchronised_socket_has_as_finished(
+    enqueued_replies: list[int],
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+    reply_id = accepted["reply_id"]
+    # The reply ended while the layer was away: its final frame was lost, the saved reply was not.
+    await database_sync_to_async(replies.reply_finish)(
+        reply_id=reply_id, text="Done.", outcome=replies.ReplyOutcome.COMPLETE
+    )
+    layer = get_channel_layer()
+    assert layer is not None
+    group = events.conversation_group(conversation.pk)
+
+    await layer.group_send(group, {"type": "layer.rejoined"})
+    resync = await communicator.receive_json_from(timeout=5)
+    done = await database_sync_to_async(lambda: events.reply_done_event(Message.objects.get(pk=reply_id)))()
+    await layer.group_send(group, done)  # the final frame, sent again
+    marker = events.reply_delta_event(reply_id=reply_id + 1, seq=0, text="next reply")
+    await layer.group_send(group, marker)
+
+    assert resync["pending_reply"] is None
+    assert [(message["id"], message["status"], message["text"]) for message in resync["messages"][1:]] == [
+        (reply_id, "complete", "Done.")
+    ]
+    assert await communicator.receive_json_from(timeout=5) == marker
+    await communicator.disconnect()
+
+
 # --- cancel --------------------------------------------------------------------------------------
 
 
@@ -544,6 +607,7 @@ async def test_it_cancels_a_streaming_reply_keeping_its_text_and_closing_the_inf
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": None,
             "created_at": reply.created_at.isoformat(),
         },
     }
@@ -577,6 +641,7 @@ async def test_it_cancels_a_reply_no_worker_has_started(enqueued_replies: list[i
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": None,
             "created_at": reply.created_at.isoformat(),
         },
     }
