@@ -16,6 +16,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+import redis.asyncio
 from channels_redis.core import RedisChannelLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +41,17 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self.memberships: defaultdict[str, set[str]] = defaultdict(set)
         # Channels whose memberships Redis may not hold (it failed or restarted since they joined).
         self.rejoin_pending: set[str] = set()
+
+    def create_pool(self, index: int) -> Any:
+        """A pool that waits for a free connection when all are in use: redis-py's plain pool raises
+        "Too many connections" instead, which lost the group_discard of most of 200 sockets that closed
+        at once and left their memberships in Redis for a day (group_expiry)."""
+        host = dict(self.hosts[index])
+        if "address" not in host:
+            return super().create_pool(index)
+        address = host.pop("address")
+        wait_seconds = host.pop("pool_wait_seconds", 10)
+        return redis.asyncio.BlockingConnectionPool.from_url(address, timeout=wait_seconds, **host)
 
     async def group_add(self, group: str, channel: str) -> None:
         self.memberships[channel].add(group)

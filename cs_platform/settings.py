@@ -176,6 +176,10 @@ else:
                         "socket_timeout": 15,
                         "socket_connect_timeout": 5,
                         "socket_keepalive": True,
+                        # Connections per process; past them a call waits (up to pool_wait_seconds)
+                        # for one to be free rather than failing (cs_platform/channel_layer.py).
+                        "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=100),
+                        "pool_wait_seconds": 10,
                         # No transparent retry here: a blocking receive must fail when Redis goes, so
                         # that the layer re-joins the groups a restarted Redis forgot. A pooled
                         # connection Redis closed is replaced when it is taken from the pool.
