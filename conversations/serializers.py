@@ -45,5 +45,12 @@ def message_data(message: Message) -> dict[str, Any]:
         "citations": message.citations,
         # The model stopped at its max_tokens (finish_reason "length"): the reply is cut short.
         "truncated": message.truncated,
+        # A failed reply keeps why, so a reloaded widget says what it said live (reply.error's code and
+        # detail, the detail being the customer's sentence saved in the conversation's language).
+        "error": (
+            {"code": message.error_code, "detail": message.error_detail}
+            if message.status == Message.Status.FAILED
+            else None
+        ),
         "created_at": message.created_at.isoformat(),
     }

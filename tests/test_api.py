@@ -387,8 +387,9 @@ def test_it_lists_the_messages_oldest_first_in_the_contract_shape() -> None:
         second.reply.pk,
     ]
     assert [set(message) for message in messages] == [
-        {"id", "role", "text", "status", "attachments", "citations", "truncated", "created_at"}
+        {"id", "role", "text", "status", "attachments", "citations", "truncated", "error", "created_at"}
     ] * 4
+    assert [m["error"] for m in messages] == [None] * 4
     assert [(m["role"], m["text"], m["status"], m["citations"]) for m in messages] == [
         ("customer", "Where is my parcel?", "complete", []),
         ("assistant", "It ships tomorrow.", "complete", citations),
@@ -407,6 +408,24 @@ def test_it_lists_the_messages_oldest_first_in_the_contract_shape() -> None:
     }
     assert sent["url"].split("?")[0] == expected["url"].split("?")[0]
     assert sent["thumbnail_url"].split("?")[0] == expected["thumbnail_url"].split("?")[0]
+
+
+def test_it_lists_a_failed_reply_with_its_error_in_the_conversations_language() -> None:
+    conversation = ConversationFactory(locale="zh-Hans")
+    posted = services.message_post(conversation=conversation, text="订单到哪了？")
+    assert posted.reply is not None
+    replies.reply_fail(reply_id=posted.reply.pk, code="inference_timeout")
+
+    response = Client().get(messages_url(conversation), HTTP_AUTHORIZATION=f"Bearer {conversation.token}")
+
+    assert [(m["role"], m["status"], m["error"]) for m in response.json()["messages"]] == [
+        ("customer", "complete", None),
+        (
+            "assistant",
+            "failed",
+            {"code": "inference_timeout", "detail": "智能助手响应超时，请重试，或转接人工客服。"},
+        ),
+    ]
 
 
 def test_it_lists_system_and_agent_messages_in_order() -> None:

@@ -158,6 +158,7 @@ async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": None,
             "created_at": saved.created_at.isoformat(),
         },
     }
@@ -297,6 +298,7 @@ async def test_it_reports_a_server_error_as_inference_unavailable_in_the_custome
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": {"code": "inference_unavailable", "detail": detail},
             "created_at": saved.created_at.isoformat(),
         },
     }
@@ -616,6 +618,7 @@ async def test_it_fails_a_reply_whose_worker_died_keeping_the_text_it_had_stream
             "attachments": [],
             "citations": [],
             "truncated": False,
+            "error": {"code": "worker_lost", "detail": detail},
             "created_at": saved.created_at.isoformat(),
         },
     }
