@@ -375,6 +375,54 @@ async def test_it_keeps_a_receive_loop_through_a_redis_restart_and_rejoins_its_g
     await sender.flush()
 
 
+async def test_it_rejoins_every_socket_of_the_process_not_only_the_one_reading_redis(
+    own_redis: RedisServer,
+) -> None:
+    # channels-redis lets one receive read Redis at a time; the others wait in this process and never
+    # see the outage, yet the restarted Redis forgot their groups too.
+    layer = _layer(own_redis.url)
+    channels = [await layer.new_channel() for _ in range(3)]
+    for position, channel in enumerate(channels):
+        await layer.group_add(f"conversation.reader-{position}", channel)
+    receiving = [asyncio.ensure_future(layer.receive(channel)) for channel in channels]
+
+    await asyncio.to_thread(own_redis.kill)
+    await asyncio.sleep(0.5)  # Redis stays away a moment, as in a restart
+    await asyncio.to_thread(own_redis.start)
+
+    done, _ = await asyncio.wait(receiving, timeout=20)
+    assert [task.result() for task in receiving] == [{"type": "layer.rejoined"}] * 3, done
+    sender = _layer(own_redis.url)
+    for position in range(3):
+        await sender.group_send(
+            f"conversation.reader-{position}", {"type": "reply.delta", "text": str(position)}
+        )
+    assert [await asyncio.wait_for(layer.receive(channel), 10) for channel in channels] == [
+        {"type": "reply.delta", "text": str(position)} for position in range(3)
+    ]
+    assert layer.rejoin_pending == set()
+    await layer.flush()
+    await sender.flush()
+
+
+async def test_it_joins_at_once_after_a_restart_on_a_connection_the_old_redis_left_in_the_pool(
+    own_redis: RedisServer,
+) -> None:
+    layer = _layer(own_redis.url)
+    first = await layer.new_channel()
+    await layer.group_add("conversation.before", first)  # a pooled connection to this Redis
+    await asyncio.to_thread(own_redis.kill)
+    await asyncio.to_thread(own_redis.start)
+    newcomer = await layer.new_channel()
+
+    await layer.group_add("conversation.after", newcomer)
+
+    assert newcomer not in layer.rejoin_pending
+    await _layer(own_redis.url).group_send("conversation.after", {"type": "reply.delta", "text": "hi"})
+    assert await asyncio.wait_for(layer.receive(newcomer), 10) == {"type": "reply.delta", "text": "hi"}
+    await layer.flush()
+
+
 async def test_it_answers_a_hello_while_redis_is_down_and_joins_the_group_when_it_is_back(
     own_redis: RedisServer,
 ) -> None:
