@@ -84,7 +84,15 @@ export function entryFromMessage(message) {
     createdAt: parseDate(message.created_at),
     agentName: message.agent_name || (message.agent && message.agent.name) || null,
     truncated: message.truncated === true,
+    error: messageError(message),
   });
+}
+
+// A failed reply's saved error ({code, detail}), so a reloaded reply says what reply.error said live.
+function messageError(message) {
+  const error = message.error;
+  if (!error || typeof error !== "object") return null;
+  return { code: typeof error.code === "string" ? error.code : "", detail: typeof error.detail === "string" ? error.detail : "" };
 }
 
 export function applyMessage(entry, message) {
@@ -96,6 +104,11 @@ export function applyMessage(entry, message) {
   if (message.created_at) entry.createdAt = parseDate(message.created_at);
   if (message.agent_name) entry.agentName = message.agent_name;
   if (typeof message.truncated === "boolean") entry.truncated = message.truncated;
+  if (message.error !== undefined) {
+    const error = messageError(message);
+    // A reply failed here (a timeout, say) keeps its own reason when the message carries none.
+    if (error || entry.status !== "failed") entry.error = error;
+  }
   indexEntry(entry);
 }
 
