@@ -199,6 +199,7 @@ def handoff_request(*, conversation: Conversation, reason: str = "") -> Ticket:
         ticket = conversation.tickets.exclude(status=Ticket.Status.RESOLVED).first()
         if ticket is None:
             ticket = Ticket.objects.create(conversation=conversation, reason=reason.strip()[:2000])
+            # The widget says the same sentence live (handoffStarted in static/widget/chat/messages.js).
             Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.SYSTEM,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -254,6 +257,19 @@ def test_it_hands_off_once_however_often_it_is_asked() -> None:
     ]
     conversation.refresh_from_db()
     assert conversation.status == Conversation.Status.HANDED_OFF
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-Hans"])
+def test_it_saves_the_handoff_sentence_the_widget_says_live(locale: str) -> None:
+    widget_strings = (Path(settings.BASE_DIR) / "static" / "widget" / "chat" / "messages.js").read_text()
+    # The widget's STRINGS table: the English block comes first, the Chinese one after `"zh-Hans": {`.
+    english, chinese = widget_strings.split('"zh-Hans": {', 1)
+    live = re.findall(r'handoffStarted: "([^"]*)"', english if locale == "en" else chinese)[0]
+    conversation = ConversationFactory(locale=locale)
+
+    services.handoff_request(conversation=conversation, reason="customer_request")
+
+    assert list(Message.objects.filter(role=Message.Role.SYSTEM).values_list("text", flat=True)) == [live]
 
 
 def test_it_returns_the_assigned_ticket_instead_of_opening_another() -> None:

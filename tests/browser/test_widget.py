@@ -526,3 +526,38 @@ def test_it_says_when_the_assistant_is_down_and_offers_a_person_and_a_retry(
 
     expect(last_assistant_text(page)).to_have_text("Back again.", timeout=20_000)
     assert Message.objects.filter(role=Message.Role.CUSTOMER, text="你好").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("locale", "error_sentence", "handoff_sentence"),
+    [
+        (
+            "en-US",
+            "The assistant isn't available right now. You can try again, or talk to a person.",
+            "A person will join this conversation shortly.",
+        ),
+        ("zh-CN", "智能助手暂时无法使用。您可以重试，或转人工客服。", "已为您转接人工客服，请稍候。"),
+    ],
+)
+def test_it_says_the_same_about_a_failed_reply_and_a_handoff_after_a_reload(
+    browser: Browser, platform: Platform, locale: str, error_sentence: str, handoff_sentence: str
+) -> None:
+    platform.inference.enqueue(Script(status=500))
+    page = open_chat(browser, platform, locale=locale)
+    send(page, "Hello")
+    error = page.get_by_test_id("reply-error")
+    expect(error).to_be_visible(timeout=20_000)
+    expect(error.locator(".cs-reply-error__text")).to_have_text(error_sentence)
+
+    page.reload()
+
+    error = page.get_by_test_id("reply-error")
+    expect(error).to_have_attribute("data-code", "inference_unavailable")
+    expect(error.locator(".cs-reply-error__text")).to_have_text(error_sentence)
+
+    page.get_by_test_id("error-handoff-button").click()
+    system = page.locator('[data-testid="message"][data-role="system"]').get_by_test_id("message-text")
+    expect(system.last).to_have_text(handoff_sentence)
+    page.reload()
+    expect(system).to_have_text([handoff_sentence])
+    assert page.errors == []  # type: ignore[attr-defined]

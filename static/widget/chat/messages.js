@@ -66,7 +66,8 @@ const STRINGS = {
     csatScale: ["Very poor", "Poor", "Okay", "Good", "Excellent"],
     dismiss: "Dismiss",
     handoffRequested: "Asking for a person to join…",
-    handoffStarted: "A person will join shortly.",
+    // The same sentence the server saves as the handoff's system message (conversations/services.py).
+    handoffStarted: "A person will join this conversation shortly.",
     handoffTicket: "Ticket {ticket}",
     agentJoined: "{name} joined the conversation.",
     someone: "An agent",
