@@ -7,7 +7,9 @@ the same code runs on PostgreSQL, Redis, separate Celery workers and vLLM.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
+import math
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +24,57 @@ from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class StrictEnv(environ.Env):
+    """environ.Env whose numbers and booleans refuse a value they cannot read, with a sentence."""
+
+    # django-environ reads any word it does not know (DEBUG=maybe) as false, and int("10MB") stops
+    # start-up with a bare ValueError; either way the operator is not told which variable is wrong.
+    TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+    FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+    def _raw(self, var: str) -> str | None:
+        """Return the variable's text, or None when it is unset or empty (its default then applies)."""
+        raw = self.ENVIRON.get(var)
+        return raw.strip() if raw is not None and raw.strip() else None
+
+    def bool(self, var: str, default: builtins.bool | environ.NoValue = environ.Env.NOTSET) -> builtins.bool:
+        raw = self._raw(var)
+        if raw is None:
+            return super().bool(var, default=default)
+        if raw.lower() in self.TRUE_WORDS:
+            return True
+        if raw.lower() in self.FALSE_WORDS:
+            return False
+        raise ImproperlyConfigured(
+            f"{var} must be true or false (true/false, 1/0, yes/no, on/off), not {raw!r}."
+        )
+
+    def int(self, var: str, default: builtins.int | environ.NoValue = environ.Env.NOTSET) -> builtins.int:
+        raw = self._raw(var)
+        if raw is None:
+            return super().int(var, default=default)
+        try:
+            return builtins.int(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"{var} must be a whole number, not {raw!r}.") from None
+
+    def float(
+        self, var: str, default: builtins.float | environ.NoValue = environ.Env.NOTSET
+    ) -> builtins.float:
+        raw = self._raw(var)
+        if raw is None:
+            return super().float(var, default=default)
+        try:
+            value = builtins.float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ImproperlyConfigured(f"{var} must be a finite number, not {raw!r}.")
+        return value
+
+
+env = StrictEnv()
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -111,6 +163,7 @@ DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
 DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=1)
 # Seconds a request waits for a free pooled connection before it fails (psycopg_pool.PoolTimeout).
 DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=10.0)
+DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default shares one file between the server and its in-process tasks.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
@@ -118,7 +171,7 @@ else:
     # Under ASGI every request and every websocket call runs in a thread of its own, so persistent
     # connections (CONN_MAX_AGE > 0) multiply with the threads (one daphne held 99). Each process
     # keeps a pool of at most DATABASE_POOL_MAX_SIZE instead; a request waits for a free connection.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+    DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if DATABASE_POOL_MAX_SIZE > 0:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -154,6 +207,7 @@ STORAGES = {
 # The embedded default serves static files straight from the source folders, with no collectstatic.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=EMBEDDED or DEBUG)
 
+CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=100)
 if EMBEDDED:
     CHANNEL_LAYERS: dict[str, dict[str, object]] = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
@@ -178,7 +232,7 @@ else:
                         "socket_keepalive": True,
                         # Connections per process; past them a call waits (up to pool_wait_seconds)
                         # for one to be free rather than failing (cs_platform/channel_layer.py).
-                        "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=100),
+                        "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
                         "pool_wait_seconds": 10,
                         # No transparent retry here: a blocking receive must fail when Redis goes, so
                         # that the layer re-joins the groups a restarted Redis forgot. A pooled
@@ -237,10 +291,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # enqueues on the thread its database work shares, which every socket of the process would wait
 # for. A reply that could not be queued is failed by the sweeper after REPLY_QUEUE_TIMEOUT_SECONDS.
 CELERY_TASK_PUBLISH_RETRY = True
+# How often stalled replies are failed: by beat's task on a worker, and by every web process itself
+# (cs_platform/sweeper.py), so that customers are told even when no worker is running.
+REPLY_SWEEP_INTERVAL_SECONDS = env.int("REPLY_SWEEP_INTERVAL_SECONDS", default=15)
 CELERY_BEAT_SCHEDULE = {
     "fail-stalled-replies": {
         "task": "inference.tasks.replies_fail_stalled",
-        "schedule": timedelta(seconds=env.int("REPLY_SWEEP_INTERVAL_SECONDS", default=15)),
+        "schedule": timedelta(seconds=REPLY_SWEEP_INTERVAL_SECONDS),
     },
 }
 
@@ -335,12 +392,14 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Any case (info or INFO); checked in _validate against the logging module's five levels.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").strip().upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
@@ -355,6 +414,45 @@ if not DEBUG and not EMBEDDED:
 
 def _validate() -> None:
     """Fail at start-up on settings that cannot work, rather than on the first customer."""
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must name at least one host (such as support.example.com).")
+    if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {REDIS_URL!r}."
+        )
+    if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ImproperlyConfigured(
+            "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+            f"not {env.str('LOG_LEVEL', default='')!r}."
+        )
+    # Each of these is a deadline, an interval or a rate: zero or less would fail every customer at once
+    # (a hello timeout of 0 closes every socket with 4408, a link age of 0 expires every link).
+    for name in (
+        "WIDGET_HELLO_TIMEOUT_SECONDS",
+        "ATTACHMENT_URL_MAX_AGE_SECONDS",
+        "REPLY_SWEEP_INTERVAL_SECONDS",
+        "REPLY_QUEUE_TIMEOUT_SECONDS",
+        "OCR_TIMEOUT_SECONDS",
+    ):
+        if globals()[name] <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
+    for name in (
+        "ATTACHMENT_MAX_SIDE",
+        "ATTACHMENT_MAX_PIXELS",
+        "OCR_MAX_CHARS",
+        "WIDGET_MESSAGES_PER_MINUTE",
+        "CHANNEL_LAYER_MAX_CONNECTIONS",
+    ):
+        if globals()[name] <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive integer.")
+    if INFERENCE_MAX_IMAGES_PER_PROMPT < 0:
+        raise ImproperlyConfigured(
+            "INFERENCE_MAX_IMAGES_PER_PROMPT must be zero (no images) or a positive integer."
+        )
+    if DATABASE_CONN_MAX_AGE < 0:
+        raise ImproperlyConfigured("DATABASE_CONN_MAX_AGE must be zero or a positive number of seconds.")
+    if CELERY_WORKER_CONCURRENCY is not None and CELERY_WORKER_CONCURRENCY < 1:
+        raise ImproperlyConfigured("CELERY_WORKER_CONCURRENCY must be 0 (one per CPU) or a positive integer.")
     if not INFERENCE_BASE_URLS:
         raise ImproperlyConfigured("INFERENCE_BASE_URL must name at least one server.")
     for url in INFERENCE_BASE_URLS:
