@@ -264,8 +264,9 @@ class InferenceClient:
         error_classes: set[type[InferenceError]] = set()
         candidates = self.registry.order(self.base_urls)
         for position, base_url in enumerate(candidates):
-            # The last server left has no deadline of its own: the caller's first-token timeout decides.
-            deadline = self.response_timeout if position < len(candidates) - 1 else None
+            deadline = self._deadline(
+                base_url, last=position == len(candidates) - 1, alone=len(candidates) == 1
+            )
             async with contextlib.AsyncExitStack() as stack:
                 started = time.monotonic()
                 try:
@@ -312,6 +313,23 @@ class InferenceClient:
         # inference_unavailable.
         error_class = error_classes.pop() if len(error_classes) == 1 else InferenceUnavailable
         raise error_class("No inference server answered: " + "; ".join(failures))
+
+    def _deadline(self, base_url: str, *, last: bool, alone: bool) -> float | None:
+        """The fail-over deadline for this server's first event, or None for the caller's own.
+
+        A healthy last server has no deadline of its own: the caller's first-token timeout decides
+        (a slow prompt is not a failure). One cooling down failed moments ago (a hung server is the
+        usual case), so as the last one left it still gets the short deadline: otherwise a reply
+        whose healthy server just failed would wait the whole first-token time on it. The only
+        server configured keeps the caller's time, though: with nowhere to fail over to, a short
+        deadline would only fail its slow prompts and keep it cooling down.
+        """
+        if not last:
+            return self.response_timeout
+        if alone:
+            return None
+        cooling = self.registry.health(base_url).state(self.registry.clock()) is ServerState.COOLING_DOWN
+        return self.response_timeout if cooling else None
 
     async def _open(
         self,

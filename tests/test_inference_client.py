@@ -725,3 +725,46 @@ async def test_it_sets_aside_the_last_server_when_the_caller_gives_up_on_its_sil
         async with asyncio.timeout(0.3):
             await collect(quick)
     assert registry.health(hung_server.base_url).consecutive_failures == 0
+
+
+async def test_it_gives_a_cooling_down_server_the_short_deadline_even_as_the_last_one_left(
+    hung_server: TcpServer, server: ScriptedInferenceServer, registry: ServerRegistry, clock: Clock
+):
+    client = InferenceClient(
+        base_urls=[hung_server.base_url, server.base_url],
+        model="m",
+        response_timeout=0.3,
+        cooldown_seconds=30,
+        registry=registry,
+    )
+    async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+        await collect(client)
+    assert registry.health(hung_server.base_url).state(clock()) is ServerState.COOLING_DOWN
+
+    # Now the healthy one is tried first and fails before its first event: the hung one, the last
+    # left but cooling down, gets the fail-over deadline, not the caller's whole first-token time.
+    server.enqueue(Script(status=503))
+    with pytest.raises(InferenceUnavailable, match="No inference server answered") as raised:
+        async with asyncio.timeout(NO_FAIL_OVER_BOUND):
+            await collect(client)
+
+    assert f"{hung_server.base_url}: no first event within 0.3 s" in str(raised.value)
+    assert hung_server.connections == 2
+    assert registry.health(hung_server.base_url).consecutive_failures == 2
+    assert registry.health(server.base_url).last_failure is FailureKind.SERVER_ERROR
+
+
+async def test_it_gives_the_only_server_the_callers_whole_first_token_time_even_while_it_cools_down(
+    server: ScriptedInferenceServer, registry: ServerRegistry
+):
+    # With one server there is nowhere to fail over to: a short deadline would only fail slow prompts.
+    server.enqueue(Script(status=503))
+    server.enqueue(Script(tokens=["slow"], first_token_delay=0.8))
+    client = InferenceClient(base_urls=[server.base_url], model="m", response_timeout=0.2, registry=registry)
+    with pytest.raises(InferenceUnavailable):
+        await collect(client)
+    assert registry.health(server.base_url).state(registry.clock()) is ServerState.COOLING_DOWN
+
+    events = await collect(client)
+
+    assert text_of(events) == "slow"
