@@ -76,15 +76,72 @@ def message_text_html(message: Message) -> SafeString:
 
 
 def token_usage(message: Message) -> str | None:
-    """Prompt and completion tokens, "unknown" for what the server did not report (unknown is not zero)."""
+    """Prompt and reply tokens in words; what the server did not report says "unknown" (not zero)."""
     if message.prompt_tokens is None and message.completion_tokens is None:
         return None
-    prompt = "unknown" if message.prompt_tokens is None else str(message.prompt_tokens)
-    completion = "unknown" if message.completion_tokens is None else str(message.completion_tokens)
-    # The server sent no usage: generation counted the streamed chunks, an estimate.
-    if message.completion_tokens is not None and message.completion_tokens_counted:
-        completion = f"~{completion} (counted)"
-    return f"{prompt}+{completion} tokens"
+    if message.completion_tokens is None:
+        reply = "reply unknown"
+    elif message.completion_tokens_counted:
+        # The server sent no usage: generation counted the streamed chunks, an estimate.
+        reply = f"≈{message.completion_tokens} reply tokens (counted from the stream)"
+    else:
+        reply = f"{message.completion_tokens} reply tokens"
+    prompt = "prompt unknown" if message.prompt_tokens is None else f"{message.prompt_tokens} prompt tokens"
+    return f"{prompt}, {reply}"
+
+
+COUNTED_TOKENS_TITLE = "The server reported no usage: counted from the streamed reply, an estimate."
+
+# Why a reply failed, for supervisors (the codes are in conversations/errors.py).
+ERROR_LABELS = {
+    "inference_unavailable": "the assistant was unavailable",
+    "inference_timeout": "the assistant took too long",
+    "inference_bad_response": "the assistant's answer could not be read",
+    "inference_rejected": "the assistant refused the request",
+    "worker_lost": "the reply stopped half-way (worker lost)",
+    "inference_error": "something went wrong while answering",
+}
+
+
+def error_label(code: str) -> str:
+    return ERROR_LABELS.get(code, code or "no reason recorded")
+
+
+def ticket_reason_label(reason: str) -> str:
+    """A ticket's reason as supervisors read it: the widget's codes in words, typed reasons as they are."""
+    if reason == "customer_request":
+        return "The customer asked for a person"
+    if reason.startswith("reply_error:"):
+        return (
+            f"The customer asked for a person after a failed reply ({error_label(reason.split(':', 1)[1])})"
+        )
+    return reason or "–"
+
+
+def reply_markers_html(message: Message) -> SafeString:
+    """What supervisors must not miss about a reply: it was cut short, or it failed and why."""
+    markers = []
+    if message.truncated:
+        markers.append(
+            format_html(
+                '<div class="transcript-marker transcript-truncated" style="margin-top:4px;font-size:12px;'
+                'font-weight:bold;color:#b7791f">{}</div>',
+                "⚠ cut short (max tokens)",
+            )
+        )
+    if message.status == Message.Status.FAILED:
+        markers.append(
+            format_html(
+                '<div class="transcript-marker transcript-error" style="margin-top:4px;font-size:12px;'
+                'color:#c53030"><strong>Failed: {}</strong> ({}){}</div>',
+                error_label(message.error_code),
+                message.error_code or "no code",
+                format_html(". The customer was told: “{}”", message.error_detail)
+                if message.error_detail
+                else "",
+            )
+        )
+    return mark_safe("".join(markers))  # noqa: S308 - each marker was built with format_html
 
 
 def transcript_html(conversation: Conversation) -> SafeString:
@@ -122,8 +179,6 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 details.append(f"first token {message.first_token_latency_ms} ms")
             if message.total_latency_ms is not None:
                 details.append(f"total {message.total_latency_ms} ms")
-            if message.error_code:
-                details.append(f"error: {message.error_code}")
         feedback = getattr(message, "feedback", None) if message.role == Message.Role.ASSISTANT else None
         if feedback is not None:
             comment = f": {feedback.comment}" if feedback.comment else ""
@@ -134,7 +189,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 'border-left:4px solid {};background:var(--darkened-bg)">'
                 '<div style="font-size:11px;color:var(--body-quiet-color)">'
                 "<strong>{}</strong> · {} · {}{}</div>"
-                '<div class="transcript-text">{}</div>{}</div>',
+                '<div class="transcript-text">{}</div>{}{}</div>',
                 message.role,
                 {"customer": "#2b6cb0", "assistant": "#2f855a", "agent": "#b7791f"}.get(message.role, "#999"),
                 message.get_role_display(),
@@ -142,6 +197,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 message.get_status_display(),
                 " · " + " · ".join(details) if details else "",
                 message_text_html(message),
+                reply_markers_html(message) if message.role == Message.Role.ASSISTANT else "",
                 images,
             )
         )
@@ -202,9 +258,14 @@ class TicketInline(admin.TabularInline):
 
     model = Ticket
     extra = 0
-    fields = ("status", "reason", "assignee", "created_at", "resolved_at")
-    readonly_fields = ("status", "created_at", "resolved_at")
+    # The reason is the widget's code ("customer_request") or the customer's words: shown, not edited.
+    fields = ("status", "reason_label", "assignee", "created_at", "resolved_at")
+    readonly_fields = ("status", "reason_label", "created_at", "resolved_at")
     can_delete = False
+
+    @admin.display(description="Reason")
+    def reason_label(self, ticket: Ticket) -> str:
+        return ticket_reason_label(ticket.reason)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A ticket is opened by a handoff, which also hands the conversation to a person.
@@ -230,6 +291,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "created_at",
         "updated_at",
         "last_message_at",
+        "satisfaction",
         "transcript",
     )
     fields = (
@@ -242,6 +304,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "metadata",
         "created_at",
         "last_message_at",
+        "satisfaction",
         "transcript",
     )
     inlines = [TicketInline]
@@ -277,6 +340,15 @@ class ConversationAdmin(CreatedByCustomersOnly):
         rating = getattr(conversation, "csat", None)
         return f"{rating.score}/5" if rating else "–"
 
+    @admin.display(description="Customer satisfaction (CSAT)")
+    def satisfaction(self, conversation: Conversation) -> str:
+        rating = getattr(conversation, "csat", None)
+        if rating is None:
+            return "Not rated"
+        if not rating.comment:
+            return f"{rating.score}/5, no comment"
+        return format_html("{}/5: “{}”", rating.score, rating.comment)
+
     @admin.display(description="Started", ordering="created_at")
     def started(self, conversation: Conversation) -> str:
         return compact_time(conversation.created_at)
@@ -293,7 +365,17 @@ class ConversationAdmin(CreatedByCustomersOnly):
 @admin.register(Message)
 class MessageAdmin(CreatedByCustomersOnly):
     # Latencies are on the change page and in the transcript: the list fits 1280 px.
-    list_display = ("id", "in_conversation", "role", "short_text", "status", "model_name", "tokens", "sent")
+    list_display = (
+        "id",
+        "in_conversation",
+        "role",
+        "short_text",
+        "status",
+        "model_name",
+        "prompt_token_count",
+        "reply_token_count",
+        "sent",
+    )
     list_filter = ("role", "status", "error_code", "created_at")
     search_fields = ("text", "conversation__id", "client_id")
     list_select_related = ("conversation",)
@@ -313,12 +395,17 @@ class MessageAdmin(CreatedByCustomersOnly):
     def model_name(self, message: Message) -> str:
         return one_line(message.model, short=True) if message.model else "–"
 
-    @admin.display(description="Tokens")
-    def tokens(self, message: Message) -> str:
-        usage = token_usage(message)
-        return (
-            format_html('<span class="cs-nowrap">{}</span>', usage.removesuffix(" tokens")) if usage else "–"
-        )
+    @admin.display(description="Prompt tokens", ordering="prompt_tokens")
+    def prompt_token_count(self, message: Message) -> str:
+        return "—" if message.prompt_tokens is None else str(message.prompt_tokens)
+
+    @admin.display(description="Reply tokens", ordering="completion_tokens")
+    def reply_token_count(self, message: Message) -> str:
+        if message.completion_tokens is None:
+            return "—"
+        if message.completion_tokens_counted:
+            return format_html('<span title="{}">≈{}</span>', COUNTED_TOKENS_TITLE, message.completion_tokens)
+        return str(message.completion_tokens)
 
     @admin.display(description="Sent", ordering="created_at")
     def sent(self, message: Message) -> str:
@@ -411,7 +498,7 @@ class TicketAdmin(admin.ModelAdmin):
 
     @admin.display(description="Reason")
     def short_reason(self, ticket: Ticket) -> str:
-        return one_line(ticket.reason)
+        return one_line(ticket_reason_label(ticket.reason))
 
     @admin.display(description="Opened", ordering="created_at")
     def opened(self, ticket: Ticket) -> str:

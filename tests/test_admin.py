@@ -190,7 +190,9 @@ def test_it_shows_who_said_what_in_the_transcript(admin_client: Client) -> None:
     assert message_html(transcript, "customer") == ["<p>包裹破损了</p>"]
     assert message_html(transcript, "assistant") == ["<p>很抱歉，我们会为您补发。</p>\n"]
     assert message_html(transcript, "system") == ["<p>已为您转接人工客服，请稍候。</p>"]
-    assert "qwen2.5-vl-7b · 812+14 tokens · first token 350 ms · total 900 ms" in transcript
+    assert (
+        "qwen2.5-vl-7b · 812 prompt tokens, 14 reply tokens · first token 350 ms · total 900 ms" in transcript
+    )
     assert "rated not helpful: Too slow to help" in transcript
     roles = re.findall(r'class="transcript-message transcript-(\w+)"', transcript)
     assert roles == ["customer", "assistant", "system"]
@@ -302,7 +304,11 @@ def test_it_keeps_the_line_breaks_the_widget_shows(admin_client: Client) -> None
 
 @pytest.mark.parametrize(
     ("prompt_tokens", "completion_tokens", "shown"),
-    [(812, 14, "812+14 tokens"), (None, 200, "unknown+200 tokens"), (300, None, "300+unknown tokens")],
+    [
+        (812, 14, "812 prompt tokens, 14 reply tokens"),
+        (None, 200, "prompt unknown, 200 reply tokens"),
+        (300, None, "300 prompt tokens, reply unknown"),
+    ],
 )
 def test_it_shows_unreported_token_counts_as_unknown_not_zero(
     admin_client: Client, prompt_tokens: int | None, completion_tokens: int | None, shown: str
@@ -319,9 +325,9 @@ def test_it_shows_unreported_token_counts_as_unknown_not_zero(
 
     transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
 
-    assert f"qwen · {shown}" in transcript
-    assert " 0+" not in transcript
-    assert "+0 " not in transcript
+    assert f"qwen · {shown}</div>" in transcript
+    assert " 0 prompt" not in transcript
+    assert " 0 reply" not in transcript
 
 
 def test_it_shows_a_completion_count_made_from_the_stream_as_an_estimate(admin_client: Client) -> None:
@@ -337,7 +343,7 @@ def test_it_shows_a_completion_count_made_from_the_stream_as_an_estimate(admin_c
 
     transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
 
-    assert "qwen · unknown+~200 (counted) tokens" in transcript
+    assert "qwen · prompt unknown, ≈200 reply tokens (counted from the stream)</div>" in transcript
 
 
 def test_it_shows_no_token_count_when_neither_was_reported(admin_client: Client) -> None:
@@ -348,6 +354,115 @@ def test_it_shows_no_token_count_when_neither_was_reported(admin_client: Client)
 
     assert "tokens" not in transcript
     assert "qwen</div>" in transcript
+
+
+def test_it_lists_prompt_and_reply_tokens_in_two_columns_with_a_count_marked_as_an_estimate(
+    admin_client: Client,
+) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(
+        conversation=conversation, role=Message.Role.ASSISTANT, prompt_tokens=812, completion_tokens=14
+    )
+    MessageFactory(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        completion_tokens=200,
+        completion_tokens_counted=True,
+    )
+
+    page = admin_client.get("/admin/conversations/message/?o=1").content.decode()
+
+    assert re.findall(r'<td class="field-prompt_token_count">(.*?)</td>', page) == ["812", "—"]
+    assert re.findall(r'<td class="field-reply_token_count">(.*?)</td>', page) == [
+        "14",
+        '<span title="The server reported no usage: counted from the streamed reply, an estimate.">'
+        "≈200</span>",
+    ]
+    assert '<th scope="col" class="sortable column-prompt_token_count">' in page
+    assert "Reply tokens" in page
+    assert "unknown+" not in page
+
+
+def markers_of(transcript: str) -> list[str]:
+    return re.findall(r'<div class="transcript-marker (transcript-\w+)"[^>]*>(.*?)</div>', transcript)
+
+
+def test_it_marks_a_reply_cut_short_at_the_token_limit_in_the_transcript(admin_client: Client) -> None:
+    conversation = ConversationFactory()
+    MessageFactory(
+        conversation=conversation, role=Message.Role.ASSISTANT, text="Returns take", truncated=True
+    )
+    MessageFactory(conversation=conversation, role=Message.Role.ASSISTANT, text="Whole answer.")
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert markers_of(transcript) == [("transcript-truncated", "⚠ cut short (max tokens)")]
+
+
+def test_it_shows_why_a_reply_failed_and_what_the_customer_was_told(admin_client: Client) -> None:
+    conversation = ConversationFactory(locale="zh-Hans")
+    posted = services.message_post(conversation=conversation, text="你好")
+    assert posted.reply is not None
+    replies.reply_fail(reply_id=posted.reply.pk, code="inference_unavailable")
+
+    transcript = transcript_of(admin_client.get(change_url(conversation)).content.decode())
+
+    assert markers_of(transcript) == [
+        (
+            "transcript-error",
+            "<strong>Failed: the assistant was unavailable</strong> (inference_unavailable). "
+            "The customer was told: “智能助手暂时无法使用，请稍后重试，或转接人工客服。”",
+        )
+    ]
+
+
+def test_it_shows_the_ticket_reason_in_words_and_read_only_on_the_conversation_page(
+    admin_client: Client,
+) -> None:
+    asked = ConversationFactory()
+    services.handoff_request(conversation=asked, reason="customer_request")
+    after_error = ConversationFactory()
+    services.handoff_request(conversation=after_error, reason="reply_error:inference_timeout")
+
+    asked_page = admin_client.get(change_url(asked)).content.decode()
+    after_error_page = admin_client.get(change_url(after_error)).content.decode()
+
+    assert 'name="tickets-0-reason"' not in asked_page
+    assert "customer_request" not in asked_page
+    assert re.findall(r'<td class="field-reason_label">\s*<p>(.*?)</p>\s*</td>', asked_page) == [
+        "The customer asked for a person"
+    ]
+    assert re.findall(r'<td class="field-reason_label">\s*<p>(.*?)</p>\s*</td>', after_error_page) == [
+        "The customer asked for a person after a failed reply (the assistant took too long)"
+    ]
+    assert list(Ticket.objects.order_by("pk").values_list("reason", flat=True)) == [
+        "customer_request",
+        "reply_error:inference_timeout",
+    ]
+
+
+def satisfaction_of(page: str) -> str:
+    match = re.search(
+        r'<div class="form-row field-satisfaction">.*?<div class="readonly">(.*?)</div>', page, re.DOTALL
+    )
+    assert match is not None
+    return match.group(1)
+
+
+def test_it_shows_the_csat_score_and_comment_on_the_conversation_page(admin_client: Client) -> None:
+    rated = ConversationFactory()
+    services.csat_record(conversation=rated, score=2, comment="Not <b>resolved</b> yet")
+    rated_without_comment = ConversationFactory()
+    services.csat_record(conversation=rated_without_comment, score=5)
+    unrated = ConversationFactory()
+
+    assert satisfaction_of(admin_client.get(change_url(rated)).content.decode()) == (
+        "2/5: “Not &lt;b&gt;resolved&lt;/b&gt; yet”"
+    )
+    assert satisfaction_of(admin_client.get(change_url(rated_without_comment)).content.decode()) == (
+        "5/5, no comment"
+    )
+    assert satisfaction_of(admin_client.get(change_url(unrated)).content.decode()) == "Not rated"
 
 
 def conversation_with_replies(count: int) -> Conversation:
