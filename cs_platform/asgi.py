@@ -12,11 +12,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from cs_platform.sweeper import StalledReplySweepMiddleware  # noqa: E402
 from cs_platform.upload_limit import UploadSizeLimitMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": UploadSizeLimitMiddleware(django_asgi_application),
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+application = StalledReplySweepMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": UploadSizeLimitMiddleware(django_asgi_application),
+            "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

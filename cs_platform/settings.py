@@ -267,6 +267,11 @@ else:
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 # No result backend: a task's outcome is its reply row in the database, so results never touch Redis.
 CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# Celery builds a backend per thread unless it is thread-safe, each of the threads pool's threads
+# paying ~3 ms (an entry-points scan) on its first task even with results ignored, since every task
+# still calls the backend's no-op hooks. The disabled backend holds nothing: one for the process.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
