@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -16,7 +17,7 @@ from rest_framework import serializers
 from conversations import events, frames, replies, selectors, services
 from conversations.models import Conversation
 from conversations.selectors import PostedMessage
-from cs_platform.ratelimit import rate_limit_exceeded
+from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ CLOSE_CODE_UNAUTHORISED = 4401
 # A socket that does not say hello in time is closed: unauthenticated sockets cost memory and a slot.
 CLOSE_CODE_HELLO_TIMEOUT = 4408
 
+
+# Channel-layer events whose handlers use no database: channels' dispatch closes stale database
+# connections before every handler, a hop to asgiref's one database thread that these skip.
+EVENTS_WITHOUT_DATABASE = frozenset({"reply.delta", "reply.done", "reply.error"})
 
 # How many finished replies a socket remembers, to drop any delta that arrives after their end.
 FINISHED_REPLIES_REMEMBERED = 20
@@ -40,15 +45,27 @@ def _ready_frame(conversation: Conversation) -> dict[str, Any]:
     )
 
 
-def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMessage:
-    posted = services.message_post(
-        conversation=conversation,
-        text=data["text"],
-        client_id=data["client_id"],
-        attachment_ids=data["attachments"],
-    )
+def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMessage | None:
+    """Count the message against the rate limit and save it, in one hop to the database thread;
+    None if it is over the limit. A re-sent message is answered from what was saved, over the limit
+    or not, and its hit is given back: it is not a new one."""
+    hit = rate_limit_hit(key=f"ws-message:{conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE)
+    if hit.exceeded:
+        posted = selectors.message_posted_get(conversation=conversation, client_id=data["client_id"])
+    else:
+        # A repeated client_id is found by the unique constraint: a new message costs no lookup.
+        posted = services.message_post(
+            conversation=conversation,
+            text=data["text"],
+            client_id=data["client_id"],
+            attachment_ids=data["attachments"],
+        )
+    if posted is None:
+        return None
     if posted.created:
         selectors.message_attachments_load(message=posted.message)
+    else:
+        rate_limit_refund(hit)
     return posted
 
 
@@ -68,6 +85,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     delta_floor: dict[int, int]
     # Replies whose reply.done or reply.error this socket passed on: no delta may follow them.
     finished_replies: list[int]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its hop to the database thread for the events that use no
+        database: every delta of every reply to every socket would otherwise wait its turn there."""
+        if message["type"] in EVENTS_WITHOUT_DATABASE:
+            await getattr(self, get_handler_name(message))(message)
+            return
+        # Client frames and the events that read the database (layer.rejoined sends `ready`).
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         self.conversation = None
@@ -185,21 +211,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if data is None:
             return
         assert self.conversation is not None
-        # A message re-sent after a reconnect is answered from what was saved: it is not a new one
-        # (and this is the only lookup of its client_id: a new message is then saved without one).
-        posted = await database_sync_to_async(selectors.message_posted_get)(
-            conversation=self.conversation, client_id=data["client_id"]
-        )
-        resent = posted is not None
-        if not resent and await rate_limit_exceeded(
-            key=f"ws-message:{self.conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE
-        ):
+        posted = await database_sync_to_async(_message_post)(self.conversation, data)
+        if posted is None:
             await self.send_error(
                 "rate_limited", "Too many messages; please wait a minute before sending more.", frame
             )
             return
-        if posted is None:
-            posted = await database_sync_to_async(_message_post)(self.conversation, data)
         reply_id = posted.reply.pk if posted.reply else None
         await self.send_json(
             events.message_accepted_frame(

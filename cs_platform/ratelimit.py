@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
@@ -81,3 +82,45 @@ async def _count_hit(*, key: str, limit: int, window_seconds: int) -> bool:
         await cache.aset(cache_key, 1, timeout=window_seconds + 5)
         hits = 1
     return hits > limit
+
+
+@dataclass(frozen=True)
+class RateLimitHit:
+    """One hit counted: whether it went over the limit, and the window's counter to give it back to."""
+
+    exceeded: bool
+    # None when the cache could not count it (the limit failed open): there is nothing to give back.
+    cache_key: str | None
+
+
+def rate_limit_hit(*, key: str, limit: int, window_seconds: int = 60) -> RateLimitHit:
+    """`rate_limit_exceeded` for sync code (a consumer's one database hop counts its hit there too).
+
+    Fails open the same way: not exceeded, logged and counted, when the cache cannot be reached.
+    """
+    window = int(time.time() // window_seconds)
+    cache_key = f"ratelimit:{key}:{window}"
+    try:
+        if cache.add(cache_key, 1, timeout=window_seconds + 5):
+            return RateLimitHit(exceeded=limit < 1, cache_key=cache_key)
+        try:
+            hits = cache.incr(cache_key)
+        except ValueError:  # expired between add and incr
+            cache.set(cache_key, 1, timeout=window_seconds + 5)
+            hits = 1
+    except (RedisError, OSError) as error:
+        _note_unavailable(key.split(":", 1)[0], error)
+        return RateLimitHit(exceeded=False, cache_key=None)
+    return RateLimitHit(exceeded=hits > limit, cache_key=cache_key)
+
+
+def rate_limit_refund(hit: RateLimitHit) -> None:
+    """Take back a hit that turned out not to count (a message re-sent, answered from what was saved)."""
+    if hit.cache_key is None:
+        return
+    try:
+        cache.decr(hit.cache_key)
+    except ValueError:
+        pass  # the window's counter expired meanwhile: nothing left to take back from
+    except (RedisError, OSError) as error:
+        logger.warning("Rate limit hit not taken back, the cache is unavailable (%s)", error)

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -911,6 +911,97 @@ async def test_it_does_not_count_a_resent_message_against_the_rate_limit(
         ("customer", "Only once", "complete")
     ]
     assert len(enqueued_replies) == 1
+    await communicator.disconnect()
+
+
+# Channels' hop before a handler: channels.testing runs it with no_op for close_old_connections.
+CLOSE_OLD_CONNECTIONS = "no_op"
+
+
+@pytest.fixture
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sync functions run through asgiref's sync_to_async, each a hop to a thread, by name."""
+    hops: list[str] = []
+    original = SyncToAsync.__call__
+
+    async def counted(self: SyncToAsync[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(self.func, "__name__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    return hops
+
+
+async def test_it_counts_the_rate_limit_and_saves_a_message_in_one_hop_to_the_database_thread(
+    thread_hops: list[str], enqueued_replies: list[int]
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    thread_hops.clear()
+
+    await communicator.send_json_to(message_frame())
+    accepted, started = await receive_until(communicator, "reply.started")
+
+    assert accepted["type"] == "message.accepted"
+    assert started == {"type": "reply.started", "reply_id": accepted["reply_id"]}
+    # Channels' own hop for a client frame (it closes stale connections), then the consumer's one.
+    assert thread_hops == [CLOSE_OLD_CONNECTIONS, "_message_post"]
+    assert enqueued_replies == [accepted["reply_id"]]
+    await communicator.disconnect()
+
+
+async def test_it_answers_a_message_resent_over_the_rate_limit_and_gives_its_hit_back(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, enqueued_replies: list[int]
+):
+    settings.WIDGET_MESSAGES_PER_MINUTE = 2
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: 1_800_000_000.0))
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    first, second = message_frame("First"), message_frame("Second")
+    answers = []
+    for frame in (first, first, second, second, message_frame("Third")):
+        await communicator.send_json_to(frame)
+        answers.append((await receive_until(communicator, "message.accepted", "error"))[-1])
+
+    # The resends of First (under the limit) and of Second (at it) took no hit: Third is the third.
+    assert [answer["type"] for answer in answers] == [
+        "message.accepted",
+        "message.accepted",
+        "message.accepted",
+        "message.accepted",
+        "error",
+    ]
+    assert answers[1]["message"]["id"] == answers[0]["message"]["id"]
+    assert answers[3]["message"]["id"] == answers[2]["message"]["id"]
+    assert answers[4]["code"] == "rate_limited"
+    assert [row[1] for row in await message_rows(conversation) if row[0] == "customer"] == [
+        "First",
+        "Second",
+    ]
+    assert len(enqueued_replies) == 2
+    await communicator.disconnect()
+
+
+async def test_it_passes_reply_events_on_without_a_hop_to_the_database_thread(thread_hops: list[str]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    layer = get_channel_layer()
+    assert layer is not None
+    group = events.conversation_group(conversation.pk)
+    delta = events.reply_delta_event(reply_id=7, seq=0, text="Hel")
+    done = {"type": "reply.done", "reply_id": 7, "message": {"id": 7}}
+    error = {"type": "reply.error", "reply_id": 8, "code": "inference_error", "detail": "Sorry."}
+    thread_hops.clear()
+
+    for event in (delta, done, error):
+        await layer.group_send(group, event)
+        assert await communicator.receive_json_from(timeout=5) == event
+
+    assert thread_hops == []
+    # An event whose handler reads the database keeps channels' hop before it.
+    await layer.group_send(group, {"type": "layer.rejoined"})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ready"
+    assert thread_hops == [CLOSE_OLD_CONNECTIONS, "_ready_frame"]
     await communicator.disconnect()
 
 
