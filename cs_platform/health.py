@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from enum import StrEnum
 
 import httpx
@@ -107,8 +109,16 @@ async def _inference_states() -> list[InferenceServerState]:
         return list(await asyncio.gather(*(_probe(client, url) for url in settings.INFERENCE_BASE_URLS)))
 
 
-async def readyz(request: HttpRequest) -> JsonResponse:
-    """The database, the channel layer (Redis) and at least one inference server answer; else 503."""
+@dataclass(frozen=True)
+class Readiness:
+    """One probe's outcome: the parts that failed, and each inference server's state."""
+
+    failures: list[Part]
+    servers: list[InferenceServerState]
+
+
+async def _check() -> Readiness:
+    """Probe the database, the channel layer and every inference server once."""
     database_ok = await sync_to_async(_database_answers)()
     layer_ok, inference_states = await asyncio.gather(_channel_layer_answers(), _inference_states())
     failures = [
@@ -120,7 +130,49 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         )
         if failed
     ]
-    servers = [{"server": position, "state": state} for position, state in enumerate(inference_states, 1)]
+    return Readiness(failures=failures, servers=inference_states)
+
+
+# /readyz is public: a burst of calls must cost one probe, not one each (40 at once timed the channel
+# layer's probe out into false "redis" failures and opened 40 connections to a hung inference
+# server). Calls share the probe in flight and reuse its result this long, per process.
+READINESS_REUSE_SECONDS = 2.0
+_clock = time.monotonic
+_last: tuple[float, Readiness] | None = None
+_in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Task[Readiness]] | None = None
+
+
+async def _probe_and_keep() -> Readiness:
+    global _last
+    readiness = await _check()
+    _last = (_clock(), readiness)
+    return readiness
+
+
+async def readiness() -> Readiness:
+    """The last probe's result if it is recent, else the probe in flight, else a new one."""
+    global _in_flight
+    if _last is not None and _clock() - _last[0] < READINESS_REUSE_SECONDS:
+        return _last[1]
+    loop = asyncio.get_running_loop()
+    if _in_flight is None or _in_flight[0] is not loop or _in_flight[1].done():
+        _in_flight = (loop, loop.create_task(_probe_and_keep()))
+    # Shielded: a caller that goes away does not cancel the probe the others are waiting for.
+    return await asyncio.shield(_in_flight[1])
+
+
+def forget_readiness() -> None:
+    """Drop the kept result (tests, whose settings change between calls)."""
+    global _last, _in_flight
+    _last = None
+    _in_flight = None
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """The database, the channel layer (Redis) and at least one inference server answer; else 503."""
+    result = await readiness()
+    failures = result.failures
+    servers = [{"server": position, "state": state} for position, state in enumerate(result.servers, 1)]
     if failures:
         return JsonResponse(
             {"status": "unavailable", "failures": failures, "inference_servers": servers}, status=503

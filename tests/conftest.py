@@ -11,6 +11,7 @@ import redis
 from django.conf import settings as django_settings
 
 from conversations import replies
+from cs_platform.health import forget_readiness
 from inference.client import server_registry
 from tests.scripted_inference import ScriptedInferenceServer
 
@@ -29,8 +30,10 @@ def _fresh_server_registry() -> Iterator[None]:
     """Each test starts with every inference server healthy: a cool-down one test caused must not
     change the order in which a later test's servers are tried."""
     server_registry.clear()
+    forget_readiness()
     yield
     server_registry.clear()
+    forget_readiness()
 
 
 @pytest.fixture(autouse=True)

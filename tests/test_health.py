@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection, connections
 from django.test import AsyncClient, Client
 
+from cs_platform import health
 from cs_platform.processes import free_port
 from inference.client import FailureKind, ServerState, server_registry
 from tests.scripted_inference import ScriptedInferenceServer
@@ -209,3 +211,70 @@ def test_it_names_the_database_without_the_error_when_it_fails(
     }
     assert "db.internal" not in response.content.decode()
     assert any("db.internal" in record.exc_text for record in caplog.records if record.exc_text)
+
+
+async def test_it_answers_a_burst_of_readiness_calls_with_one_probe(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.INFERENCE_BASE_URLS = [dead_url()]
+    release = asyncio.Event()
+    started = asyncio.Event()
+    probes: list[int] = []
+
+    async def check() -> health.Readiness:
+        probes.append(1)
+        started.set()
+        await release.wait()
+        return health.Readiness(failures=[], servers=[health.InferenceServerState.HEALTHY])
+
+    async def release_after_the_first_probe_started() -> None:
+        async with asyncio.timeout(10):
+            await started.wait()
+        release.set()
+
+    monkeypatch.setattr(health, "_check", check)
+    # A minute of reuse, so that a slow machine's burst cannot outlast it: this counts probes, not time.
+    monkeypatch.setattr(health, "READINESS_REUSE_SECONDS", 60.0)
+
+    releaser = asyncio.create_task(release_after_the_first_probe_started())
+    responses = await asyncio.gather(*(AsyncClient().get("/readyz") for _ in range(40)))
+    await releaser
+
+    assert probes == [1]
+    assert [response.status_code for response in responses] == [200] * 40
+    assert {response.content for response in responses} == {
+        b'{"status": "ok", "inference_servers": [{"server": 1, "state": "healthy"}]}'
+    }
+
+
+async def test_it_probes_again_once_the_last_result_is_older_than_its_reuse_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    states = iter([health.InferenceServerState.NOT_ANSWERING, health.InferenceServerState.HEALTHY])
+
+    async def check() -> health.Readiness:
+        state = next(states)
+        failures = [health.Part.INFERENCE] if state is health.InferenceServerState.NOT_ANSWERING else []
+        return health.Readiness(failures=failures, servers=[state])
+
+    monkeypatch.setattr(health, "_check", check)
+    monkeypatch.setattr(health, "_clock", lambda: now[0])
+
+    first = await AsyncClient().get("/readyz")
+    now[0] += health.READINESS_REUSE_SECONDS - 0.1
+    reused = await AsyncClient().get("/readyz")
+    now[0] += 0.2
+    fresh = await AsyncClient().get("/readyz")
+
+    assert (first.status_code, reused.status_code, fresh.status_code) == (503, 503, 200)
+    assert (
+        reused.json()
+        == first.json()
+        == {
+            "status": "unavailable",
+            "failures": ["inference"],
+            "inference_servers": [{"server": 1, "state": "not_answering"}],
+        }
+    )
+    assert fresh.json() == {"status": "ok", "inference_servers": [{"server": 1, "state": "healthy"}]}
