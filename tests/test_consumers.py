@@ -1026,3 +1026,19 @@ async def test_it_keeps_a_socket_that_said_hello_in_time(settings: Any):
 
     assert await communicator.receive_json_from(timeout=5) == {"type": "csat.saved", "score": 5}
     await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/ws/other/", "/ws/conversations/not-a-uuid/", "/nothing"])
+async def test_it_closes_a_websocket_on_an_unknown_path_with_4404_and_no_error_log(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost")])
+
+    with caplog.at_level("WARNING"):
+        connected, _ = await communicator.connect()
+        closed = await communicator.receive_output(timeout=5)
+
+    assert connected is True
+    assert closed == {"type": "websocket.close", "code": 4404}
+    assert [record for record in caplog.records if record.levelname in {"ERROR", "CRITICAL"}] == []
+    await communicator.wait()
