@@ -129,6 +129,14 @@ def reply_claim(*, reply_id: int) -> bool:
     )
 
 
+def reply_claim_for_generation(*, reply_id: int) -> Message | None:
+    """Claim a queued reply (`reply_claim`) and read it with its conversation, as generating it and
+    building its prompt need it: one call, so one hop to the database thread; None if not claimed."""
+    if not reply_claim(reply_id=reply_id):
+        return None
+    return selectors.reply_get_for_prompt(reply_id=reply_id)
+
+
 class HeartbeatVerdict(enum.Enum):
     """What a heartbeat tells the generator to do next."""
 
@@ -252,6 +260,7 @@ __all__ = [
     "replies_in_progress_stop",
     "reply_cancel",
     "reply_claim",
+    "reply_claim_for_generation",
     "reply_event_send",
     "reply_fail",
     "reply_finish",

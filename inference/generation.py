@@ -33,10 +33,11 @@ from django.utils import timezone
 
 from conversations import events, progress, selectors
 from conversations.errors import customer_error_detail
+from conversations.models import Message
 from conversations.replies import (
     HeartbeatVerdict,
     ReplyOutcome,
-    reply_claim,
+    reply_claim_for_generation,
     reply_fail,
     reply_finish,
     reply_heartbeat,
@@ -134,6 +135,8 @@ class ReplyGeneration:
     created_at: datetime
     layer: BaseChannelLayer
     client: InferenceClient
+    # The reply as the claim read it, with its conversation: the prompt and the OCR wait reuse it.
+    reply: Message | None = None
     text: str = ""
     # Every delta's text, in order: the list the text-so-far in the cache mirrors.
     chunks: list[str] = field(default_factory=list)
@@ -167,7 +170,7 @@ class ReplyGeneration:
                 # On a thread of its own, not the one thread that serialises this loop's database calls:
                 # prompt building can be slow (reading images), and the heartbeat must not wait on it.
                 request = await sync_to_async(_prompt_build_on_own_thread, thread_sensitive=False)(
-                    self.reply_id
+                    self.reply_id, self.reply
                 )
                 self._stop_if_told()
                 producer = asyncio.create_task(self._produce(request))
@@ -216,7 +219,9 @@ class ReplyGeneration:
         if settings.INFERENCE_VISION:
             return
         deadline = time.monotonic() + settings.OCR_WAIT_SECONDS
-        reply = await database_sync_to_async(selectors.reply_get_for_prompt)(reply_id=self.reply_id)
+        reply = self.reply or await database_sync_to_async(selectors.reply_get_for_prompt)(
+            reply_id=self.reply_id
+        )
         while await database_sync_to_async(selectors.attachments_ocr_pending_list)(reply=reply):
             if time.monotonic() >= deadline:
                 logger.info("Reply %s: OCR not finished in time; the prompt says so", self.reply_id)
@@ -388,9 +393,9 @@ class ReplyGeneration:
             pause = min(pause * 2, 5.0)
 
 
-def _prompt_build_on_own_thread(reply_id: int) -> ChatRequest:
+def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatRequest:
     try:
-        return prompt_build(reply_id=reply_id)
+        return prompt_build(reply_id=reply_id, reply=reply)
     finally:
         # This thread is borrowed from a pool: give its database connection back.
         connection.close()
@@ -400,30 +405,26 @@ def _milliseconds(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
 
-def _reply_context(reply_id: int) -> tuple[Any, str, datetime]:
-    reply = selectors.reply_get_for_prompt(reply_id=reply_id)
-    return reply.conversation_id, reply.conversation.locale, reply.created_at
-
-
 async def reply_generate(*, reply_id: int, client: InferenceClient | None = None) -> None:
     """Generate one reply, unless another delivery of the same job already claimed it.
 
     The single entry point of a generation, for a Celery task or any other runner: a coroutine that
     takes an id and saves the outcome itself.
     """
-    claimed = await database_sync_to_async(reply_claim)(reply_id=reply_id)
-    if not claimed:
+    # The claim reads the reply with its conversation too: what the generation and its prompt need.
+    reply = await database_sync_to_async(reply_claim_for_generation)(reply_id=reply_id)
+    if reply is None:
         logger.info("Reply %s already claimed or no longer wanted; skipping", reply_id)
         return
-    conversation_id, locale, created_at = await database_sync_to_async(_reply_context)(reply_id)
     layer = get_channel_layer()
     assert layer is not None, "CHANNEL_LAYERS must be configured"
     generation = ReplyGeneration(
         reply_id=reply_id,
-        conversation_id=conversation_id,
-        locale=locale,
-        created_at=created_at,
+        conversation_id=reply.conversation_id,
+        locale=reply.conversation.locale,
+        created_at=reply.created_at,
         layer=layer,
         client=client or inference_client(),
+        reply=reply,
     )
     await generation.run()

@@ -102,9 +102,14 @@ def _data_url(attachment: Attachment) -> str:
     return f"data:{attachment.content_type};base64,{encoded}"
 
 
-def prompt_build(*, reply_id: int) -> ChatRequest:
-    """The chat request for a reply: instructions, then as much recent history as the budget allows."""
-    reply = selectors.reply_get_for_prompt(reply_id=reply_id)
+def prompt_build(*, reply_id: int, reply: Message | None = None) -> ChatRequest:
+    """The chat request for a reply: instructions, then as much recent history as the budget allows.
+
+    `reply`, when the caller has already read it with its conversation (the generator's claim), is
+    not read again.
+    """
+    if reply is None or reply.pk != reply_id:
+        reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     profile = active_profile()
     system = system_prompt(profile=profile, locale=reply.conversation.locale)
     budget = (

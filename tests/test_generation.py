@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 from PIL import Image
 
-from conversations import events, progress, replies, services
+from conversations import events, progress, replies, selectors, services
 from conversations.models import Attachment, Conversation, Message
 from conversations.progress import ReplyText
 from cs_platform.asgi import application
@@ -174,6 +174,39 @@ async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
     assert saved.completed_at is not None
     # The text-so-far for sockets joining mid-reply is gone once the reply is saved.
     assert await sync_to_async(progress.reply_text_get)(reply.pk) is None
+
+
+async def test_it_reads_the_reply_once_in_the_claims_hop_before_its_request_leaves(
+    scripted_inference: ScriptedInferenceServer, settings: Any, monkeypatch: pytest.MonkeyPatch
+):
+    settings.INFERENCE_VISION = False  # so that the OCR wait runs too
+    scripted_inference.enqueue(Script(tokens=["On", " its", " way"]))
+    reply = await queued_reply()
+    reads: list[int] = []
+    hops: list[str] = []
+    real_read = selectors.reply_get_for_prompt
+    real_call = SyncToAsync.__call__
+
+    def read(*, reply_id: int) -> Message:
+        reads.append(reply_id)
+        return real_read(reply_id=reply_id)
+
+    async def hop(self: SyncToAsync[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(self.func, "__name__", repr(self.func)))
+        return await real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(selectors, "reply_get_for_prompt", read)
+    monkeypatch.setattr(SyncToAsync, "__call__", hop)
+
+    await generate(reply)
+
+    assert (await reload(reply)).text == "On its way"
+    assert reads == [reply.pk]
+    assert hops[: hops.index("_prompt_build_on_own_thread") + 1] == [
+        "reply_claim_for_generation",
+        "attachments_ocr_pending_list",
+        "_prompt_build_on_own_thread",
+    ]
 
 
 async def test_it_counts_prompt_and_completion_tokens_from_the_servers_usage(
@@ -693,12 +726,12 @@ async def test_it_keeps_a_reply_alive_through_a_prompt_build_longer_than_the_sta
     listener = await GroupListener.join(reply.conversation)
     real_prompt_build = generation.prompt_build
 
-    def slow_prompt_build(*, reply_id: int) -> Any:
+    def slow_prompt_build(*, reply_id: int, **kwargs: Any) -> Any:
         # Slow work (as dense OCR was), three stall limits long, while the sweeper below keeps looking.
         deadline = time.monotonic() + 3 * settings.REPLY_STALLED_AFTER_SECONDS
         while time.monotonic() < deadline:
             time.sleep(0.05)
-        return real_prompt_build(reply_id=reply_id)
+        return real_prompt_build(reply_id=reply_id, **kwargs)
 
     monkeypatch.setattr(generation, "prompt_build", slow_prompt_build)
     running = asyncio.create_task(reply_generate(reply_id=reply.pk))
