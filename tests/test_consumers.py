@@ -214,12 +214,6 @@ async def test_it_refuses_a_binary_frame():
     ("fields", "code", "detail"),
     [
         ({"client_id": "not-a-uuid"}, "invalid_frame", "client_id: Must be a valid UUID."),
-        ({"text": "x" * 4001}, "invalid_frame", "text: Ensure this field has no more than 4000 characters."),
-        (
-            {"attachments": [str(uuid.uuid4()) for _ in range(5)]},
-            "invalid_frame",
-            "attachments: A message can carry at most 4 images.",
-        ),
         ({"attachments": ["not-a-uuid"]}, "invalid_frame", "attachments: 0: Must be a valid UUID."),
         ({"text": "   "}, "empty_message", "A message needs text or at least one image."),
         (
@@ -1042,3 +1036,71 @@ async def test_it_closes_a_websocket_on_an_unknown_path_with_4404_and_no_error_l
     assert closed == {"type": "websocket.close", "code": 4404}
     assert [record for record in caplog.records if record.levelname in {"ERROR", "CRITICAL"}] == []
     await communicator.wait()
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "detail"),
+    [
+        ({"text": "x" * 4001}, "message_too_long", "A message can be at most 4000 characters."),
+        # Past four times the limit the frame itself refuses it, before any other work.
+        ({"text": "x" * 16001}, "message_too_long", "A message can be at most 4000 characters."),
+        (
+            {"attachments": [str(uuid.uuid4()) for _ in range(5)]},
+            "too_many_attachments",
+            "A message can carry at most 4 images.",
+        ),
+        (
+            {"attachments": [str(uuid.uuid4()) for _ in range(17)]},
+            "too_many_attachments",
+            "A message can carry at most 4 images.",
+        ),
+        ({"text": 42}, "invalid_frame", "text: Not a valid string."),
+        ({"text": ["a"]}, "invalid_frame", "text: Not a valid string."),
+    ],
+)
+async def test_it_refuses_a_message_frame_with_its_documented_code_and_saves_nothing(
+    fields: dict[str, Any], code: str, detail: str, enqueued_replies: list[int]
+):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    frame = message_frame(**fields)
+
+    await communicator.send_json_to(frame)
+    error = await communicator.receive_json_from(timeout=5)
+
+    assert error == {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    await assert_next_frame_answers_a_barrier(communicator)
+    assert await message_rows(conversation) == []
+    assert enqueued_replies == []
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("score", [3.0, "3", True, 4.5])
+async def test_it_refuses_a_satisfaction_score_that_is_not_a_json_whole_number(score: Any):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "csat", "score": score})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": "score: A valid integer is required.",
+    }
+    assert await count(SatisfactionRating) == 0
+    await communicator.disconnect()
+
+
+async def test_it_refuses_a_handoff_reason_that_is_not_a_string():
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "handoff", "reason": 12345})
+
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": "reason: Not a valid string.",
+    }
+    assert await count(Ticket) == 0
+    await communicator.disconnect()
