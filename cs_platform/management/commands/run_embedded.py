@@ -25,7 +25,7 @@ from cs_platform.processes import (
     stop_process_group,
     wait_until_answering,
 )
-from inference.local_model import LocalModelServer
+from inference.local_model import MODEL_DESCRIPTION, LocalModelMissing, LocalModelServer
 
 # Ctrl+C, a closed terminal, and `kill` (or a supervisor) all stop the children on the way out.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
@@ -80,7 +80,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Failed {len(failed)} replies left streaming by the last run.")
             environment = dict(os.environ)
             if model_port is not None:
-                self.stdout.write("Starting the local model (llama.cpp, gemma 3 270M)…")
+                self.stdout.write(f"Starting the local model (llama.cpp, {MODEL_DESCRIPTION})…")
                 settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
                 model_server = LocalModelServer(port=model_port, log_path=settings.VAR_DIR / "llama.log")
                 self._model_start(model_server)
@@ -88,8 +88,6 @@ class Command(BaseCommand):
                     {
                         "INFERENCE_BASE_URL": model_server.base_url,
                         "INFERENCE_CONTEXT_TOKENS": str(model_server.context_tokens),
-                        # gemma's chat template has no system role.
-                        "INFERENCE_SYSTEM_PROMPT_IN_USER_TURN": "true",
                     }
                 )
             address = f"http://{host}:{port}"
@@ -174,6 +172,8 @@ class Command(BaseCommand):
         """Start llama.cpp; if it ends or hangs before it is ready, say so with the end of its log."""
         try:
             model_server.start()
+        except LocalModelMissing as error:
+            raise CommandError(str(error)) from error
         except RuntimeError as error:
             process = model_server.process
             if (
