@@ -114,7 +114,11 @@ class LocalModelServer:
     def wait_ready(self, timeout: float) -> None:
         try:
             wait_until_answering(
-                f"{self.base_url}/models", timeout=timeout, process=self.process, what="llama.cpp server"
+                f"{self.base_url}/models",
+                timeout=timeout,
+                process=self.process,
+                what="llama.cpp server",
+                port=self.port,
             )
         except RuntimeError:
             self.stop()

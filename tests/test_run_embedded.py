@@ -8,14 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cs_platform.processes import free_port, port_in_use, stop_process_group
+from cs_platform.processes import (
+    PortTakenByAnother,
+    free_port,
+    parent_death_signal,
+    port_in_use,
+    stop_process_group,
+    wait_until_answering,
+)
 from inference.local_model import MODEL_FILE, MODEL_PACKAGE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,3 +269,103 @@ def test_it_exits_non_zero_when_daphne_stops_by_itself(start_embedded: Callable[
         "daphne was killed by signal 9 while the platform was running; the platform is stopped."
         in embedded.output()
     )
+
+
+class _AnsweringHandler(BaseHTTPRequestHandler):
+    """Answers every GET with 200, as a platform's /healthz would."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def answer_on() -> Iterator[Callable[[int], None]]:
+    """Listen on a port from this test process and answer every GET with 200; closed at the end."""
+    servers: list[HTTPServer] = []
+
+    def answer(port: int) -> None:
+        server = HTTPServer(("127.0.0.1", port), _AnsweringHandler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    try:
+        yield answer
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_it_counts_an_answer_only_from_the_process_it_started(answer_on: Callable[[int], None]) -> None:
+    port = free_port()
+    answer_on(port)
+    # A child that never listens: whatever answers on `port` is someone else.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
+    )
+    try:
+        with pytest.raises(PortTakenByAnother) as raised:
+            wait_until_answering(
+                f"http://127.0.0.1:{port}/healthz", timeout=10, process=child, what="daphne", port=port
+            )
+        assert raised.value.port == port
+        assert raised.value.holder is not None
+        assert raised.value.holder.startswith(f"pid {os.getpid()} (")
+        assert str(raised.value) == f"daphne did not get port {port}: {raised.value.holder} answered on it"
+        assert child.poll() is None
+    finally:
+        stop_process_group(child)
+
+
+def test_it_accepts_the_answer_of_the_process_it_started() -> None:
+    port = free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
+    )
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/", timeout=30, process=child, port=port)
+        assert child.poll() is None
+    finally:
+        stop_process_group(child)
+
+
+@pytest.mark.e2e
+def test_it_stops_when_another_server_takes_its_web_port_after_the_check(
+    start_embedded: Callable[..., Embedded], answer_on: Callable[[int], None]
+) -> None:
+    # Two platforms started at once both find the port free; the one whose daphne loses the bind must
+    # not take the other's answer for its own.
+    embedded = start_embedded()
+    _wait_until(
+        lambda: "Starting the local model" in embedded.output() or embedded.process.poll() is not None,
+        seconds=60,
+        what="the port checks to pass",
+    )
+    # The ports were checked; daphne starts only once the model is ready.
+    answer_on(embedded.port)
+
+    assert embedded.process.wait(timeout=240) == 1, embedded.output()
+    output = embedded.output()
+    holder = f"Port {embedded.port} on 127.0.0.1 was taken by pid {os.getpid()} ("
+    assert holder in output
+    assert (
+        "while the platform started, so daphne could not listen on it; the platform is stopped."
+        in output.split(holder)[1]
+    ), output
+    assert f"make run PORT={embedded.port + 1}" in output
+    assert "The platform is running" not in output
+    assert "Traceback" not in output
+    assert _children(embedded.process.pid) == {}
+    assert not port_in_use("127.0.0.1", embedded.model_port)

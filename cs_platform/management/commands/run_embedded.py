@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from conversations.replies import replies_fail_stalled
 from cs_platform.demo import admin_password_file, demo_data_load
 from cs_platform.processes import (
+    PortTakenByAnother,
     exit_description,
     parent_death_signal,
     port_holder,
@@ -102,7 +103,16 @@ class Command(BaseCommand):
                 preexec_fn=parent_death_signal(),
             )
             try:
-                wait_until_answering(f"{address}/healthz", timeout=60, process=server, what="daphne")
+                # Only daphne's own answer counts: another server on the port would answer in its place.
+                wait_until_answering(
+                    f"{address}/healthz", timeout=60, process=server, what="daphne", port=port
+                )
+            except PortTakenByAnother as error:
+                raise CommandError(
+                    f"Port {port} on {host} was taken by {error.holder or 'another process'} while the "
+                    "platform started, so daphne could not listen on it; the platform is stopped. Is "
+                    f"another platform starting? Start this one on another port: make run PORT={port + 1}."
+                ) from error
             except RuntimeError as error:
                 ended = server.poll()
                 what = (
@@ -174,6 +184,12 @@ class Command(BaseCommand):
             model_server.start()
         except LocalModelMissing as error:
             raise CommandError(str(error)) from error
+        except PortTakenByAnother as error:
+            raise CommandError(
+                f"Port {model_server.port} on 127.0.0.1, for the local model (llama.cpp), was taken by "
+                f"{error.holder or 'another process'} while the platform started; the platform is stopped. "
+                f"Choose another port: make run MODEL_PORT={model_server.port + 1}."
+            ) from error
         except RuntimeError as error:
             process = model_server.process
             if (
