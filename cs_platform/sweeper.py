@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -30,7 +31,7 @@ class StalledReplySweepMiddleware:
         self.app = app
         self._sweep: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in {"http", "websocket"}:
             self._start()
         await self.app(scope, receive, send)

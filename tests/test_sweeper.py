@@ -24,9 +24,12 @@ from websockets.typing import Origin
 
 from conversations.models import Message
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
-from tests.factories import ConversationFactory, MessageFactory
+from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
+
+ConversationFactory: Any = factories.ConversationFactory
+MessageFactory: Any = factories.MessageFactory
 
 pytestmark = pytest.mark.skipif(
     settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
