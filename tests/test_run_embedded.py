@@ -1,8 +1,11 @@
 """`manage.py run_embedded`, the process `make run` starts: it stops its children however it is
-stopped, and a port it cannot have, or a child that dies, ends it with a sentence and a non-zero exit."""
+stopped, and a port it cannot have, a VAR_DIR another platform holds, or a child that dies, ends it
+with a sentence and a non-zero exit."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -10,13 +13,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import websockets
+from websockets.typing import Origin
 
 from cs_platform.processes import (
     PortTakenByAnother,
@@ -27,6 +34,7 @@ from cs_platform.processes import (
     wait_until_answering,
 )
 from inference.local_model import MODEL_FILE, MODEL_PACKAGE
+from tests.scripted_inference import Script, ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "Press Ctrl+C to stop."
@@ -369,3 +377,66 @@ def test_it_stops_when_another_server_takes_its_web_port_after_the_check(
     assert "Traceback" not in output
     assert _children(embedded.process.pid) == {}
     assert not port_in_use("127.0.0.1", embedded.model_port)
+
+
+async def _streaming_reply(base_url: str) -> tuple[Any, int]:
+    """A customer's conversation with a reply that has streamed its first token; the open socket."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{base_url}/api/widget/conversations", json={"locale": "en"})
+    assert response.status_code == 201, response.text
+    conversation = response.json()
+    socket = await websockets.connect(
+        base_url.replace("http", "ws") + conversation["ws_path"], origin=Origin(base_url)
+    )
+    await socket.send(json.dumps({"type": "hello", "token": conversation["token"]}))
+    await socket.send(json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": "Hello?"}))
+    async with asyncio.timeout(60):
+        while True:
+            frame = json.loads(await socket.recv())
+            assert frame["type"] not in {"reply.done", "reply.error"}, frame
+            if frame["type"] == "reply.delta":
+                return socket, frame["reply_id"]
+
+
+async def test_it_refuses_a_second_platform_on_the_same_var_dir(
+    start_embedded: Callable[..., Embedded],
+) -> None:
+    # The reply streams its first token, then waits: it is still streaming when the second one starts.
+    stalled = Script(tokens=["Hello", " there"], stall_after=1, stall_seconds=300)
+    with ScriptedInferenceServer(default=stalled) as inference:
+        first = start_embedded(
+            "--no-local-model",
+            env={"INFERENCE_BASE_URL": inference.base_url, "INFERENCE_TOKEN_TIMEOUT": "300"},
+        )
+        await asyncio.to_thread(_running, first)
+        lock_file = first.var_dir / "run.lock"
+        assert lock_file.read_text() == f"{first.process.pid}\n"
+        socket, reply_id = await _streaming_reply(f"http://127.0.0.1:{first.port}")
+        async with socket:
+            # `make run PORT=8010 MODEL_PORT=8082` beside it: other ports, the same VAR_DIR.
+            second = start_embedded()
+            assert await asyncio.to_thread(second.process.wait, 120) == 1, second.output()
+
+            output = second.output()
+            assert (
+                f"The platform is already running on {first.var_dir} (pid {first.process.pid} holds "
+                f"{lock_file}). Stop it, or run a second one with a VAR_DIR of its own (its own database, "
+                f"media and logs) and other ports: make run VAR_DIR={first.var_dir / 'second'} PORT=8001 "
+                "MODEL_PORT=8082."
+            ) in output, output
+            assert "Traceback" not in output
+            assert "Failed 1 replies left streaming" not in output
+            assert not port_in_use("127.0.0.1", second.port)
+            assert not port_in_use("127.0.0.1", second.model_port)
+            # The first platform is untouched: still running, still holding the lock, and its reply
+            # still in progress (the second did not sweep it), so the customer can stop it and gets it.
+            assert first.process.poll() is None
+            assert lock_file.read_text() == f"{first.process.pid}\n"
+            await socket.send(json.dumps({"type": "cancel", "reply_id": reply_id}))
+            async with asyncio.timeout(30):
+                while (frame := json.loads(await socket.recv()))["type"] not in {"reply.done", "reply.error"}:
+                    pass
+    assert frame["type"] == "reply.done", frame
+    assert frame["message"]["id"] == reply_id
+    assert frame["message"]["status"] == "cancelled"
+    assert frame["message"]["text"] == "Hello"

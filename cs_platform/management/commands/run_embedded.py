@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -31,6 +34,8 @@ from inference.local_model import MODEL_DESCRIPTION, LocalModelMissing, LocalMod
 # Ctrl+C, a closed terminal, and `kill` (or a supervisor) all stop the children on the way out.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 WATCH_INTERVAL_SECONDS = 0.5
+# Held (flock) by the running platform for its whole life; it holds that process's pid.
+LOCK_FILE_NAME = "run.lock"
 
 
 class StopRequested(Exception):
@@ -43,6 +48,35 @@ class StopRequested(Exception):
 
 def _stop_requested(signal_number: int, frame: FrameType | None) -> None:
     raise StopRequested(signal_number)
+
+
+def var_dir_lock(var_dir: Path) -> int:
+    """Lock VAR_DIR for this process (the descriptor to close to let go), or refuse with a sentence.
+
+    Two platforms on one VAR_DIR share its SQLite database, and each one's start-up sweep fails the
+    replies the other is streaming; two started at once also both pass the port checks. The lock is
+    the kernel's (flock), so a platform that was killed holds it no longer.
+    """
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / LOCK_FILE_NAME
+    # Opened without truncating: the pid in it is the holder's until this process has the lock.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        os.close(descriptor)
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise CommandError(f"Cannot lock {path}: {error.strerror}.") from error
+        who = f"pid {holder}" if holder.isdigit() else "a process that has not written its pid yet"
+        raise CommandError(
+            f"The platform is already running on {var_dir} ({who} holds {path}). Stop it, or run a second "
+            f"one with a VAR_DIR of its own (its own database, media and logs) and other ports: make run "
+            f"VAR_DIR={var_dir / 'second'} PORT=8001 MODEL_PORT=8082."
+        ) from error
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
 
 
 class Command(BaseCommand):
@@ -65,6 +99,16 @@ class Command(BaseCommand):
             )
         host, port = options["host"], options["port"]
         model_port = None if options["no_local_model"] else options["model_port"]
+        # First of all: a second platform on this VAR_DIR must not migrate, sweep or take ports.
+        lock = var_dir_lock(settings.VAR_DIR)
+        try:
+            self._run(host, port, model_port)
+        finally:
+            # Let go only once the children are stopped, so that the next run finds its ports free.
+            os.close(lock)
+
+    def _run(self, host: str, port: int, model_port: int | None) -> None:
+        """Check the ports, prepare the database, start the children and watch them until stopped."""
         # Before anything starts: a leftover or a second platform would otherwise answer in our place.
         self._ports_check(host, port, model_port)
         for signal_number in STOP_SIGNALS:
