@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core import signing
 from django.http import FileResponse, HttpRequest, JsonResponse
 from django.utils.decorators import method_decorator
+from django_ratelimit.core import get_usage
 from django_ratelimit.decorators import ratelimit
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -42,7 +43,10 @@ def exception_handler(error: Exception, context: dict[str, Any]) -> Response | N
     response = drf_exception_handler(error, context)
     if response is None:
         return None
-    if isinstance(error, exceptions.ValidationError):
+    if isinstance(error, exceptions.ParseError) and str(error.detail).startswith("JSON parse error"):
+        # DRF's own code (parse_error) is not one the contract names; the frames say invalid_json too.
+        response.data = {"code": "invalid_json", "detail": "The request body is not valid JSON."}
+    elif isinstance(error, exceptions.ValidationError):
         from conversations.frames import first_error
 
         response.data = {"code": "invalid_request", "detail": first_error(error.detail)}
@@ -50,6 +54,20 @@ def exception_handler(error: Exception, context: dict[str, Any]) -> Response | N
         codes = error.get_codes()
         response.data = {"code": codes if isinstance(codes, str) else "error", "detail": str(error.detail)}
     return response
+
+
+RATELIMIT_KEY = "cs_platform.client_ip.ratelimit_key"
+# Every widget limit counts per minute.
+RATE_WINDOW_SECONDS = 60
+
+
+def _rate_limited(request: Request, group: str, rate: str, detail: str) -> ApiError:
+    """429 `rate_limited`, with Retry-After: the seconds until the client's window ends."""
+    usage = get_usage(request, group=group, key=RATELIMIT_KEY, rate=rate, increment=False)
+    time_left = usage["time_left"] if usage else 0
+    error = ApiError("rate_limited", detail, status.HTTP_429_TOO_MANY_REQUESTS)
+    error.wait = time_left if 0 < time_left <= RATE_WINDOW_SECONDS else RATE_WINDOW_SECONDS
+    return error
 
 
 def _bearer_token(request: Request) -> str:
@@ -94,12 +112,17 @@ class ConversationCreateInput(serializers.Serializer[Any]):
         return value
 
 
-@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="30/m", block=False), name="post")
+@method_decorator(
+    ratelimit(group="widget-conversation-create", key=RATELIMIT_KEY, rate="30/m", block=False), name="post"
+)
 class ConversationCreateApi(APIView):
     def post(self, request: Request) -> Response:
         if getattr(request, "limited", False):
-            raise ApiError(
-                "rate_limited", "Too many new conversations from this address; try again shortly.", 429
+            raise _rate_limited(
+                request,
+                "widget-conversation-create",
+                "30/m",
+                "Too many new conversations from this address; try again shortly.",
             )
         payload = ConversationCreateInput(data=request.data or {})
         payload.is_valid(raise_exception=True)
@@ -125,14 +148,18 @@ class MessageListApi(APIView):
         return Response({"messages": [message_data(message) for message in messages]})
 
 
-@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="60/m", block=False), name="post")
+@method_decorator(
+    ratelimit(group="widget-attachment-upload", key=RATELIMIT_KEY, rate="60/m", block=False), name="post"
+)
 class AttachmentUploadApi(APIView):
     parser_classes = [MultiPartParser, JSONParser]
 
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
         conversation = authorised_conversation(request, conversation_id)
         if getattr(request, "limited", False):
-            raise ApiError("rate_limited", "Too many uploads; please wait a minute.", 429)
+            raise _rate_limited(
+                request, "widget-attachment-upload", "60/m", "Too many uploads; please wait a minute."
+            )
         upload = request.FILES.get("file")
         if upload is None:
             raise ApiError("no_file", "Send the image as multipart form data in the field 'file'.")
@@ -156,7 +183,7 @@ class CsatInput(serializers.Serializer[Any]):
     comment = serializers.CharField(allow_blank=True, max_length=2000, default="")
 
 
-@method_decorator(ratelimit(key="cs_platform.client_ip.ratelimit_key", rate="30/m", block=False), name="post")
+@method_decorator(ratelimit(group="widget-csat", key=RATELIMIT_KEY, rate="30/m", block=False), name="post")
 class CsatApi(APIView):
     """The customer's 1–5 rating of a conversation, for one no longer on a socket (an earlier one)."""
 
@@ -165,7 +192,9 @@ class CsatApi(APIView):
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
         conversation = authorised_conversation(request, conversation_id)
         if getattr(request, "limited", False):
-            raise ApiError("rate_limited", "Too many ratings from this address; try again shortly.", 429)
+            raise _rate_limited(
+                request, "widget-csat", "30/m", "Too many ratings from this address; try again shortly."
+            )
         body = request.data
         if not isinstance(body, dict):
             raise ApiError("invalid_request", 'Send a JSON object: {"score": 1..5, "comment": "..."}.')

@@ -12,8 +12,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from cs_platform.reason_phrases import add_missing_reason_phrases  # noqa: E402
 from cs_platform.sweeper import StalledReplySweepMiddleware  # noqa: E402
 from cs_platform.upload_limit import UploadSizeLimitMiddleware  # noqa: E402
+
+add_missing_reason_phrases()
 
 application = StalledReplySweepMiddleware(
     ProtocolTypeRouter(

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
@@ -25,6 +26,30 @@ def favicon(request: HttpRequest) -> HttpResponse:
     """The platform's icon (the widget's, at 16, 32 and 48 px)."""
     return HttpResponse(_FAVICON, content_type="image/vnd.microsoft.icon")
 
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The API's 404 as {"code", "detail"} (a bad UUID in its path too); Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse({"code": "not_found", "detail": "There is nothing at this address."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The API's 500 as {"code", "detail"}, without the error's text; Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(
+            {"code": "server_error", "detail": "Something went wrong on our side; please try again."},
+            status=500,
+        )
+    return defaults.server_error(request)
+
+
+handler404 = not_found
+handler500 = server_error
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/chat/", permanent=False)),

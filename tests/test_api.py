@@ -233,7 +233,7 @@ def test_it_refuses_a_body_that_is_not_json() -> None:
     )
 
     assert response.status_code == 400
-    assert response.json()["code"] == "parse_error"
+    assert response.json()["code"] == "invalid_json"
     assert Conversation.objects.count() == 0
 
 
@@ -695,3 +695,80 @@ def test_it_limits_each_client_behind_a_trusted_proxy_separately(settings: Any) 
     assert neighbour_response.status_code == 201
     assert Conversation.objects.filter(customer_ip=customer).count() == 30
     assert Conversation.objects.filter(customer_ip=neighbour).count() == 1
+
+
+# --- error shapes and rate-limit headers ------------------------------------------------------------
+
+
+def test_it_refuses_a_body_that_is_not_json_with_invalid_json() -> None:
+    response = Client(REMOTE_ADDR=unique_address()).post(
+        CREATE_URL, "{not json", content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"code": "invalid_json", "detail": "The request body is not valid JSON."}
+    assert Conversation.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/widget/conversations/not-a-uuid/messages",
+        "/api/widget/nothing-here",
+        "/api/other",
+    ],
+)
+def test_it_answers_an_unknown_api_path_with_a_json_404(path: str) -> None:
+    response = Client().get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"code": "not_found", "detail": "There is nothing at this address."}
+
+
+def test_it_answers_an_unknown_page_outside_the_api_with_the_html_404() -> None:
+    response = Client().get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_it_answers_a_server_error_in_the_api_with_a_json_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(**_: Any) -> Any:
+        raise RuntimeError("the database is on fire")
+
+    monkeypatch.setattr(services, "conversation_create", explode)
+    client = Client(REMOTE_ADDR=unique_address(), raise_request_exception=False)
+
+    response = client.post(CREATE_URL, "{}", content_type="application/json")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "code": "server_error",
+        "detail": "Something went wrong on our side; please try again.",
+    }
+    assert "on fire" not in response.content.decode()
+
+
+def test_it_tells_a_rate_limited_client_when_to_come_back() -> None:
+    address = unique_address()
+    conversation = ConversationFactory()
+
+    with frozen_ratelimit_clock():
+        for _ in range(30):
+            create({}, address=address)
+            rate(conversation, {"score": 4}, address=address)
+        refused_create = create({}, address=address)
+        refused_rating = rate(conversation, {"score": 4}, address=address)
+
+    assert (refused_create.status_code, refused_rating.status_code) == (429, 429)
+    for refused in (refused_create, refused_rating):
+        assert 1 <= int(refused["Retry-After"]) <= 60
+
+
+def test_it_gives_429_its_reason_phrase_under_daphne() -> None:
+    from twisted.web.http import RESPONSES
+
+    import cs_platform.asgi  # noqa: F401  (what daphne loads)
+
+    assert RESPONSES[429] == b"Too Many Requests"
