@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from rest_framework import serializers
 from conversations import events, frames, replies, selectors, services
 from conversations.models import Conversation
 from conversations.selectors import PostedMessage
-from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund
+from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund, rate_limit_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMes
     else:
         rate_limit_refund(hit)
     return posted
+
+
+def _uuid_text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return None
+    return value
 
 
 def _reply_cancel(conversation: Conversation, reply_id: int) -> dict[str, Any] | None:
@@ -164,11 +175,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         except services.ServiceError as error:
             await self.send_error(error.code, error.detail, content)
 
-    async def send_error(self, code: str, detail: str, frame: dict[str, Any] | None = None) -> None:
+    async def send_error(
+        self, code: str, detail: str, frame: dict[str, Any] | None = None, retry_after: int | None = None
+    ) -> None:
         client_id = None
-        if frame and frame.get("type") == "message" and isinstance(frame.get("client_id"), str):
-            client_id = frame["client_id"]
-        await self.send_json(events.error_frame(code=code, detail=detail, client_id=client_id))
+        if frame and frame.get("type") == "message":
+            # Echoed only when it is what the contract says it is: a UUID, not whatever was sent.
+            client_id = _uuid_text(frame.get("client_id"))
+        await self.send_json(
+            events.error_frame(code=code, detail=detail, client_id=client_id, retry_after=retry_after)
+        )
 
     async def _validated(
         self, serializer_class: type[serializers.Serializer[Any]], frame: dict[str, Any]
@@ -214,7 +230,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         posted = await database_sync_to_async(_message_post)(self.conversation, data)
         if posted is None:
             await self.send_error(
-                "rate_limited", "Too many messages; please wait a minute before sending more.", frame
+                "rate_limited",
+                "Too many messages; please wait a minute before sending more.",
+                frame,
+                retry_after=rate_limit_retry_after(),
             )
             return
         reply_id = posted.reply.pk if posted.reply else None

@@ -70,10 +70,14 @@ def reply_error_event(reply: Message, *, code: str, detail: str) -> dict[str, An
     }
 
 
-def error_frame(*, code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+def error_frame(
+    *, code: str, detail: str, client_id: str | None = None, retry_after: int | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
     if client_id is not None:
         frame["client_id"] = client_id
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
     return frame
 
 

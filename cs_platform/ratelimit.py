@@ -10,6 +10,7 @@ sends is saved in the database either way, and the reply still runs one at a tim
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,11 @@ class RateLimitHit:
     exceeded: bool
     # None when the cache could not count it (the limit failed open): there is nothing to give back.
     cache_key: str | None
+
+
+def rate_limit_retry_after(window_seconds: int = 60) -> int:
+    """Whole seconds until the current fixed window ends, when a limited client may try again."""
+    return max(1, math.ceil(window_seconds - time.time() % window_seconds))
 
 
 def rate_limit_hit(*, key: str, limit: int, window_seconds: int = 60) -> RateLimitHit:

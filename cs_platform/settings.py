@@ -456,6 +456,9 @@ def _validate() -> None:
         )
     if DATABASE_CONN_MAX_AGE < 0:
         raise ImproperlyConfigured("DATABASE_CONN_MAX_AGE must be zero or a positive number of seconds.")
+    # The threads pool takes its concurrency from REPLY_CONCURRENCY_PER_PROCESS: name that one first.
+    if REPLY_CONCURRENCY_PER_PROCESS < 1:
+        raise ImproperlyConfigured("REPLY_CONCURRENCY_PER_PROCESS must be a positive integer.")
     if CELERY_WORKER_CONCURRENCY is not None and CELERY_WORKER_CONCURRENCY < 1:
         raise ImproperlyConfigured("CELERY_WORKER_CONCURRENCY must be 0 (one per CPU) or a positive integer.")
     if not INFERENCE_BASE_URLS:
@@ -514,8 +517,6 @@ def _validate() -> None:
         raise ImproperlyConfigured(
             "CELERY_WORKER_POOL must be threads (many replies per process), prefork or solo."
         )
-    if REPLY_CONCURRENCY_PER_PROCESS < 1:
-        raise ImproperlyConfigured("REPLY_CONCURRENCY_PER_PROCESS must be a positive integer.")
     if REPLY_STALLED_AFTER_SECONDS <= REPLY_HEARTBEAT_SECONDS:
         raise ImproperlyConfigured("REPLY_STALLED_AFTER_SECONDS must be longer than REPLY_HEARTBEAT_SECONDS.")
     for origin in WIDGET_ALLOWED_ORIGINS:

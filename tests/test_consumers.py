@@ -233,7 +233,10 @@ async def test_it_refuses_an_invalid_message_frame_and_saves_nothing(
     await communicator.send_json_to(frame)
     error = await communicator.receive_json_from(timeout=5)
 
-    assert error == {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    expected = {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    if fields.get("client_id") == "not-a-uuid":
+        del expected["client_id"]  # echoed only when it is a UUID
+    assert error == expected
     await assert_next_frame_answers_a_barrier(communicator)
     assert await message_rows(conversation) == []
     assert enqueued_replies == []
@@ -864,6 +867,10 @@ async def test_it_refuses_messages_over_the_rate_limit_and_saves_none_of_them(
         answers.append(answer)
 
     assert [answer["type"] for answer in answers] == ["message.accepted", "message.accepted", "error"]
+    # When the customer may send again: the seconds left in the limit's one-minute window.
+    retry_after = answers[2].pop("retry_after")
+    assert isinstance(retry_after, int)
+    assert 1 <= retry_after <= 60
     assert answers[2] == {
         "type": "error",
         "code": "rate_limited",
@@ -1068,7 +1075,10 @@ async def test_it_refuses_a_message_frame_with_its_documented_code_and_saves_not
     await communicator.send_json_to(frame)
     error = await communicator.receive_json_from(timeout=5)
 
-    assert error == {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    expected = {"type": "error", "code": code, "detail": detail, "client_id": frame["client_id"]}
+    if fields.get("client_id") == "not-a-uuid":
+        del expected["client_id"]  # echoed only when it is a UUID
+    assert error == expected
     await assert_next_frame_answers_a_barrier(communicator)
     assert await message_rows(conversation) == []
     assert enqueued_replies == []
@@ -1103,4 +1113,24 @@ async def test_it_refuses_a_handoff_reason_that_is_not_a_string():
         "detail": "reason: Not a valid string.",
     }
     assert await count(Ticket) == 0
+    await communicator.disconnect()
+
+
+async def test_it_echoes_a_client_id_in_an_error_only_when_it_is_a_uuid(enqueued_replies: list[int]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+
+    await communicator.send_json_to({"type": "message", "client_id": "x" * 10_000, "text": "Hi"})
+    refused = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to(message_frame(text=""))
+    empty = await communicator.receive_json_from(timeout=5)
+
+    assert refused == {
+        "type": "error",
+        "code": "invalid_frame",
+        "detail": "client_id: Must be a valid UUID.",
+    }
+    assert (empty["code"], empty["client_id"]) == ("empty_message", empty["client_id"])
+    assert uuid.UUID(empty["client_id"])
+    assert await message_rows(conversation) == []
     await communicator.disconnect()
