@@ -120,8 +120,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_CODE_HELLO_TIMEOUT)
 
     async def disconnect(self, code: int) -> None:
-        self.hello_timer.cancel()
-        if self.conversation is not None:
+        hello_timer = getattr(self, "hello_timer", None)  # absent if connect() failed before it
+        if hello_timer is not None:
+            hello_timer.cancel()
+        if getattr(self, "conversation", None) is not None:
+            assert self.conversation is not None
             try:
                 await self.channel_layer.group_discard(
                     events.conversation_group(self.conversation.pk), self.channel_name
@@ -251,7 +254,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         done = await database_sync_to_async(_reply_cancel)(self.conversation, data["reply_id"])
         if done is not None:
-            await self.send_json(done)
+            # Through the same gate as the group's final frames: one per reply on this socket.
+            self.finished_replies = [r for r in self.finished_replies if r != done["reply_id"]]
+            await self._reply_finished(done)
 
     async def frame_feedback(self, frame: dict[str, Any]) -> None:
         data = await self._validated(frames.FeedbackFrame, frame)
@@ -292,7 +297,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return  # a worker that lost its reply to the sweeper: nothing may follow the final frame
         floor = self.delta_floor.get(event["reply_id"])
         if floor is not None and event["seq"] <= floor:
-            return  # already in the text this socket got with `ready`
+            return  # already in the text this socket got with `ready`, or sent again by a retry
+        self.delta_floor[event["reply_id"]] = event["seq"]
         await self.send_json(event)
 
     async def reply_done(self, event: dict[str, Any]) -> None:

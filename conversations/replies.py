@@ -74,7 +74,8 @@ def reply_event_send(conversation_id: uuid.UUID, event: dict[str, Any]) -> bool:
 @dataclass(frozen=True)
 class CancelOutcome:
     reply: Message
-    # True when the reply never started and was cancelled here; False when the worker was told to stop.
+    # True when the reply had ended or never started and was cancelled here (then announced to the
+    # conversation's sockets); False when its worker was told to stop and will send the final frame.
     cancelled_here: bool
 
 
@@ -93,14 +94,17 @@ def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
     ).update(status=Message.Status.CANCELLED, cancel_requested_at=now, completed_at=now)
     if cancelled_before_start:
         reply.refresh_from_db()
+        # No worker will send its final frame: every socket of the conversation is told here.
+        event = events.reply_done_event(reply)
+        transaction.on_commit(lambda: reply_event_send(conversation.pk, event))
         return CancelOutcome(reply=reply, cancelled_here=True)
     Message.objects.filter(pk=reply.pk).update(cancel_requested_at=now)
     # The generator looks for the cache's flag every few hundred milliseconds; the database flag,
     # read with its heartbeat, backs it up (and is all there is while the cache is down). The
     # generator then closes the stream and sends reply.done itself.
     progress.reply_cancel_flag_set(reply.pk)
-    reply.refresh_from_db()
-    return CancelOutcome(reply=reply, cancelled_here=reply.status != Message.Status.STREAMING)
+    # If it ended meanwhile, whoever ended it sent its final frame: nothing more to say here.
+    return CancelOutcome(reply=reply, cancelled_here=False)
 
 
 def replies_in_progress_stop(*, conversation: Conversation) -> None:
@@ -109,10 +113,9 @@ def replies_in_progress_stop(*, conversation: Conversation) -> None:
     for reply_id in Message.objects.filter(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
     ).values_list("pk", flat=True):
-        outcome = reply_cancel(conversation=conversation, reply_id=reply_id)
-        if outcome.cancelled_here:
-            event = events.reply_done_event(outcome.reply)
-            transaction.on_commit(lambda event=event: reply_event_send(conversation.pk, event))  # type: ignore[misc]
+        # A reply no worker took is cancelled and announced to every socket by reply_cancel; one a
+        # worker streams is told to stop, and its worker sends the final frame.
+        reply_cancel(conversation=conversation, reply_id=reply_id)
 
 
 def reply_claim(*, reply_id: int) -> bool:

@@ -191,6 +191,8 @@ class ReplyGeneration:
             await self._save(end)
         except _Abandoned:
             logger.warning("Reply %s was finished elsewhere; stopped", self.reply_id)
+            # Deltas flushed before the heartbeat said so wrote the text so far again: forget it.
+            await _reply_progress_clear([self.reply_id])
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)

@@ -1134,3 +1134,45 @@ async def test_it_echoes_a_client_id_in_an_error_only_when_it_is_a_uuid(enqueued
     assert uuid.UUID(empty["client_id"])
     assert await message_rows(conversation) == []
     await communicator.disconnect()
+
+
+async def test_it_tells_every_socket_of_the_conversation_when_a_reply_is_cancelled_before_it_started(
+    enqueued_replies: list[int],
+):
+    conversation = await create_conversation()
+    canceller, _ = await connect(conversation)
+    other_tab, _ = await connect(conversation)
+    await canceller.send_json_to(message_frame())
+    accepted, _started = await receive_until(canceller, "reply.started")
+
+    await canceller.send_json_to({"type": "cancel", "reply_id": accepted["reply_id"]})
+
+    [done] = await receive_until(canceller, "reply.done")
+    assert (done["reply_id"], done["message"]["status"]) == (accepted["reply_id"], "cancelled")
+    # The other tab is told too, and the canceller gets one final frame, not two.
+    [other_done] = await receive_until(other_tab, "reply.done")
+    assert other_done == done
+    await assert_next_frame_answers_a_barrier(canceller)
+    await canceller.disconnect()
+    await other_tab.disconnect()
+
+
+async def test_it_passes_a_delta_sent_twice_on_once(enqueued_replies: list[int]):
+    conversation = await create_conversation()
+    communicator, _ = await connect(conversation)
+    await communicator.send_json_to(message_frame())
+    accepted, _started = await receive_until(communicator, "reply.started")
+    reply_id = accepted["reply_id"]
+    layer = get_channel_layer()
+    assert layer is not None
+    group = events.conversation_group(conversation.pk)
+
+    # A retried group_send after a connection dropped mid-command may deliver the same delta again.
+    for seq, text in [(0, "Hel"), (0, "Hel"), (1, "lo")]:
+        await layer.group_send(group, events.reply_delta_event(reply_id=reply_id, seq=seq, text=text))
+
+    assert [frame["seq"] for frame in await receive_until(communicator, "reply.delta")] == [0]
+    assert await communicator.receive_json_from(timeout=5) == events.reply_delta_event(
+        reply_id=reply_id, seq=1, text="lo"
+    )
+    await communicator.disconnect()
