@@ -152,14 +152,13 @@ class HeartbeatVerdict(enum.Enum):
 
 def reply_heartbeat(*, reply_id: int) -> HeartbeatVerdict:
     """Record that the worker is still generating, and say whether it should go on."""
-    updated = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        heartbeat_at=timezone.now()
-    )
-    if not updated:
-        return HeartbeatVerdict.ABANDON
-    if Message.objects.filter(pk=reply_id, cancel_requested_at__isnull=False).exists():
-        return HeartbeatVerdict.CANCEL
-    return HeartbeatVerdict.CONTINUE
+    # One statement in the common case; only a reply that is not plainly going on is read again.
+    if Message.objects.filter(
+        pk=reply_id, status=Message.Status.STREAMING, cancel_requested_at__isnull=True
+    ).update(heartbeat_at=timezone.now()):
+        return HeartbeatVerdict.CONTINUE
+    streaming = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).exists()
+    return HeartbeatVerdict.CANCEL if streaming else HeartbeatVerdict.ABANDON
 
 
 class ReplyOutcome(enum.Enum):

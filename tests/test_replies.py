@@ -85,6 +85,16 @@ def test_it_tells_the_worker_to_continue_cancel_or_abandon_at_a_heartbeat() -> N
     )
 
 
+def test_it_records_a_heartbeat_of_a_reply_going_on_in_one_query(django_assert_num_queries: Any) -> None:
+    reply = queued_reply()
+    assert replies.reply_claim(reply_id=reply.pk)
+
+    with django_assert_num_queries(1):
+        verdict = replies.reply_heartbeat(reply_id=reply.pk)
+
+    assert verdict == HeartbeatVerdict.CONTINUE
+
+
 def test_it_queues_nothing_and_logs_when_no_generator_is_registered(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
