@@ -64,7 +64,13 @@ def demo_data_load() -> str | None:
     """Load the demo data once; return the admin's password when the user was created now."""
     if not AssistantProfile.objects.exists():
         AssistantProfile.objects.create(
-            name="Acme Support", system_instructions=DEMO_INSTRUCTIONS, is_active=True, max_tokens=200
+            name="Acme Support",
+            system_instructions=DEMO_INSTRUCTIONS,
+            is_active=True,
+            max_tokens=200,
+            # The local model is small: told to match the customer's language "(Simplified Chinese or
+            # English)", it answered English questions in Chinese. The conversation's language is plain.
+            language_policy=AssistantProfile.LanguagePolicy.CONVERSATION_LOCALE,
         )
     if not FaqEntry.objects.exists():
         for locale, questions in QUICK_ENTRIES.items():
