@@ -57,6 +57,18 @@ class Message(models.Model):
         AGENT = "agent", "Agent"
         SYSTEM = "system", "System"
 
+    class Source(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        # Written by the model (grounded in retrieved sources when there were any).
+        MODEL = "model", "Model"
+        # An instant answer: an FAQ entry's answer, no model called.
+        FAQ = "faq", "FAQ entry"
+        # The best retrieved passage shown as the answer, with its citation, no model called (a profile
+        # whose model is too weak to phrase answers in the conversation's language).
+        KNOWLEDGE = "knowledge", "Knowledge base passage"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
     class Status(models.TextChoices):
         STREAMING = "streaming", "Streaming"
         COMPLETE = "complete", "Complete"
@@ -84,7 +96,10 @@ class Message(models.Model):
     )
     first_token_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     total_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CUSTOMER)
     citations = models.JSONField(default=list, blank=True)
+    # A reply for which the knowledge base had nothing relevant: it offered a person (for the reports).
+    is_unanswered = models.BooleanField(default=False)
     # The model stopped at max_tokens (finish_reason "length"): the reply is cut short.
     truncated = models.BooleanField(default=False)
     # Cache or channel-layer calls that failed while it streamed (Redis away); the reply was saved whole.

@@ -42,6 +42,8 @@ def message_data(message: Message) -> dict[str, Any]:
             attachment_data(attachment)
             for attachment in sorted(message.attachments.all(), key=lambda attachment: attachment.position)
         ],
+        # model | faq | knowledge | agent | system for what the assistant side says; customer otherwise.
+        "source": message.source,
         "citations": message.citations,
         # The model stopped at its max_tokens (finish_reason "length"): the reply is cut short.
         "truncated": message.truncated,

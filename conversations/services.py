@@ -121,6 +121,8 @@ def _message_post(
             reply = Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.ASSISTANT,
+                # The generator says otherwise when an FAQ entry or a quoted passage answers instead.
+                source=Message.Source.MODEL,
                 status=Message.Status.STREAMING,
                 reply_to=message,
             )
@@ -203,6 +205,7 @@ def handoff_request(*, conversation: Conversation, reason: str = "") -> Ticket:
             Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.SYSTEM,
+                source=Message.Source.SYSTEM,
                 text=(
                     "已为您转接人工客服，请稍候。"
                     if conversation.locale == Conversation.Locale.ZH_HANS
@@ -319,6 +322,7 @@ def _conversation_notice(*, conversation: Conversation, english: str, chinese: s
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.SYSTEM,
+        source=Message.Source.SYSTEM,
         text=chinese if conversation.locale == Conversation.Locale.ZH_HANS else english,
     )
 

@@ -80,7 +80,13 @@ def demo_data_load() -> str | None:
                 )
     if not Article.objects.exists():
         for title, locale, body in ARTICLES:
-            Article.objects.create(title=title, locale=locale, body=body)
+            Article.objects.create(
+                slug=f"demo-{len(title)}-{locale}".lower(),
+                title=title,
+                locale=locale,
+                body=body,
+                status=Article.Status.PUBLISHED,
+            )
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
         return None
