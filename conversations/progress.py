@@ -13,17 +13,27 @@ and serves the sockets), a dict in this process holds the same lists.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import redis.asyncio
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "ReplyText",
+    "areply_cancel_flagged",
+    "areply_text_append",
     "reply_cancel_flag_set",
     "reply_cancel_flagged",
     "reply_progress_clear",
@@ -35,6 +45,13 @@ logger = logging.getLogger(__name__)
 
 _local_lock = threading.Lock()
 _local_texts: dict[int, list[str]] = {}
+
+# One asyncio Redis client per event loop (a worker's reply runtime has one loop; each streams many
+# replies): the streaming path's appends and cancel reads are awaited on the loop, with no hop to a
+# thread per delta. The sync functions below serve everything else through Django's cache.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,55 @@ def reply_text_append(reply_id: int, chunks: Sequence[str]) -> bool:
     return True
 
 
+def _async_client() -> redis.asyncio.Redis:
+    """This loop's client for the cache's Redis, with the cache's timeouts (fail fast, retry once)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        config: dict[str, Any] = settings.CACHES["default"]
+        options: dict[str, Any] = config.get("OPTIONS", {})
+        location = config["LOCATION"]
+        client = redis.asyncio.Redis.from_url(
+            # The server writes go to (Django's cache writes to the first of several).
+            location.split(",")[0].split(";")[0] if isinstance(location, str) else location[0],
+            socket_connect_timeout=options.get("socket_connect_timeout", 2),
+            socket_timeout=options.get("socket_timeout", 5),
+            socket_keepalive=True,
+            health_check_interval=options.get("health_check_interval", 10),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        _async_clients[loop] = client
+    return client
+
+
+async def areply_text_append(reply_id: int, chunks: Sequence[str]) -> bool:
+    """`reply_text_append` awaited on the running loop: one RPUSH, no thread."""
+    if not chunks:
+        return True
+    cache = _redis_cache()
+    if cache is None:
+        # The in-memory dict: a lock held for a list append, cheaper than any hop.
+        return reply_text_append(reply_id, chunks)
+    key = cache.make_and_validate_key(_text_key(reply_id))
+    try:
+        client = _async_client()
+        async with client.pipeline(transaction=False) as pipeline:
+            pipeline.rpush(key, chunks[-1])
+            pipeline.expire(key, _expiry_seconds())
+            length, _ = await pipeline.execute()
+        if length != len(chunks):
+            async with client.pipeline(transaction=True) as pipeline:
+                pipeline.delete(key)
+                pipeline.rpush(key, *chunks)
+                pipeline.expire(key, _expiry_seconds())
+                await pipeline.execute()
+    except Exception as error:
+        logger.debug("Reply %s: storing the text so far failed: %s", reply_id, error)
+        return False
+    return True
+
+
 def reply_text_get(reply_id: int) -> ReplyText | None:
     """The text generated so far, or None if there is none (or the cache cannot say)."""
     cache = _redis_cache()
@@ -132,6 +198,19 @@ def reply_cancel_flagged(reply_id: int) -> bool | None:
     """Whether the customer asked the reply to stop; None if the cache cannot say."""
     try:
         return bool(caches["default"].get(_cancel_key(reply_id)))
+    except Exception as error:
+        logger.debug("Reply %s: reading the cancel flag failed: %s", reply_id, error)
+        return None
+
+
+async def areply_cancel_flagged(reply_id: int) -> bool | None:
+    """`reply_cancel_flagged` awaited on the running loop: one EXISTS, no thread."""
+    cache = _redis_cache()
+    if cache is None:
+        return reply_cancel_flagged(reply_id)
+    try:
+        # The flag is only ever set to True (reply_cancel_flag_set), so being there is being set.
+        return bool(await _async_client().exists(cache.make_and_validate_key(_cancel_key(reply_id))))
     except Exception as error:
         logger.debug("Reply %s: reading the cancel flag failed: %s", reply_id, error)
         return None

@@ -56,10 +56,10 @@ OCR_CHECK_SECONDS = 0.25
 # How long a final frame the channel layer refused is sent again (a Redis restart takes seconds).
 FINAL_FRAME_RETRY_SECONDS = 60.0
 
-# Cache calls off the thread that serialises database work (thread_sensitive=False): they are
-# frequent (an append per delta, a read every CANCEL_CHECK_SECONDS) and the cache is thread-safe.
-_reply_text_append = sync_to_async(progress.reply_text_append, thread_sensitive=False)
-_reply_cancel_flagged = sync_to_async(progress.reply_cancel_flagged, thread_sensitive=False)
+# The frequent cache calls (an append per delta, a read every CANCEL_CHECK_SECONDS) are awaited on
+# the loop (progress.areply_*); the one at the end goes off the thread that serialises database work.
+_reply_text_append = progress.areply_text_append
+_reply_cancel_flagged = progress.areply_cancel_flagged
 _reply_progress_clear = sync_to_async(progress.reply_progress_clear, thread_sensitive=False)
 
 # Strong references to in-process generations, so the event loop does not drop them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
 from conversations import progress, replies, services
@@ -159,6 +160,38 @@ def test_it_appends_one_item_per_delta_in_redis() -> None:
     assert client.lrange(key, 0, -1) == [b"x" * 1000, b"y"]
     assert 0 < client.ttl(key) <= 600
     progress.reply_progress_clear([103])
+
+
+async def test_it_appends_and_reads_the_cancel_flag_on_the_loop_as_the_sync_calls_do(
+    progress_store: str,
+) -> None:
+    # The streaming path awaits these on its loop; the consumer reads with the sync calls.
+    chunks: list[str] = []
+    for chunk in ["您好", "，", " OK"]:
+        chunks.append(chunk)
+        assert await progress.areply_text_append(104, chunks)
+    assert await progress.areply_text_append(104, ["您好", "，", " OK", "!", "?"])  # "!" was lost
+
+    assert await sync_to_async(progress.reply_text_get)(104) == ReplyText(text="您好， OK!?", seq=4)
+    assert await progress.areply_cancel_flagged(104) is False
+    assert await sync_to_async(progress.reply_cancel_flag_set)(104)
+    assert await progress.areply_cancel_flagged(104) is True
+    await sync_to_async(progress.reply_progress_clear)([104])
+    assert await progress.areply_cancel_flagged(104) is False
+
+
+async def test_it_says_the_store_failed_when_redis_is_away_on_the_loop(settings: Any) -> None:
+    # Nothing listens on port 1: the calls answer at once that they could not, and raise nothing.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+
+    assert await progress.areply_text_append(105, ["a"]) is False
+    assert await progress.areply_cancel_flagged(105) is None
 
 
 def test_it_keeps_the_saved_reply_when_queueing_it_fails(
