@@ -184,13 +184,23 @@ def reply_finish(
     relay_failures: int = 0,
     error_code: str = "",
     error_detail: str = "",
+    citations: list[dict[str, Any]] | None = None,
+    source: str | None = None,
+    is_unanswered: bool = False,
 ) -> Message | None:
     """Save a reply's final text and outcome; None if it had already been finished elsewhere.
 
     The conditional update is what makes "finished once" hold: a generator that lost the race to
-    the sweeper, or a redelivered job, saves nothing and sends nothing.
+    the sweeper, or a redelivered job, saves nothing and sends nothing. `citations` and `source`
+    left out (None) keep what the reply has (a sweeper's failure knows neither).
     """
+    grounding: dict[str, Any] = {"is_unanswered": is_unanswered}
+    if citations is not None:
+        grounding["citations"] = citations
+    if source is not None:
+        grounding["source"] = source
     finished = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        **grounding,
         text=text,
         status=outcome.value,
         model=model[:200],

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,6 +33,9 @@ from inference.errors import (
     InferenceUnavailable,
 )
 
+if TYPE_CHECKING:
+    from knowledge.retrieval import Source
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,6 +44,11 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     max_tokens: int
     temperature: float
+    # What retrieval found, numbered in the prompt from 1 in this order: the reply's markers ([1]) are
+    # read back against it. Never sent to the server: the prompt already holds them.
+    sources: tuple[Source, ...] = ()
+    # False on the "nothing found" path (the prompt told the model so): the reply is marked unanswered.
+    grounding_found: bool = True
 
 
 @dataclass

@@ -6,6 +6,13 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from conversations.models import Conversation
+
+
+def every_locale() -> list[str]:
+    """Every conversation language: by default the model writes the answer in all of them."""
+    return [locale.value for locale in Conversation.Locale]
+
 
 class AssistantProfile(models.Model):
     class LanguagePolicy(models.TextChoices):
@@ -25,6 +32,17 @@ class AssistantProfile(models.Model):
     max_tokens = models.PositiveIntegerField(
         default=512, validators=[MinValueValidator(16), MaxValueValidator(8192)]
     )
+    # Quote mode for the other languages: a model too small to write a language well (the embedded
+    # SmolLM2-135M and Chinese) shows the best knowledge-base passage as the answer, with its citation.
+    model_answer_locales = models.JSONField(
+        default=every_locale,
+        blank=True,
+        help_text=(
+            "Conversation languages in which the model writes the answer from the knowledge base. In the "
+            "others the best matching passage is the answer, quoted with its citation, and no model is "
+            "called."
+        ),
+    )
     is_active = models.BooleanField(default=False, help_text="The one profile the assistant uses now.")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,3 +59,7 @@ class AssistantProfile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{' (active)' if self.is_active else ''}"
+
+    def model_answers(self, locale: str) -> bool:
+        """Whether the model writes the answer in a conversation in `locale` (else quote mode)."""
+        return locale in self.model_answer_locales

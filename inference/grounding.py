@@ -1,0 +1,161 @@
+"""Grounding a reply in the knowledge base: the sources block of a prompt, citations read back from a
+reply's markers, and a source passage shown as the answer (quote mode).
+
+Pure functions over plain values, no Django and no database, so the rules a reply is judged by (which
+sources the prompt shows, which of them the reply cites) are easy to test one by one and cannot drift
+between the streaming path and anything else that needs them. A source is anything with the fields of
+`knowledge.retrieval.Source`; nothing here imports it, so the knowledge app may change how it finds
+sources without touching this.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = [
+    "CitableSource",
+    "citation_of",
+    "citations_from_text",
+    "cited_numbers",
+    "passage_trim",
+    "quote_answer",
+    "quote_lead",
+    "source_entry",
+    "sources_block",
+    "unanswered_sentence",
+]
+
+SOURCES_OPEN = "<sources>"
+SOURCES_CLOSE = "</sources>"
+
+# A citation marker: [1], [1, 2], [1,2], [1、2], 【1】, 【1，2】; adjacent markers ([1][3]) match one by one.
+_MARKER = re.compile(r"[\[【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]")
+_NUMBER = re.compile(r"\d+")
+# A fence written inside a source's own text would end the block early: it is neutralised.
+_FENCE = re.compile(r"</?\s*sources\s*>", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[。！？!?.])\s*")
+
+# How long a quoted passage may be, in characters: a screenful in the widget, not a whole article.
+QUOTE_MAX_CHARACTERS = 600
+
+
+class CitableSource(Protocol):
+    """What grounding needs of a retrieved source (`knowledge.retrieval.Source` has it)."""
+
+    @property
+    def article_id(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def heading(self) -> str: ...
+    @property
+    def anchor(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+def source_entry(number: int, source: CitableSource) -> str:
+    """One numbered source as the prompt shows it: `[n] Title — Heading` and its text."""
+    heading = f" — {source.heading}" if source.heading and source.heading != source.title else ""
+    text = _FENCE.sub("", source.text).strip()
+    return f"[{number}] {source.title}{heading}\n{text}"
+
+
+def sources_block(sources: Sequence[CitableSource]) -> str:
+    """The numbered sources between `<sources>` and `</sources>`, best first, numbered from 1."""
+    entries = "\n\n".join(source_entry(number, source) for number, source in enumerate(sources, start=1))
+    return f"{SOURCES_OPEN}\n{entries}\n{SOURCES_CLOSE}"
+
+
+def cited_numbers(text: str) -> list[int]:
+    """The source numbers a text's markers name, in order of first use, each once."""
+    numbers: dict[int, None] = {}
+    for marker in _MARKER.finditer(text):
+        for number in _NUMBER.findall(marker.group(1)):
+            numbers.setdefault(int(number), None)
+    return list(numbers)
+
+
+def citation_of(source: CitableSource) -> dict[str, Any]:
+    """A source as a message's citation (DESIGN, Knowledge): article id, title, anchor and link."""
+    return {"article": source.article_id, "title": source.title, "anchor": source.anchor, "url": source.url}
+
+
+def citations_from_text(text: str, sources: Sequence[CitableSource]) -> list[dict[str, Any]]:
+    """The citations a reply actually used: its markers' sources in order of first use.
+
+    A marker pointing at no source ([7] of three, an order number in brackets) is ignored, and two
+    sources of the same article section (a long section cut in two) make one citation.
+    """
+    citations: list[dict[str, Any]] = []
+    seen: set[tuple[int, str]] = set()
+    for number in cited_numbers(text):
+        if not 1 <= number <= len(sources):
+            continue
+        source = sources[number - 1]
+        key = (source.article_id, source.anchor)
+        if key in seen:
+            continue
+        seen.add(key)
+        citations.append(citation_of(source))
+    return citations
+
+
+def passage_trim(text: str, max_characters: int = QUOTE_MAX_CHARACTERS) -> str:
+    """A passage cut to a readable length at a paragraph's end, else a sentence's, Markdown kept."""
+    text = text.strip()
+    if len(text) <= max_characters:
+        return text
+    kept = ""
+    for paragraph in re.split(r"\n\s*\n", text):
+        candidate = f"{kept}\n\n{paragraph}" if kept else paragraph
+        if len(candidate) > max_characters:
+            break
+        kept = candidate
+    if kept:
+        return f"{kept}\n\n…"
+    # The first paragraph alone is too long: keep its whole sentences that fit.
+    first = re.split(r"\n\s*\n", text)[0]
+    sentences = [sentence for sentence in _SENTENCE_END.split(first) if sentence]
+    kept = ""
+    for sentence in sentences:
+        separator = "" if not kept or _is_wide(kept[-1]) else " "
+        candidate = f"{kept}{separator}{sentence}"
+        if len(candidate) > max_characters:
+            break
+        kept = candidate
+    return f"{kept or first[:max_characters].rstrip()}…"
+
+
+def _is_wide(character: str) -> bool:
+    return "\u2e80" <= character <= "\uffef"
+
+
+def quote_lead(title: str, locale: str) -> str:
+    """The line before a quoted passage, in the conversation's language: where the answer comes from."""
+    if locale == "zh-Hans":
+        return f"根据《{title}》："
+    return f"From “{title}”:"
+
+
+def quote_answer(source: CitableSource, locale: str, max_characters: int = QUOTE_MAX_CHARACTERS) -> str:
+    """The reply of quote mode: a one-line lead naming the article, then its best passage."""
+    passage = passage_trim(_FENCE.sub("", source.text), max_characters)
+    return f"{quote_lead(source.title, locale)}\n\n{passage}"
+
+
+# What a reply says when the knowledge base has nothing on the question and no model phrases it.
+UNANSWERED_SENTENCES = {
+    "zh-Hans": "抱歉，我们的帮助中心里没有找到关于这个问题的内容。需要的话，我可以为您转接人工客服。",
+    "en": "Sorry, I could not find anything about this in our help center. If you like, I can connect you "
+    "with a person.",
+}
+
+
+def unanswered_sentence(locale: str) -> str:
+    """The fixed "nothing found, a person can help" sentence in the conversation's language."""
+    return UNANSWERED_SENTENCES.get(locale, UNANSWERED_SENTENCES["en"])
