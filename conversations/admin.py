@@ -7,9 +7,9 @@ from typing import Any
 
 import nh3
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.safestring import SafeString, mark_safe
@@ -119,8 +119,16 @@ def ticket_reason_label(reason: str) -> str:
 
 
 def reply_markers_html(message: Message) -> SafeString:
-    """What supervisors must not miss about a reply: it was cut short, or it failed and why."""
+    """What supervisors must not miss about a reply: unanswered, cut short, or failed and why."""
     markers = []
+    if message.is_unanswered:
+        markers.append(
+            format_html(
+                '<div class="transcript-marker transcript-unanswered" style="margin-top:4px;font-size:12px;'
+                'font-weight:bold;color:#6b46c1">{}</div>',
+                "⚑ unanswered: nothing relevant in the knowledge base, a person was offered",
+            )
+        )
     if message.truncated:
         markers.append(
             format_html(
@@ -142,6 +150,68 @@ def reply_markers_html(message: Message) -> SafeString:
             )
         )
     return mark_safe("".join(markers))  # noqa: S308 - each marker was built with format_html
+
+
+# How supervisors read where a reply came from (Message.Source), beside the model's name.
+SOURCE_LABELS: dict[str, str] = {
+    Message.Source.MODEL: "written by the model",
+    Message.Source.FAQ: "FAQ answer (no model)",
+    Message.Source.KNOWLEDGE: "quoted from the knowledge base (no model)",
+}
+
+
+def citation_href(url: Any) -> str | None:
+    """A citation's link as staff may follow it: a path on this site (/kb/...) or an http(s) address."""
+    if not isinstance(url, str):
+        return None
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    if url.startswith(("https://", "http://")):
+        return url
+    return None
+
+
+def article_admin_url(article_id: Any) -> str | None:
+    """The cited article's admin page, to fix what it says; built from the id, so it costs no query."""
+    if not isinstance(article_id, int):
+        return None
+    try:
+        return reverse("admin:knowledge_article_change", args=[article_id])
+    except NoReverseMatch:
+        return None
+
+
+def citations_html(citations: Any) -> SafeString:
+    """A reply's citations in the order it cites them: each title links to the page the customer saw."""
+    if not isinstance(citations, list) or not citations:
+        return mark_safe("")
+    items = []
+    for citation in citations:
+        if not isinstance(citation, dict):
+            continue
+        title = str(citation.get("title") or citation.get("url") or "untitled")
+        href = citation_href(citation.get("url"))
+        edit = article_admin_url(citation.get("article"))
+        items.append(
+            format_html(
+                "<li>{}{}</li>",
+                format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', href, title)
+                if href
+                else title,
+                format_html(
+                    ' <a href="{}" style="font-size:11px">(article {})</a>', edit, citation["article"]
+                )
+                if edit
+                else "",
+            )
+        )
+    if not items:
+        return mark_safe("")
+    return format_html(
+        '<div class="transcript-citations" style="margin-top:4px;font-size:12px">'
+        '<strong>Sources</strong><ol style="margin:2px 0 0;padding-left:20px">{}</ol></div>',
+        mark_safe("".join(items)),  # noqa: S308 - each item was built with format_html
+    )
 
 
 def transcript_html(conversation: Conversation) -> SafeString:
@@ -170,6 +240,8 @@ def transcript_html(conversation: Conversation) -> SafeString:
         )
         details = []
         if message.role == Message.Role.ASSISTANT:
+            if message.source in SOURCE_LABELS:
+                details.append(SOURCE_LABELS[message.source])
             if message.model:
                 details.append(message.model)
             usage = token_usage(message)
@@ -189,7 +261,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 'border-left:4px solid {};background:var(--darkened-bg)">'
                 '<div style="font-size:11px;color:var(--body-quiet-color)">'
                 "<strong>{}</strong> · {} · {}{}</div>"
-                '<div class="transcript-text">{}</div>{}{}</div>',
+                '<div class="transcript-text">{}</div>{}{}{}</div>',
                 message.role,
                 {"customer": "#2b6cb0", "assistant": "#2f855a", "agent": "#b7791f"}.get(message.role, "#999"),
                 message.get_role_display(),
@@ -197,6 +269,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 message.get_status_display(),
                 " · " + " · ".join(details) if details else "",
                 message_text_html(message),
+                citations_html(message.citations) if message.role == Message.Role.ASSISTANT else "",
                 reply_markers_html(message) if message.role == Message.Role.ASSISTANT else "",
                 images,
             )
@@ -253,6 +326,24 @@ def conversation_link(conversation_id: Any) -> str:
     )
 
 
+class HasUnansweredRepliesFilter(admin.SimpleListFilter):
+    """Conversations where the knowledge base had nothing for a question: what to write next."""
+
+    title = "unanswered replies"
+    parameter_name = "unanswered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Has unanswered replies"), ("no", "No unanswered replies")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        unanswered = Exists(Message.objects.filter(conversation=OuterRef("pk"), is_unanswered=True))
+        if self.value() == "yes":
+            return queryset.filter(unanswered)
+        if self.value() == "no":
+            return queryset.exclude(unanswered)
+        return queryset
+
+
 class TicketInline(admin.TabularInline):
     """A conversation's tickets; their status changes only through the actions (the services)."""
 
@@ -276,7 +367,7 @@ class TicketInline(admin.TabularInline):
 class ConversationAdmin(CreatedByCustomersOnly):
     # Channel and customer IP are filters and search fields, and on the change page: the list fits 1280 px.
     list_display = ("short_id", "status", "locale", "message_count", "csat_score", "started", "last_activity")
-    list_filter = ("status", "channel", "locale", "created_at", "csat__score")
+    list_filter = ("status", "channel", "locale", HasUnansweredRepliesFilter, "created_at", "csat__score")
     search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
     date_hierarchy = "created_at"
     # Status changes through the actions below: each is a service that keeps tickets and status in step.
@@ -376,7 +467,7 @@ class MessageAdmin(CreatedByCustomersOnly):
         "reply_token_count",
         "sent",
     )
-    list_filter = ("role", "status", "error_code", "created_at")
+    list_filter = ("role", "source", "is_unanswered", "status", "error_code", "created_at")
     search_fields = ("text", "conversation__id", "client_id")
     list_select_related = ("conversation",)
     readonly_fields = [field.name for field in Message._meta.fields]

@@ -58,6 +58,17 @@ function originList(value) {
   return value.filter((origin) => typeof origin === "string" && origin).map((origin) => origin.replace(/\/+$/, ""));
 }
 
+// The platform's origin: where the REST API, the websocket and the knowledge-base pages live. The
+// chat page is served by the platform (inside the embed iframe too), so the API base resolves
+// against this page; an absolute apiBase names the platform itself.
+function originOf(apiBase) {
+  try {
+    return new URL(apiBase, window.location.href).origin;
+  } catch (error) {
+    return window.location.origin;
+  }
+}
+
 const rawConfig = readJsonConfig();
 const query = new URLSearchParams(window.location.search);
 
@@ -81,6 +92,10 @@ export const config = {
   brandColor: stringOrNull(query.get("color")) || stringOrNull(rawConfig.brandColor),
   replyTimeoutMs: positiveNumber(rawConfig.replyTimeoutSeconds, 90) * 1000,
 };
+
+// Citations' links (/kb/<slug>/#anchor) are relative to it: they are made absolute against it, so
+// that they open the platform's article wherever the widget is shown.
+config.platformOrigin = originOf(config.apiBase);
 
 // Set by the embedding page through the bridge; null means the default text of the locale.
 export const hostSettings = {

@@ -80,10 +80,11 @@ export function parseDate(value) {
   return Number.isNaN(date.getTime()) ? new Date() : date;
 }
 
-export function safeHttpUrl(value) {
-  if (typeof value !== "string" || !value) return null;
+// A link made absolute against `base` (an origin or a URL), or null unless it is http(s).
+export function absoluteHttpUrl(value, base) {
+  if (typeof value !== "string" || !value.trim()) return null;
   try {
-    const url = new URL(value, window.location.href);
+    const url = new URL(value.trim(), base);
     return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
   } catch (error) {
     return null;

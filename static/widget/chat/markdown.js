@@ -77,3 +77,73 @@ export function renderMarkdownInto(element, text) {
   }
   element.replaceChildren(sanitizeHtml(markdownRenderer.render(text || "")));
 }
+
+// Citation markers as the model writes them: [1], [1, 2], [1][2], and the full-width 【1】 of Chinese.
+const MARKER_PATTERN = /[ \t]*(?:\[(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\]|【(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)】)/g;
+
+function markerNumbers(match) {
+  return (match[1] || match[2]).split(/\s*[,，、]\s*/).map(Number);
+}
+
+// The numbers a reply's markers name, each once, in the order the text first uses them.
+export function citationMarkerNumbers(text) {
+  const numbers = [];
+  for (const match of String(text || "").matchAll(MARKER_PATTERN)) {
+    for (const number of markerNumbers(match)) if (!numbers.includes(number)) numbers.push(number);
+  }
+  return numbers;
+}
+
+// Text nodes where a marker may become a link: not inside a link, code or a preformatted block.
+function markerTextNodes(root) {
+  const nodes = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+    acceptNode(node) {
+      for (let parent = node.parentNode; parent && parent !== root; parent = parent.parentNode) {
+        if (["A", "CODE", "PRE"].includes(parent.nodeName)) return NodeFilter.FILTER_REJECT;
+      }
+      MARKER_PATTERN.lastIndex = 0;
+      return MARKER_PATTERN.test(node.nodeValue) ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_SKIP;
+    },
+  });
+  while (walker.nextNode()) nodes.push(walker.currentNode);
+  return nodes;
+}
+
+// Turn the markers in rendered (already sanitised) text into superscript links. `sourceFor(number)`
+// gives {number, href, label} for a marker's number, or null: a marker naming no source stays text.
+// The links are built as elements with text content, never as HTML, so nothing here is parsed.
+export function linkCitationMarkers(root, sourceFor) {
+  for (const node of markerTextNodes(root)) {
+    const text = node.nodeValue;
+    const fragment = document.createDocumentFragment();
+    let position = 0;
+    for (const match of text.matchAll(MARKER_PATTERN)) {
+      const sources = markerNumbers(match).map(sourceFor).filter(Boolean);
+      if (!sources.length) continue;
+      fragment.append(text.slice(position, match.index));
+      const shown = new Set();
+      for (const source of sources) {
+        if (shown.has(source.number)) continue;
+        shown.add(source.number);
+        const link = document.createElement("a");
+        link.className = "cs-cite__link";
+        link.href = source.href;
+        link.target = "_blank";
+        link.rel = "noopener";
+        link.textContent = String(source.number);
+        link.setAttribute("aria-label", source.label);
+        link.title = source.title;
+        link.dataset.testid = "citation-marker";
+        const sup = document.createElement("sup");
+        sup.className = "cs-cite";
+        sup.append(link);
+        fragment.append(sup);
+      }
+      position = match.index + match[0].length;
+    }
+    if (position === 0) continue;
+    fragment.append(text.slice(position));
+    node.replaceWith(fragment);
+  }
+}

@@ -5,10 +5,10 @@
 
 import { resendCustomerEntry, retryReply } from "./composer.js";
 import { config } from "./config.js";
-import { h, icon, nextKey, parseDate, safeHttpUrl } from "./dom.js";
+import { absoluteHttpUrl, h, icon, nextKey, parseDate } from "./dom.js";
 import { renderFeedbackButtons, renderFeedbackComment } from "./feedback.js";
 import { requestHandoff } from "./handoff.js";
-import { renderMarkdownInto } from "./markdown.js";
+import { citationMarkerNumbers, linkCitationMarkers, renderMarkdownInto } from "./markdown.js";
 import { assistantTitle, greetingText, joinSentences, strings, t } from "./messages.js";
 import { isConnected } from "./socket.js";
 import { state } from "./state.js";
@@ -59,6 +59,7 @@ export function makeEntry(fields) {
     status: "complete",
     attachments: [],
     citations: [],
+    source: null,
     createdAt: new Date(),
     replyId: null,
     lastSeq: -1,
@@ -81,6 +82,7 @@ export function entryFromMessage(message) {
     status: message.status || "complete",
     attachments: Array.isArray(message.attachments) ? message.attachments : [],
     citations: Array.isArray(message.citations) ? message.citations : [],
+    source: typeof message.source === "string" ? message.source : null,
     createdAt: parseDate(message.created_at),
     agentName: message.agent_name || (message.agent && message.agent.name) || null,
     truncated: message.truncated === true,
@@ -101,6 +103,7 @@ export function applyMessage(entry, message) {
   if (message.status) entry.status = message.status;
   if (Array.isArray(message.attachments)) entry.attachments = message.attachments;
   if (Array.isArray(message.citations)) entry.citations = message.citations;
+  if (typeof message.source === "string") entry.source = message.source;
   if (message.created_at) entry.createdAt = parseDate(message.created_at);
   if (message.agent_name) entry.agentName = message.agent_name;
   if (typeof message.truncated === "boolean") entry.truncated = message.truncated;
@@ -153,7 +156,8 @@ export function renderEntry(entry) {
       ? h("div", { class: "cs-message__label" },
         entry.agentName ? h("span", { class: "cs-message__name", text: entry.agentName }) : null,
         h("span", { class: "cs-badge", testid: "agent-label", text: t("agentLabel") }))
-      : h("div", { class: "cs-message__label" }, h("span", { class: "cs-message__name", text: assistantTitle() })));
+      : h("div", { class: "cs-message__label" }, h("span", { class: "cs-message__name", text: assistantTitle() }),
+        renderSourceLabel(entry)));
   }
 
   if (entry.role === "customer") {
@@ -173,7 +177,7 @@ export function renderEntry(entry) {
       entry.textElement.classList.add("cs-plain");
       entry.textElement.textContent = entry.text;
     } else if (entry.text) {
-      renderMarkdownInto(entry.textElement, entry.text);
+      renderReplyText(entry);
     }
     if (entry.text || !entry.thinking) bubble.append(entry.textElement);
     if (entry.status === "streaming" && entry.text) bubble.classList.add("is-streaming");
@@ -183,7 +187,7 @@ export function renderEntry(entry) {
     if (entry.role === "assistant" && entry.truncated && entry.status !== "streaming") {
       body.append(h("p", { class: "cs-truncated", testid: "truncated-note" }, icon("alert"), h("span", { text: t("truncated") })));
     }
-    if (entry.citations.length) body.append(renderCitations(entry.citations));
+    if (entry.role === "assistant" && entry.citations.length) body.append(renderCitations(entry));
     if (entry.status === "failed") body.append(renderReplyError(entry));
   }
 
@@ -229,18 +233,83 @@ export function renderAttachments(entry) {
   return list;
 }
 
-export function renderCitations(citations) {
-  const list = h("ol", { class: "cs-citations__list" });
-  citations.forEach((citation) => {
-    const name = citation && (citation.title || citation.url) ? String(citation.title || citation.url) : "";
-    if (!name) return;
-    const url = safeHttpUrl(citation.url);
-    list.append(h("li", null, url
-      ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer nofollow" }, icon("link"), h("span", { text: name }))
-      : h("span", { class: "cs-citation__plain", text: name })));
-  });
+// The sources a reply cites, each once, numbered as the customer sees them (in the Sources row and
+// in the text's superscripts), with a link made absolute against the platform's origin: the widget
+// may be shown inside a page of another site, and /kb/ is the platform's.
+export function citationSources(entry) {
+  const sources = [];
+  const byKey = new Map();
+  const forCitation = [];
+  for (const citation of entry.citations) {
+    const title = citation && typeof citation.title === "string" && citation.title.trim() ? citation.title.trim() : "";
+    const href = citation ? absoluteHttpUrl(citation.url, `${config.platformOrigin}/`) : null;
+    if (!title && !href) {
+      forCitation.push(null);
+      continue;
+    }
+    const key = href || `title:${title}`;
+    let source = byKey.get(key);
+    if (!source) {
+      const number = sources.length + 1;
+      const name = title || href;
+      source = { number, href, title: name, label: `${t("sourceLink", { number, title: name })} ${t("opensInNewTab")}` };
+      sources.push(source);
+      byKey.set(key, source);
+    }
+    forCitation.push(source);
+  }
+  return { sources, byMarker: markerMap(entry, forCitation) };
+}
+
+// Which source each marker number of the text names. Citations come in the order the reply cites
+// them: the text's first distinct marker is the first citation, and so on, whatever numbers the
+// prompt gave the sources. Only when the counts differ is [n] taken as the n-th citation.
+function markerMap(entry, forCitation) {
+  const byMarker = new Map();
+  const explicit = entry.citations.every((citation) => citation && Number.isInteger(citation.marker));
+  if (explicit && entry.citations.length) {
+    entry.citations.forEach((citation, index) => byMarker.set(citation.marker, forCitation[index]));
+  } else {
+    const numbers = citationMarkerNumbers(entry.text);
+    if (numbers.length === forCitation.length) numbers.forEach((number, index) => byMarker.set(number, forCitation[index]));
+    else forCitation.forEach((source, index) => byMarker.set(index + 1, source));
+  }
+  for (const [number, source] of byMarker) if (!source || !source.href) byMarker.delete(number);
+  return byMarker;
+}
+
+// An assistant reply's text: Markdown, sanitised, then its citation markers made links to its sources.
+export function renderReplyText(entry) {
+  renderMarkdownInto(entry.textElement, entry.text);
+  if (!entry.citations.length || entry.status === "streaming") return;
+  const { byMarker } = citationSources(entry);
+  if (byMarker.size) linkCitationMarkers(entry.textElement, (number) => byMarker.get(number) || null);
+}
+
+// A discreet note of where an answer came from when no model wrote it: an FAQ entry, or a passage
+// quoted from the knowledge base.
+export function renderSourceLabel(entry) {
+  const text = entry.source === "faq" ? t("fromFaq") : entry.source === "knowledge" ? t("fromKnowledge") : null;
+  if (!text) return null;
+  return h("span", { class: "cs-source-label", testid: "source-label", "data-source": entry.source, text });
+}
+
+export function renderCitations(entry) {
+  const { sources } = citationSources(entry);
+  if (!sources.length) return null;
+  const titleId = `cs-sources-${entry.key}`;
+  // role="list": a list styled without bullets stays a list for screen readers (Safari drops it).
+  const list = h("ol", { class: "cs-citations__list", role: "list", "aria-labelledby": titleId });
+  for (const source of sources) {
+    const number = h("span", { class: "cs-citation__number", "aria-hidden": "true", text: String(source.number) });
+    list.append(h("li", { class: "cs-citation", testid: "citation" }, source.href
+      ? h("a", { href: source.href, target: "_blank", rel: "noopener", title: source.title, testid: "citation-link" },
+        number, h("span", { class: "cs-citation__title", text: source.title }),
+        h("span", { class: "cs-visually-hidden", text: ` ${t("opensInNewTab")}` }), icon("link"))
+      : h("span", { class: "cs-citation__plain" }, number, h("span", { class: "cs-citation__title", text: source.title }))));
+  }
   return h("div", { class: "cs-citations", testid: "citations" },
-    h("p", { class: "cs-citations__title", text: t("sources") }), list);
+    h("p", { class: "cs-citations__title", id: titleId, text: t("sources") }), list);
 }
 
 export function replyErrorText(entry) {
@@ -375,7 +444,7 @@ export function scheduleTextRender(entry) {
       if (!dirty.element || !dirty.textElement || !dirty.textElement.isConnected || dirty.thinkingShown) {
         renderEntry(dirty);
       } else {
-        renderMarkdownInto(dirty.textElement, dirty.text);
+        renderReplyText(dirty);
       }
       dirty.thinkingShown = false;
     }
