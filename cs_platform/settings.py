@@ -371,6 +371,20 @@ OCR_MAX_CHARS = env.int("OCR_MAX_CHARS", default=2000)
 # OCR runs when an image is uploaded; a reply waits at most this long for it before building its prompt.
 OCR_WAIT_SECONDS = env.float("OCR_WAIT_SECONDS", default=10.0)
 
+# Knowledge retrieval (knowledge/embedders.py, knowledge/indexing.py). The embedder: `local`, the
+# embedded multilingual sentence encoder (no download), or `openai`, an OpenAI-compatible
+# /v1/embeddings endpoint (vLLM with Qwen3-Embedding or bge-m3, llama.cpp with --embeddings).
+KNOWLEDGE_EMBEDDER = env.str("KNOWLEDGE_EMBEDDER", default="local").strip().lower()
+KNOWLEDGE_EMBEDDINGS_URL = env.str("KNOWLEDGE_EMBEDDINGS_URL", default="")
+KNOWLEDGE_EMBEDDINGS_MODEL = env.str("KNOWLEDGE_EMBEDDINGS_MODEL", default="")
+KNOWLEDGE_EMBEDDINGS_API_KEY = env.str("KNOWLEDGE_EMBEDDINGS_API_KEY", default="")
+KNOWLEDGE_EMBEDDINGS_TIMEOUT_SECONDS = env.float("KNOWLEDGE_EMBEDDINGS_TIMEOUT_SECONDS", default=30.0)
+KNOWLEDGE_EMBEDDINGS_BATCH_SIZE = env.int("KNOWLEDGE_EMBEDDINGS_BATCH_SIZE", default=64)
+# Where each process keeps the index builds' files (one folder per build, the last two kept).
+KNOWLEDGE_INDEX_DIR = Path(env.str("KNOWLEDGE_INDEX_DIR", default=str(VAR_DIR / "knowledge-index")))
+# How often a process asks the database whether a newer index build is ready (one indexed query).
+KNOWLEDGE_INDEX_CHECK_SECONDS = env.float("KNOWLEDGE_INDEX_CHECK_SECONDS", default=2.0)
+
 # The widget: who may embed it and call its API from a browser.
 WIDGET_ALLOWED_ORIGINS: list[str] = env.list("WIDGET_ALLOWED_ORIGINS", default=[])
 CORS_ALLOWED_ORIGINS = WIDGET_ALLOWED_ORIGINS
@@ -523,6 +537,27 @@ def _validate() -> None:
         parsed = urlparse(origin)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc or parsed.path not in {"", "/"}:
             raise ImproperlyConfigured(f"WIDGET_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
+    if KNOWLEDGE_EMBEDDER not in {"local", "openai"}:
+        raise ImproperlyConfigured(
+            "KNOWLEDGE_EMBEDDER must be local (the embedded sentence encoder) or openai "
+            f"(an OpenAI-compatible /v1/embeddings endpoint), not {env.str('KNOWLEDGE_EMBEDDER', default='')!r}."
+        )
+    if KNOWLEDGE_EMBEDDER == "openai":
+        parsed = urlparse(KNOWLEDGE_EMBEDDINGS_URL)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ImproperlyConfigured(
+                "KNOWLEDGE_EMBEDDINGS_URL must be the http(s) URL of the embeddings server with "
+                f"KNOWLEDGE_EMBEDDER=openai, not {KNOWLEDGE_EMBEDDINGS_URL!r}."
+            )
+        if not KNOWLEDGE_EMBEDDINGS_MODEL.strip():
+            raise ImproperlyConfigured(
+                "KNOWLEDGE_EMBEDDINGS_MODEL must name the embedding model with KNOWLEDGE_EMBEDDER=openai."
+            )
+    for name in ("KNOWLEDGE_EMBEDDINGS_TIMEOUT_SECONDS", "KNOWLEDGE_INDEX_CHECK_SECONDS"):
+        if globals()[name] <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
+    if KNOWLEDGE_EMBEDDINGS_BATCH_SIZE <= 0:
+        raise ImproperlyConfigured("KNOWLEDGE_EMBEDDINGS_BATCH_SIZE must be a positive integer.")
     # Read on every request (client_ip.py, metrics.py): a typo must stop start-up, not fail each request.
     for name in ("TRUSTED_PROXIES", "METRICS_ALLOWED_IPS"):
         for network in globals()[name]:

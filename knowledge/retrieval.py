@@ -1,11 +1,34 @@
 """Find what the knowledge base says about a customer's question: articles' sections and FAQ entries.
 
-Interface fixed for the helpers building it (knowledge/indexing.py builds the index). Not done yet.
+Hybrid: BM25 over segmented tokens and dense cosine over the embedder's vectors, fused by reciprocal
+rank (k = 60), over the newest index build this process has loaded (knowledge/indexing.py). Each
+source's calibrated relevance (0–1) is a logistic function of its cosine and of how much of the
+query's (IDF-weighted) vocabulary it contains, fitted on the retrieval bench (bench/retrieval);
+sources under RetrievalSettings.relevance_threshold are dropped, and none left is "nothing found".
+FAQ matching scores a question against the published FAQ questions the same way; a question equal
+to an entry's after normalisation (a quick-entry click) scores 1.0. No database query per call: the
+settings row is read again at most every KNOWLEDGE_INDEX_CHECK_SECONDS.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import DatabaseError
+
+from knowledge.embedders import embedder_get
+from knowledge.indexing import LoadedIndex, index_current
+from knowledge.models import RetrievalSettings
+from knowledge.text import normalise_question, tokenize
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FaqMatch", "Retrieval", "Source", "faq_match", "retrieve"]
 
@@ -51,11 +74,347 @@ class FaqMatch:
     score: float
 
 
+# Reciprocal rank fusion's constant (Cormack et al.): a rank's weight is 1 / (RRF_K + rank).
+RRF_K = 60
+# How many of each ranking's best rows are fused.
+CANDIDATES_PER_RANKING = 40
+
+# The calibration (bench/retrieval fits it; docs/benchmarks.md): relevance of a section =
+# sigmoid(COS * cosine + COVERAGE * share of the query's IDF-weighted tokens in it + BIAS).
+RELEVANCE_COSINE_WEIGHT = 14.0
+RELEVANCE_COVERAGE_WEIGHT = 4.0
+RELEVANCE_BIAS = -5.5
+# An FAQ question's closeness = sigmoid(COS * cosine + COVERAGE * share of the customer's tokens in
+# the FAQ question + REVERSE * share of the FAQ question's tokens in the customer's + BIAS).
+FAQ_COSINE_WEIGHT = 10.0
+FAQ_COVERAGE_WEIGHT = 3.0
+FAQ_REVERSE_COVERAGE_WEIGHT = 3.0
+FAQ_BIAS = -9.0
+
+# The thresholds used while no RetrievalSettings row exists (the bench's calibrated values).
+DEFAULT_RELEVANCE_THRESHOLD = 0.30
+DEFAULT_FAQ_MATCH_THRESHOLD = 0.80
+DEFAULT_SOURCES_PER_REPLY = 3
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """RetrievalSettings' values, or the defaults when its row does not exist."""
+
+    faq_match_threshold: float = DEFAULT_FAQ_MATCH_THRESHOLD
+    relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD
+    sources_per_reply: int = DEFAULT_SOURCES_PER_REPLY
+    any_language: bool = False
+
+
+_config_lock = threading.Lock()
+_config: RetrievalConfig | None = None
+_config_read_at = -math.inf
+
+
+def forget_retrieval_config() -> None:
+    """Read the settings row again on the next call (tests; admin changes arrive within seconds anyway)."""
+    global _config, _config_read_at
+    with _config_lock:
+        _config = None
+        _config_read_at = -math.inf
+
+
+def retrieval_config() -> RetrievalConfig:
+    """The retrieval settings, read from the database at most every KNOWLEDGE_INDEX_CHECK_SECONDS."""
+    global _config, _config_read_at
+    now = time.monotonic()
+    if _config is not None and now - _config_read_at < settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
+        return _config
+    with _config_lock:
+        try:
+            row = RetrievalSettings.objects.filter(pk=1).first()
+        except DatabaseError:
+            row = None
+            if _config is not None:
+                return _config
+        if row is None:
+            _config = RetrievalConfig()
+        else:
+            _config = RetrievalConfig(
+                faq_match_threshold=row.faq_match_threshold,
+                relevance_threshold=row.relevance_threshold,
+                sources_per_reply=max(1, row.sources_per_reply),
+                any_language=row.any_language,
+            )
+        _config_read_at = now
+        return _config
+
+
+def locale_normalised(locale: str) -> str:
+    """A conversation's locale as the knowledge base writes it: zh, zh-CN, zh-hans → zh-Hans; en-US → en."""
+    value = (locale or "").strip()
+    lowered = value.lower()
+    if lowered.startswith("zh"):
+        return "zh-Hans"
+    if lowered.startswith("en"):
+        return "en"
+    return value
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value))
+
+
+def relevance_score(*, cosine: float, coverage: float) -> float:
+    """The calibrated 0–1 relevance of a section from its cosine and the query's coverage by it."""
+    return _sigmoid(RELEVANCE_COSINE_WEIGHT * cosine + RELEVANCE_COVERAGE_WEIGHT * coverage + RELEVANCE_BIAS)
+
+
+def faq_score(*, cosine: float, coverage: float, reverse_coverage: float) -> float:
+    """The calibrated 0–1 closeness of a customer's question to an FAQ question."""
+    return _sigmoid(
+        FAQ_COSINE_WEIGHT * cosine
+        + FAQ_COVERAGE_WEIGHT * coverage
+        + FAQ_REVERSE_COVERAGE_WEIGHT * reverse_coverage
+        + FAQ_BIAS
+    )
+
+
+@dataclass
+class _Lexicon:
+    """A BM25 index's vocabulary with each token's IDF, for coverage."""
+
+    idf: dict[str, float]
+    unknown_idf: float
+
+
+_lexicons: dict[tuple[int, str], _Lexicon] = {}
+
+
+def _lexicon(index: LoadedIndex, kind: str) -> _Lexicon:
+    key = (index.build_id, kind)
+    lexicon = _lexicons.get(key)
+    if lexicon is not None:
+        return lexicon
+    bm25 = index.chunk_bm25 if kind == "chunks" else index.faq_bm25
+    if bm25 is None:
+        lexicon = _Lexicon(idf={}, unknown_idf=1.0)
+    else:
+        documents = float(bm25.scores["num_docs"])
+        frequency = np.diff(np.asarray(bm25.scores["indptr"]))
+        idf = np.log1p((documents - frequency + 0.5) / (frequency + 0.5))
+        lexicon = _Lexicon(
+            idf={token: float(idf[token_id]) for token, token_id in bm25.vocab_dict.items() if token},
+            unknown_idf=math.log1p((documents + 0.5) / 0.5),
+        )
+    if len(_lexicons) > 8:
+        _lexicons.clear()
+    _lexicons[key] = lexicon
+    return lexicon
+
+
+def _coverage(weights: dict[str, float], tokens: set[str]) -> float:
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    return sum(weight for token, weight in weights.items() if token in tokens) / total
+
+
+def _query_weights(query_tokens: list[str], lexicon: _Lexicon) -> dict[str, float]:
+    return {token: lexicon.idf.get(token, lexicon.unknown_idf) for token in dict.fromkeys(query_tokens)}
+
+
+def _best_first(scores: np.ndarray, count: int, *, positive_only: bool) -> np.ndarray:
+    """Positions of the `count` highest scores, best first; ties in row order (the same on every database)."""
+    if scores.size == 0 or count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    count = min(count, scores.size)
+    top = np.argpartition(-scores, count - 1)[:count] if count < scores.size else np.arange(scores.size)
+    top = top[np.lexsort((top, -scores[top]))]
+    if positive_only:
+        top = top[scores[top] > 0]
+    return top
+
+
+def _query_vector(index: LoadedIndex, text: str) -> np.ndarray | None:
+    """The query's vector, or None where the index has none of this embedder's (BM25 alone then)."""
+    if index.dimension == 0:
+        return None
+    embedder = embedder_get()
+    if embedder.model_name != index.embedder_model:
+        logger.warning(
+            "The index was built with %s but this process embeds with %s: lexical ranking only",
+            index.embedder_model,
+            embedder.model_name,
+        )
+        return None
+    try:
+        vector = embedder.encode([text])[0]
+    except Exception:
+        logger.exception("Could not embed a query: lexical ranking only")
+        return None
+    if vector.shape[0] != index.dimension:
+        return None
+    return vector
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    """A row of the index with its fused rank's features (the bench reads them to calibrate)."""
+
+    row: int
+    fused: float
+    cosine: float
+    bm25: float
+    coverage: float
+    score: float
+
+
+def chunk_ranking(*, index: LoadedIndex, query: str, rows: np.ndarray, limit: int) -> list[RankedRow]:
+    """The best `limit` chunk rows among `rows` by reciprocal rank fusion of BM25 and cosine, best first."""
+    if rows.size == 0 or not query.strip():
+        return []
+    tokens = tokenize(query)
+    bm25 = np.zeros(rows.size, dtype=np.float32)
+    if tokens and index.chunk_bm25 is not None:
+        bm25 = np.asarray(index.chunk_bm25.get_scores(tokens), dtype=np.float32)[rows]
+    vector = _query_vector(index, query)
+    cosine = np.zeros(rows.size, dtype=np.float32)
+    if vector is not None:
+        cosine = (np.asarray(index.chunk_vectors) @ vector)[rows]
+    fused: dict[int, float] = {}
+    for position_rank, position in enumerate(_best_first(bm25, CANDIDATES_PER_RANKING, positive_only=True)):
+        fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + position_rank + 1)
+    if vector is not None:
+        for position_rank, position in enumerate(
+            _best_first(cosine, CANDIDATES_PER_RANKING, positive_only=False)
+        ):
+            fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + position_rank + 1)
+    ordered = sorted(fused.items(), key=lambda item: (-item[1], int(rows[item[0]])))[:limit]
+    weights = _query_weights(tokens, _lexicon(index, "chunks"))
+    ranked: list[RankedRow] = []
+    for position, fused_score in ordered:
+        row = int(rows[position])
+        coverage = _coverage(weights, set(index.chunk_tokens[row]))
+        row_cosine = float(cosine[position])
+        ranked.append(
+            RankedRow(
+                row=row,
+                fused=fused_score,
+                cosine=row_cosine,
+                bm25=float(bm25[position]),
+                coverage=coverage,
+                score=relevance_score(cosine=row_cosine, coverage=coverage),
+            )
+        )
+    return ranked
+
+
+def _locale_rows(index: LoadedIndex, locale: str, *, any_language: bool) -> np.ndarray:
+    if any_language:
+        return np.arange(len(index.chunks), dtype=np.int64)
+    return index.chunk_rows_by_locale.get(locale_normalised(locale), np.zeros(0, dtype=np.int64))
+
+
 def retrieve(*, query: str, locale: str) -> Retrieval:
     """The sections most relevant to `query`, in `locale` unless the settings allow any language."""
-    raise NotImplementedError
+    index = index_current()
+    if index is None or not index.chunks:
+        return Retrieval(sources=[])
+    config = retrieval_config()
+    rows = _locale_rows(index, locale, any_language=config.any_language)
+    ranked = chunk_ranking(index=index, query=query, rows=rows, limit=config.sources_per_reply * 3)
+    sources: list[Source] = []
+    seen: set[tuple[int, str]] = set()
+    for item in ranked:
+        if item.score < config.relevance_threshold:
+            continue
+        chunk: dict[str, Any] = index.chunks[item.row]
+        # Parts of one long section share its anchor: cite the section once.
+        key = (chunk["article_id"], chunk["anchor"])
+        if key in seen:
+            continue
+        seen.add(key)
+        sources.append(
+            Source(
+                chunk_id=chunk["chunk_id"],
+                article_id=chunk["article_id"],
+                slug=chunk["slug"],
+                title=chunk["title"],
+                heading=chunk["heading"],
+                anchor=chunk["anchor"],
+                text=chunk["text"],
+                locale=chunk["locale"],
+                score=round(item.score, 4),
+            )
+        )
+        if len(sources) >= config.sources_per_reply:
+            break
+    return Retrieval(sources=sources)
+
+
+@dataclass(frozen=True)
+class FaqCandidate:
+    """An FAQ row with its closeness features (the bench reads them to calibrate)."""
+
+    row: int
+    cosine: float
+    coverage: float
+    reverse_coverage: float
+    score: float
+
+
+def faq_candidates(*, index: LoadedIndex, question: str, locale: str, limit: int = 5) -> list[FaqCandidate]:
+    """The FAQ rows in `locale` closest to `question`, closest first; an exact normalised match scores 1.0."""
+    rows = index.faq_rows_by_locale.get(locale_normalised(locale), np.zeros(0, dtype=np.int64))
+    normalised = normalise_question(question)
+    if rows.size == 0 or not normalised:
+        return []
+    exact = index.faq_exact.get((locale_normalised(locale), normalised))
+    if exact is not None:
+        return [FaqCandidate(row=exact, cosine=1.0, coverage=1.0, reverse_coverage=1.0, score=1.0)]
+    tokens = tokenize(question)
+    bm25 = np.zeros(rows.size, dtype=np.float32)
+    if tokens and index.faq_bm25 is not None:
+        bm25 = np.asarray(index.faq_bm25.get_scores(tokens), dtype=np.float32)[rows]
+    vector = _query_vector(index, question)
+    cosine = np.zeros(rows.size, dtype=np.float32)
+    if vector is not None:
+        cosine = (np.asarray(index.faq_vectors) @ vector)[rows]
+    positions = set(_best_first(bm25, limit, positive_only=True).tolist())
+    positions.update(_best_first(cosine, limit, positive_only=False).tolist())
+    lexicon = _lexicon(index, "faq")
+    weights = _query_weights(tokens, lexicon)
+    candidates: list[FaqCandidate] = []
+    for position in positions:
+        row = int(rows[position])
+        faq_tokens = index.faq_tokens[row]
+        coverage = _coverage(weights, set(faq_tokens))
+        reverse = _coverage(_query_weights(faq_tokens, lexicon), set(tokens))
+        row_cosine = float(cosine[position])
+        candidates.append(
+            FaqCandidate(
+                row=row,
+                cosine=row_cosine,
+                coverage=coverage,
+                reverse_coverage=reverse,
+                score=faq_score(cosine=row_cosine, coverage=coverage, reverse_coverage=reverse),
+            )
+        )
+    candidates.sort(key=lambda candidate: (-candidate.score, candidate.row))
+    return candidates[:limit]
 
 
 def faq_match(*, question: str, locale: str) -> FaqMatch | None:
     """The published FAQ entry that answers `question`, if one is at or above the FAQ threshold."""
-    raise NotImplementedError
+    index = index_current()
+    if index is None or not index.faqs:
+        return None
+    candidates = faq_candidates(index=index, question=question, locale=locale, limit=5)
+    if not candidates or candidates[0].score < retrieval_config().faq_match_threshold:
+        return None
+    best = candidates[0]
+    entry: dict[str, Any] = index.faqs[best.row]
+    return FaqMatch(
+        entry_id=entry["entry_id"],
+        question=entry["question"],
+        answer=entry["answer"],
+        locale=entry["locale"],
+        score=round(best.score, 4),
+    )
