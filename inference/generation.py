@@ -1,5 +1,9 @@
 """Generate one assistant reply: stream it from the inference server to the conversation's sockets.
 
+A reply known without the model (an FAQ entry's answer, quote mode's passage: `prompts.instant_answer_find`)
+goes out through the same frames, as one delta and `reply.done`, and no request leaves; a model's reply
+is saved with the citations its markers name (`grounding.citations_from_text`).
+
 One event loop runs the whole reply. From the claim on, a heartbeat task keeps the reply's
 `heartbeat_at` fresh (through prompt building as much as through streaming) and brings back the
 database's verdict; a producer task reads the server's stream; the loop here coalesces tokens into
@@ -45,7 +49,9 @@ from conversations.replies import (
 from inference import runtime
 from inference.client import ChatRequest, InferenceClient, StreamEvent
 from inference.errors import InferenceError, InferenceTimeout
-from inference.prompts import prompt_build
+from inference.grounding import citations_from_text
+from inference.prompts import InstantAnswer, instant_answer_find, prompt_build
+from knowledge.retrieval import Source
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +161,14 @@ class ReplyGeneration:
     verdict: HeartbeatVerdict = HeartbeatVerdict.CONTINUE
     relay_failures: int = 0
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    # Who wrote the reply: the model, or an instant answer (an FAQ entry, quote mode's passage).
+    source: str = Message.Source.MODEL
+    # The sources the prompt numbered; the model's markers are read back against them when it is saved.
+    sources: tuple[Source, ...] = ()
+    grounding_found: bool = True
+    # An instant answer's own citations and unanswered mark (a model's are worked out when it is saved).
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    is_unanswered: bool = False
 
     @property
     def group(self) -> str:
@@ -169,12 +183,16 @@ class ReplyGeneration:
                 await self._ocr_wait()
                 # On a thread of its own, not the one thread that serialises this loop's database calls:
                 # prompt building can be slow (reading images), and the heartbeat must not wait on it.
-                request = await sync_to_async(_prompt_build_on_own_thread, thread_sensitive=False)(
+                planned = await sync_to_async(_prompt_build_on_own_thread, thread_sensitive=False)(
                     self.reply_id, self.reply
                 )
                 self._stop_if_told()
-                producer = asyncio.create_task(self._produce(request))
-                end = await self._consume()
+                if isinstance(planned, InstantAnswer):
+                    end = self._answer_at_once(planned)
+                else:
+                    self.sources, self.grounding_found = planned.sources, planned.grounding_found
+                    producer = asyncio.create_task(self._produce(planned))
+                    end = await self._consume()
             except _Abandoned:
                 raise
             except InferenceError as error:
@@ -196,6 +214,15 @@ class ReplyGeneration:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+
+    def _answer_at_once(self, answer: InstantAnswer) -> _End:
+        """Take an answer that needs no model: it goes out as the reply's one delta, then reply.done."""
+        self.source = answer.source
+        self.citations = answer.citations
+        self.is_unanswered = answer.is_unanswered
+        self.first_token_at = timezone.now()
+        self.pending = answer.text
+        return _End(ReplyOutcome.COMPLETE)
 
     async def _heartbeat(self) -> None:
         """Keep the reply's heartbeat fresh from the claim on, and pass on any verdict but CONTINUE."""
@@ -351,6 +378,12 @@ class ReplyGeneration:
         if error:
             logger.warning("Reply %s failed (%s): %s", self.reply_id, code, error.detail)
         counted = self.completion_tokens is None and self.chunks_received > 0
+        citations, is_unanswered = self.citations, self.is_unanswered
+        if self.source == Message.Source.MODEL:
+            # What the reply actually cited, not everything the prompt showed; a reply told that nothing
+            # covers the question is unanswered, unless it failed before it could say so.
+            citations = citations_from_text(self.text, self.sources)
+            is_unanswered = not self.grounding_found and end.outcome is not ReplyOutcome.FAILED
         saved = await database_sync_to_async(reply_finish)(
             reply_id=self.reply_id,
             outcome=end.outcome,
@@ -368,6 +401,9 @@ class ReplyGeneration:
             relay_failures=self.relay_failures,
             error_code=code,
             error_detail=detail,
+            citations=citations,
+            source=self.source,
+            is_unanswered=is_unanswered,
         )
         if saved is None:
             raise _Abandoned
@@ -395,9 +431,12 @@ class ReplyGeneration:
             pause = min(pause * 2, 5.0)
 
 
-def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatRequest:
+def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatRequest | InstantAnswer:
+    """The reply's instant answer if it has one (an FAQ entry, quote mode), else the model's prompt."""
     try:
-        return prompt_build(reply_id=reply_id, reply=reply)
+        return instant_answer_find(reply_id=reply_id, reply=reply) or prompt_build(
+            reply_id=reply_id, reply=reply
+        )
     finally:
         # This thread is borrowed from a pool: give its database connection back.
         connection.close()

@@ -7,14 +7,17 @@ from here): it answers what a test sets and records what it was asked.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 
 from conversations import replies, services
 from conversations.models import Message
 from conversations.replies import ReplyOutcome
+from inference.generation import reply_generate
 from inference.grounding import (
     citation_of,
     citations_from_text,
@@ -26,9 +29,11 @@ from inference.grounding import (
     sources_block,
     unanswered_sentence,
 )
+from inference.prompts import NOTHING_FOUND_INSTRUCTIONS, SOURCES_RULES
 from knowledge import retrieval
 from knowledge.retrieval import FaqMatch, Retrieval, Source
 from tests import factories
+from tests.scripted_inference import Script, ScriptedInferenceServer
 
 ConversationFactory: Any = factories.ConversationFactory
 
@@ -268,4 +273,108 @@ def test_it_keeps_a_replys_source_and_citations_when_a_failure_does_not_know_the
         "model",
         [],
         False,
+    )
+
+
+# --- a model reply's citations and unanswered mark, as generated --------------------------------------
+
+
+@pytest.fixture
+def knowledge(monkeypatch: pytest.MonkeyPatch) -> KnowledgeStub:
+    return KnowledgeStub().install(monkeypatch)
+
+
+@database_sync_to_async
+def queued_reply(text: str = "How do I return an item?", locale: str = "en") -> Message:
+    posted = services.message_post(conversation=ConversationFactory(locale=locale), text=text)
+    assert posted.reply is not None
+    return posted.reply
+
+
+@database_sync_to_async
+def reload(reply: Message) -> Message:
+    return Message.objects.get(pk=reply.pk)
+
+
+async def generate(reply: Message) -> Message:
+    await asyncio.wait_for(reply_generate(reply_id=reply.pk), 15)
+    return await reload(reply)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_saves_the_citations_the_model_reply_used_in_the_order_it_used_them(
+    scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
+):
+    knowledge.sources = THREE
+    tokens = ["Returns", " take 30 days", " [3]", ". Refunds", " follow", " 【1】【3】", " (order [99])."]
+    scripted_inference.enqueue(Script(tokens=tokens))
+    reply = await queued_reply()
+
+    saved = await generate(reply)
+
+    assert saved.text == "".join(tokens)
+    assert (saved.source, saved.citations, saved.is_unanswered) == (
+        "model",
+        [citation(3), citation(1)],
+        False,
+    )
+    [request] = scripted_inference.chat_requests
+    system = request.json["messages"][0]
+    assert system["role"] == "system"
+    assert "<sources>\n[1] Article 1\nText of section 1.\n\n[2] Article 2" in system["content"]
+    assert system["content"].endswith(f"</sources>\n{SOURCES_RULES}")
+    assert request.json["messages"][1:] == [{"role": "user", "content": "How do I return an item?"}]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_saves_no_citations_for_a_model_reply_without_markers(
+    scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
+):
+    knowledge.sources = THREE
+    scripted_inference.enqueue(Script(tokens=["Returns", " take", " 30 days."]))
+
+    saved = await generate(await queued_reply())
+
+    assert (saved.text, saved.citations, saved.is_unanswered) == ("Returns take 30 days.", [], False)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_marks_a_model_reply_unanswered_when_nothing_was_found(
+    scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
+):
+    scripted_inference.enqueue(Script(tokens=["I do not know [1]", "; a person can help."]))
+
+    saved = await generate(await queued_reply("Do you sell spaceships?"))
+
+    # A marker with no sources behind it cites nothing.
+    assert (saved.source, saved.citations, saved.is_unanswered) == ("model", [], True)
+    [request] = scripted_inference.chat_requests
+    assert request.json["messages"][0]["content"].endswith(NOTHING_FOUND_INSTRUCTIONS)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_does_not_mark_a_failed_reply_unanswered(
+    scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
+):
+    scripted_inference.enqueue(Script(status=503))
+
+    saved = await generate(await queued_reply("Do you sell spaceships?"))
+
+    assert (saved.status, saved.error_code, saved.is_unanswered) == ("failed", "inference_unavailable", False)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_answers_without_sources_when_retrieval_fails(
+    scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
+):
+    knowledge.failure = FileNotFoundError("index-7/bm25 is missing")
+    scripted_inference.enqueue(Script(tokens=["A person", " can help."]))
+
+    saved = await generate(await queued_reply())
+
+    assert (saved.status, saved.text, saved.citations, saved.is_unanswered) == (
+        "complete",
+        "A person can help.",
+        [],
+        True,
     )
