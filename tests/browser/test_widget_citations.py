@@ -294,7 +294,7 @@ def test_it_keeps_hostile_citations_inert(browser: Browser, platform: Platform) 
         {"article": 1, "title": "<img src=x onerror=alert(1)>", "anchor": "", "url": "javascript:alert(2)"},
         {"article": 2, "title": "Fine", "anchor": "a", "url": "/kb/fine/#a"},
     ]
-    text = "First [1], second [2], a `[2]` in code, and [9] names nothing."
+    text = "First [1], second [2], and a `[2]` in code."
     platform.inference.enqueue(Script(tokens=[text]))
     page = open_chat(browser, platform, locale="en", viewport=DESKTOP)
     dialogs: list[str] = []
@@ -319,10 +319,44 @@ def test_it_keeps_hostile_citations_inert(browser: Browser, platform: Platform) 
     expect(row.get_by_test_id("citation-link")).to_have_attribute("href", f"{platform.url}/kb/fine/#a")
     assert reply.locator("img").count() == 0
     message_text = reply.get_by_test_id("message-text")
-    # Only [2] links: [1] has no safe link, the one in code stays code, [9] names no source.
+    # Only [2] links: [1] has no safe link, and the one in code stays code.
     expect(message_text.get_by_test_id("citation-marker")).to_have_text(["2"])
     expect(message_text.locator("code")).to_have_text("[2]")
     expect(message_text).to_contain_text("First [1], second")
-    expect(message_text).to_contain_text("and [9] names nothing.")
     page.evaluate("() => alert('sentinel')")
     assert dialogs == ["sentinel"]
+
+
+# The prompt numbered the sources 1 to 3; the reply cited 3 first, then 1, and named a [7] that is none.
+CITED_OUT_OF_ORDER = "Pack it well [3]. Then ship it back [1]. Order [7] is yours."
+
+
+@pytest.mark.parametrize(
+    ("with_markers", "expected"),
+    [
+        # The citations say which markers name them: each links to its own, [7] stays text.
+        (True, [("1", 0), ("2", 1)]),
+        # Without that, three markers for two citations cannot be matched up: none links, none wrongly.
+        (False, []),
+    ],
+)
+def test_it_links_each_marker_to_the_source_it_names(
+    browser: Browser, platform: Platform, with_markers: bool, expected: list[tuple[str, int]]
+) -> None:
+    citations = published_articles("en")
+    if with_markers:
+        citations = [{**citations[0], "markers": [3]}, {**citations[1], "markers": [1]}]
+    platform.inference.enqueue(Script(tokens=[CITED_OUT_OF_ORDER]))
+    page = open_chat(browser, platform, locale="en", viewport=DESKTOP)
+    rewrite_reply_done(page, lambda message: message.update(citations=citations))
+    start(page, platform)
+
+    send(page, QUESTIONS["en"])
+
+    reply = last_reply(page)
+    markers = reply.get_by_test_id("message-text").get_by_test_id("citation-marker")
+    expect(markers).to_have_text([text for text, _ in expected])
+    hrefs = markers.evaluate_all("links => links.map(link => link.getAttribute('href'))")
+    assert hrefs == [absolute(platform, citations[index]) for _, index in expected]
+    expect(reply.get_by_test_id("message-text")).to_contain_text("Order [7] is yours.")
+    expect(reply.get_by_test_id("citation-link")).to_have_count(2)

@@ -78,11 +78,12 @@ export function renderMarkdownInto(element, text) {
   element.replaceChildren(sanitizeHtml(markdownRenderer.render(text || "")));
 }
 
-// Citation markers as the model writes them: [1], [1, 2], [1][2], and the full-width 【1】 of Chinese.
-const MARKER_PATTERN = /[ \t]*(?:\[(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\]|【(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)】)/g;
+// Citation markers as the model writes them and the server reads them (inference/grounding.py): [1],
+// [1, 2], [1][2], and the full-width 【1】 of Chinese. The spaces before one go with it.
+const MARKER_PATTERN = /[ \t]*[\[【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]/g;
 
 function markerNumbers(match) {
-  return (match[1] || match[2]).split(/\s*[,，、]\s*/).map(Number);
+  return match[1].split(/\s*[,，、]\s*/).map(Number);
 }
 
 // The numbers a reply's markers name, each once, in the order the text first uses them.

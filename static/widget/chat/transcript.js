@@ -261,18 +261,21 @@ export function citationSources(entry) {
   return { sources, byMarker: markerMap(entry, forCitation) };
 }
 
-// Which source each marker number of the text names. Citations come in the order the reply cites
-// them: the text's first distinct marker is the first citation, and so on, whatever numbers the
-// prompt gave the sources. Only when the counts differ is [n] taken as the n-th citation.
+// Which source each marker number of the text names. A citation that says which markers name it
+// ("markers": [3]) is taken at its word. Otherwise citations come in the order the reply first cites
+// them (inference/grounding.py): the text's first distinct marker is the first citation, and so on,
+// whatever numbers the prompt gave the sources. When the counts differ (a marker named no source, or
+// two markers the same section) that order cannot be told, and no marker links: none links wrongly.
 function markerMap(entry, forCitation) {
   const byMarker = new Map();
-  const explicit = entry.citations.every((citation) => citation && Number.isInteger(citation.marker));
-  if (explicit && entry.citations.length) {
-    entry.citations.forEach((citation, index) => byMarker.set(citation.marker, forCitation[index]));
+  const explicit = entry.citations.every((citation) => citation && Array.isArray(citation.markers));
+  if (explicit) {
+    entry.citations.forEach((citation, index) => {
+      for (const number of citation.markers) if (Number.isInteger(number)) byMarker.set(number, forCitation[index]);
+    });
   } else {
     const numbers = citationMarkerNumbers(entry.text);
     if (numbers.length === forCitation.length) numbers.forEach((number, index) => byMarker.set(number, forCitation[index]));
-    else forCitation.forEach((source, index) => byMarker.set(index + 1, source));
   }
   for (const [number, source] of byMarker) if (!source || !source.href) byMarker.delete(number);
   return byMarker;
