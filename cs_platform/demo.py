@@ -1,15 +1,21 @@
-"""Demo data for a first look: an assistant profile, quick entries, articles and an admin user."""
+"""Demo data for a first look: an assistant profile, the demo knowledge base and an admin user."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 
 from inference.models import AssistantProfile
-from knowledge.models import Article, FaqEntry
+from knowledge import services
+from knowledge.importing import ImportReport, articles_import_paths, faq_csv_import
+from knowledge.models import Article, FaqEntry, IndexBuild
+
+logger = logging.getLogger(__name__)
 
 DEMO_INSTRUCTIONS = (
     "You are the customer-service assistant of Acme Store, an online shop. Help customers with orders, "
@@ -18,42 +24,33 @@ DEMO_INSTRUCTIONS = (
     "numbers, prices or policies."
 )
 
-QUICK_ENTRIES = {
-    "zh-Hans": ["查订单", "开发票", "退换货", "物流多久能到？", "修改收货地址"],
-    "en": [
-        "Where is my order?",
-        "I need an invoice",
-        "Returns and exchanges",
-        "How long is delivery?",
-        "Change my delivery address",
-    ],
-}
+# The demo knowledge base of the fictional Acme Store: Markdown articles (published on load) and FAQ
+# entries (the quick entries among them), loaded through the same import functions as the commands.
+DEMO_KNOWLEDGE_DIR = settings.BASE_DIR / "knowledge" / "demo"
 
-ARTICLES = [
-    (
-        "Returns policy",
-        "en",
-        "You can return any item within 30 days of delivery. Items must be unused. "
-        "Start a return from **My orders → Return**. Refunds reach the original payment method in 5–7 days.",
-    ),
-    (
-        "Invoices",
-        "en",
-        "Invoices are issued within 24 hours of shipping and can be downloaded from "
-        "**My orders → Invoice**. For a company invoice, add your tax number before paying.",
-    ),
-    (
-        "退换货政策",
-        "zh-Hans",
-        "签收后 30 天内可申请退换货，商品需保持未使用状态。在「我的订单 → 退换货」中发起申请，"
-        "退款将在 5–7 个工作日内原路退回。",
-    ),
-    (
-        "发票说明",
-        "zh-Hans",
-        "发货后 24 小时内开具电子发票，可在「我的订单 → 发票」下载。如需企业发票，请在付款前填写税号。",
-    ),
-]
+
+def demo_knowledge_load(directory: Path | None = None) -> ImportReport:
+    """Load the demo articles and FAQ entries, each only while there are none, then ask for the index.
+
+    A failed demo file is logged, not fatal: `make run` should start with the rest of the knowledge base.
+    """
+    directory = directory or DEMO_KNOWLEDGE_DIR
+    report = ImportReport()
+    # One transaction: the index is asked for once, when the whole demo is in.
+    with transaction.atomic():
+        if not Article.objects.exists() and (directory / "articles").is_dir():
+            report.results += articles_import_paths(paths=[directory / "articles"], publish=True).results
+        faq_file = directory / "faq.csv"
+        if not FaqEntry.objects.exists() and faq_file.is_file():
+            text = faq_file.read_text(encoding="utf-8-sig")
+            report.results += faq_csv_import(text=text, source=str(faq_file)).results
+        # An index never built (a database from before the knowledge base, or its build died) is
+        # built now; asked for again after a load, it is still one build.
+        if not IndexBuild.objects.filter(status=IndexBuild.Status.READY).exists():
+            services.index_rebuild_on_commit()
+    for failure in report.failures:
+        logger.warning("Demo knowledge base: %s failed: %s", failure.name, failure.error)
+    return report
 
 
 def admin_password_file() -> Path:
@@ -72,21 +69,7 @@ def demo_data_load() -> str | None:
             # English)", it answered English questions in Chinese. The conversation's language is plain.
             language_policy=AssistantProfile.LanguagePolicy.CONVERSATION_LOCALE,
         )
-    if not FaqEntry.objects.exists():
-        for locale, questions in QUICK_ENTRIES.items():
-            for position, question in enumerate(questions):
-                FaqEntry.objects.create(
-                    question=question, answer="", locale=locale, is_quick_entry=True, position=position
-                )
-    if not Article.objects.exists():
-        for title, locale, body in ARTICLES:
-            Article.objects.create(
-                slug=f"demo-{len(title)}-{locale}".lower(),
-                title=title,
-                locale=locale,
-                body=body,
-                status=Article.Status.PUBLISHED,
-            )
+    demo_knowledge_load()
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
         return None

@@ -107,7 +107,9 @@ class RetrievalSettings(models.Model):
     relevance_threshold = models.FloatField(
         default=0.30,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
-        help_text="Below this score (0–1) nothing in the knowledge base is relevant: the reply offers a person.",
+        help_text=(
+            "Below this score (0–1) nothing in the knowledge base is relevant: the reply offers a person."
+        ),
     )
     sources_per_reply = models.PositiveSmallIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(10)]
@@ -149,7 +151,9 @@ class Chunk(models.Model):
 class Embedding(models.Model):
     """A vector of a chunk or of an FAQ question, with the model that made it; made again when it changes."""
 
-    chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.CASCADE, related_name="embeddings")
+    chunk = models.ForeignKey(
+        Chunk, null=True, blank=True, on_delete=models.CASCADE, related_name="embeddings"
+    )
     faq_entry = models.ForeignKey(
         FaqEntry, null=True, blank=True, on_delete=models.CASCADE, related_name="embeddings"
     )
@@ -178,9 +182,13 @@ class Embedding(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        owner = f"chunk {self.chunk_id}" if self.chunk_id else f"FAQ entry {self.faq_entry_id}"
+        return f"{owner} by {self.model_name} ({self.dimension})"
+
 
 class IndexBuild(models.Model):
-    """One version of the search index. Every process serves the newest ready build and reloads on a new one."""
+    """One version of the search index; each process serves the newest ready build, reloading on a new one."""
 
     class Status(models.TextChoices):
         BUILDING = "building", "Building"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.models import FaqEntry
+from knowledge.models import Article, FaqEntry, RetrievalSettings
 
 
 def quick_entry_list(*, locale: str) -> list[FaqEntry]:
@@ -12,3 +12,22 @@ def quick_entry_list(*, locale: str) -> list[FaqEntry]:
             "position", "id"
         )
     )
+
+
+def article_published_get(*, slug: str) -> Article | None:
+    """The published article at /kb/<slug>/, or None (a draft is never shown)."""
+    return Article.objects.filter(slug=slug, status=Article.Status.PUBLISHED).first()
+
+
+def articles_published_by_locale() -> dict[str, list[Article]]:
+    """Published articles grouped by language (Chinese first, then English), each group by title."""
+    grouped: dict[str, list[Article]] = {}
+    for article in Article.objects.filter(status=Article.Status.PUBLISHED).order_by("locale", "title"):
+        grouped.setdefault(article.locale, []).append(article)
+    order = {"zh-Hans": 0, "en": 1}
+    return dict(sorted(grouped.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def retrieval_settings_get() -> RetrievalSettings:
+    """The retrieval settings row (pk 1) as admin saved it, or the defaults (unsaved) when there is none."""
+    return RetrievalSettings.objects.filter(pk=1).first() or RetrievalSettings(pk=1)

@@ -12,7 +12,7 @@ from PIL import Image
 from conversations.models import Attachment, Conversation, Message
 from conversations.services import attachment_create, token_hash
 from inference.models import AssistantProfile
-from knowledge.models import FaqEntry
+from knowledge.models import Article, FaqEntry
 
 
 class ConversationFactory(factory.django.DjangoModelFactory):
@@ -52,6 +52,19 @@ class AssistantProfileFactory(factory.django.DjangoModelFactory):
     is_active = True
     temperature = 0.2
     max_tokens = 256
+
+
+class ArticleFactory(factory.django.DjangoModelFactory):
+    """A published article, saved directly (not through the services: no version row, no index request)."""
+
+    class Meta:
+        model = Article
+
+    slug = factory.Sequence(lambda n: f"article-{n}")
+    title = factory.Sequence(lambda n: f"Article {n}")
+    body = "The lead paragraph.\n\n## A section\n\nWhat the section says."
+    locale = "en"
+    status = Article.Status.PUBLISHED
 
 
 class FaqEntryFactory(factory.django.DjangoModelFactory):

@@ -14,13 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from conversations import replies, services
 from conversations.admin import transcript_html
 from conversations.models import Attachment, Conversation, Feedback, Message, Ticket
-from knowledge.models import Article
 from tests import factories
 from tests.factories import attachment_for
 
 pytestmark = pytest.mark.django_db
 
 # factory-boy's types name the factory, not the row it saves.
+ArticleFactory: Any = factories.ArticleFactory
 AssistantProfileFactory: Any = factories.AssistantProfileFactory
 ConversationFactory: Any = factories.ConversationFactory
 FaqEntryFactory: Any = factories.FaqEntryFactory
@@ -114,7 +114,7 @@ def a_conversation_with_everything() -> dict[str, Any]:
 def test_it_lists_the_rows_in_every_changelist(admin_client: Client, path: str, expected: list[str]) -> None:
     a_conversation_with_everything()
     AssistantProfileFactory(name="Shop Helper")
-    Article.objects.create(title="Returns within 30 days", body="You can return **anything**.")
+    ArticleFactory(title="Returns within 30 days", body="You can return **anything**.")
     FaqEntryFactory(question="How much is shipping?")
 
     response = admin_client.get(f"/admin/{path}/")
@@ -158,7 +158,7 @@ def test_it_sends_anonymous_users_from_a_conversation_to_the_login_page() -> Non
 def test_it_opens_every_change_page(admin_client: Client) -> None:
     rows = a_conversation_with_everything()
     profile = AssistantProfileFactory()
-    article = Article.objects.create(title="Shipping", body="Two days.")
+    article = ArticleFactory(title="Shipping", body="Two days.")
     faq = FaqEntryFactory()
     pages = [
         change_url(rows["conversation"]),
