@@ -8,15 +8,19 @@ otherwise.
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from conversations.models import Conversation, Message
 from cs_platform.asgi import application
+from knowledge import indexing, retrieval
 from knowledge.retrieval import FaqMatch
 from tests import factories
 from tests.scripted_inference import Script, ScriptedInferenceServer
@@ -24,8 +28,10 @@ from tests.test_grounding import KnowledgeStub, source
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+ArticleFactory: Any = factories.ArticleFactory
 AssistantProfileFactory: Any = factories.AssistantProfileFactory
 ConversationFactory: Any = factories.ConversationFactory
+FaqEntryFactory: Any = factories.FaqEntryFactory
 
 RETURNS_ANSWER = "Open **My orders → Return** within 30 days of delivery."
 RETURNS_FAQ = FaqMatch(
@@ -250,4 +256,108 @@ async def test_it_lets_the_model_answer_in_its_own_language_while_quoting_in_the
     ]
     assert frames[-1]["message"]["citations"] == reply.citations
     assert len(live_replies.chat_requests) == 1
+    await communicator.disconnect()
+
+
+# --- with the real FAQ matching and retrieval -------------------------------------------------------------
+
+
+@pytest.fixture
+def knowledge_index(settings: Any, tmp_path: Path) -> Path:
+    """An index folder of the test's own, looked at again on every retrieval."""
+    settings.KNOWLEDGE_INDEX_DIR = tmp_path / "index"
+    settings.KNOWLEDGE_INDEX_CHECK_SECONDS = 1e-9
+    indexing.forget_loaded_index()
+    retrieval.forget_retrieval_config()
+    return settings.KNOWLEDGE_INDEX_DIR
+
+
+@database_sync_to_async
+def faq_indexed() -> None:
+    FaqEntryFactory(question="How do I return an item?", answer=RETURNS_ANSWER, position=0)
+    FaqEntryFactory(question="How long is delivery?", answer="3 to 5 working days.", position=1)
+    FaqEntryFactory(question="查订单", answer="在「我的订单」里可以查看订单状态。", locale="zh-Hans")
+    indexing.index_rebuild()
+
+
+@database_sync_to_async
+def quick_entries(locale: str) -> list[str]:
+    response = Client().get("/api/widget/faq", HTTP_ACCEPT_LANGUAGE=locale)
+    assert response.status_code == 200
+    return [entry["question"] for entry in json.loads(response.content)["entries"]]
+
+
+async def test_it_answers_a_quick_entry_click_from_its_faq_entry_without_calling_the_model(
+    live_replies: ScriptedInferenceServer, knowledge_index: Path
+):
+    await faq_indexed()
+    questions = await quick_entries("en")
+    assert questions[0] == "How do I return an item?"
+    conversation = await create_conversation()
+    communicator = await connect(conversation)
+
+    # A click sends the entry's question as an ordinary message.
+    accepted, frames = await ask(communicator, questions[0])
+
+    reply = await get_message(accepted["reply_id"])
+    assert frames == [
+        {"type": "reply.started", "reply_id": reply.pk},
+        {"type": "reply.delta", "reply_id": reply.pk, "seq": 0, "text": RETURNS_ANSWER},
+        done_frame(reply, text=RETURNS_ANSWER, source="faq", citations=[]),
+    ]
+    assert live_replies.requests == []
+    await communicator.disconnect()
+
+
+async def test_it_answers_a_chinese_quick_entry_from_its_faq_entry(
+    live_replies: ScriptedInferenceServer, knowledge_index: Path
+):
+    await faq_indexed()
+    conversation = await create_conversation(locale="zh-Hans")
+    communicator = await connect(conversation)
+
+    accepted, frames = await ask(communicator, "查订单")
+
+    reply = await get_message(accepted["reply_id"])
+    assert (reply.source, reply.text) == ("faq", "在「我的订单」里可以查看订单状态。")
+    assert frames[-1]["message"]["source"] == "faq"
+    assert live_replies.requests == []
+    await communicator.disconnect()
+
+
+@database_sync_to_async
+def chinese_returns_indexed() -> Any:
+    article = ArticleFactory(
+        slug="tui-huo",
+        title="退货与退款",
+        locale="zh-Hans",
+        body="大多数商品在签收后30天内可以退货，全额退款。\n\n## 如何退货\n\n"
+        "在账户中打开订单，选择“退货”，打印预付运单，把包裹交给任意邮局。\n\n## 不能退货的商品\n\n"
+        "礼品卡、已拆封的软件和定制商品不能退货。\n",
+    )
+    indexing.index_rebuild()
+    return article
+
+
+async def test_it_quotes_the_chinese_article_the_real_retrieval_found(
+    live_replies: ScriptedInferenceServer, knowledge_index: Path
+):
+    await create_profile(model_answer_locales=["en"])
+    article = await chinese_returns_indexed()
+    conversation = await create_conversation(locale="zh-Hans")
+    communicator = await connect(conversation)
+
+    accepted, frames = await ask(communicator, "我想退货，包裹要怎么寄回去？")
+
+    reply = await get_message(accepted["reply_id"])
+    assert reply.source == "knowledge"
+    assert (
+        reply.text
+        == "根据《退货与退款》：\n\n在账户中打开订单，选择“退货”，打印预付运单，把包裹交给任意邮局。"
+    )
+    assert reply.citations == [
+        {"article": article.pk, "title": "退货与退款", "anchor": "如何退货", "url": "/kb/tui-huo/#如何退货"}
+    ]
+    assert frames[-1]["message"]["citations"] == reply.citations
+    assert live_replies.requests == []
     await communicator.disconnect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,11 +31,12 @@ from inference.grounding import (
     unanswered_sentence,
 )
 from inference.prompts import NOTHING_FOUND_INSTRUCTIONS, SOURCES_RULES
-from knowledge import retrieval
+from knowledge import indexing, retrieval
 from knowledge.retrieval import FaqMatch, Retrieval, Source
 from tests import factories
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
+ArticleFactory: Any = factories.ArticleFactory
 ConversationFactory: Any = factories.ConversationFactory
 
 
@@ -368,6 +370,107 @@ async def test_it_answers_without_sources_when_retrieval_fails(
     scripted_inference: ScriptedInferenceServer, knowledge: KnowledgeStub
 ):
     knowledge.failure = FileNotFoundError("index-7/bm25 is missing")
+    scripted_inference.enqueue(Script(tokens=["A person", " can help."]))
+
+    saved = await generate(await queued_reply())
+
+    assert (saved.status, saved.text, saved.citations, saved.is_unanswered) == (
+        "complete",
+        "A person can help.",
+        [],
+        True,
+    )
+
+
+# --- with the real retrieval -------------------------------------------------------------------------
+
+RETURNS_BODY = """You can return most items within 30 days of delivery for a full refund.
+
+## How to return an item
+
+Open the order in your account, choose Return, print the prepaid label and drop the parcel at any
+post office.
+
+## Items that cannot be returned
+
+Gift cards, opened software and personalised goods cannot be returned.
+"""
+SHIPPING_BODY = """We ship every order from our warehouse in Hangzhou.
+
+## Delivery times
+
+Standard delivery takes 3 to 5 working days; express delivery takes 1 to 2 working days.
+"""
+
+
+@pytest.fixture
+def knowledge_index(settings: Any, tmp_path: Path) -> Path:
+    """An index folder of the test's own, looked at again on every retrieval."""
+    settings.KNOWLEDGE_INDEX_DIR = tmp_path / "index"
+    settings.KNOWLEDGE_INDEX_CHECK_SECONDS = 1e-9
+    indexing.forget_loaded_index()
+    retrieval.forget_retrieval_config()
+    return settings.KNOWLEDGE_INDEX_DIR
+
+
+@database_sync_to_async
+def articles_indexed() -> Any:
+    returns = ArticleFactory(slug="returns", title="Returns and refunds", body=RETURNS_BODY)
+    ArticleFactory(slug="shipping", title="Shipping and delivery", body=SHIPPING_BODY)
+    ArticleFactory(
+        slug="secret-sale",
+        title="Secret sale",
+        body="## Black Friday\n\nEverything is 90% off on Black Friday.",
+        status="draft",
+    )
+    indexing.index_rebuild()
+    return returns
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_cites_the_published_article_the_real_retrieval_found(
+    scripted_inference: ScriptedInferenceServer, knowledge_index: Path
+):
+    returns = await articles_indexed()
+    scripted_inference.enqueue(Script(tokens=["Drop it at any post office", " [1]."]))
+
+    saved = await generate(await queued_reply("Where do I drop the parcel with the prepaid return label?"))
+
+    assert saved.citations == [
+        {
+            "article": returns.pk,
+            "title": "Returns and refunds",
+            "anchor": "how-to-return-an-item",
+            "url": "/kb/returns/#how-to-return-an-item",
+        }
+    ]
+    assert (saved.source, saved.is_unanswered) == ("model", False)
+    [request] = scripted_inference.chat_requests
+    system = request.json["messages"][0]["content"]
+    assert (
+        "<sources>\n[1] Returns and refunds — How to return an item\nOpen the order in your account" in system
+    )
+    assert "Black Friday" not in system
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_takes_the_nothing_found_path_with_the_real_retrieval(
+    scripted_inference: ScriptedInferenceServer, knowledge_index: Path
+):
+    await articles_indexed()
+    scripted_inference.enqueue(Script(tokens=["I cannot tell; a person can help."]))
+
+    saved = await generate(await queued_reply("Black Friday sale 90% off"))
+
+    assert (saved.citations, saved.is_unanswered) == ([], True)
+    [request] = scripted_inference.chat_requests
+    assert request.json["messages"][0]["content"].endswith(NOTHING_FOUND_INSTRUCTIONS)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_answers_unanswered_but_whole_before_any_index_is_built(
+    scripted_inference: ScriptedInferenceServer, knowledge_index: Path
+):
     scripted_inference.enqueue(Script(tokens=["A person", " can help."]))
 
     saved = await generate(await queued_reply())
