@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# bm25s logs every index it builds or loads at DEBUG and INFO.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Bumped when the files' layout changes: a process never reads a folder of another format.
 INDEX_FORMAT = 1
@@ -157,8 +159,18 @@ def index_rebuild_is_running() -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+# One build at a time in a process (the embedded default's thread and a command, say); across worker
+# processes the task's RUNNING_KEY in the cache keeps them apart.
+_build_lock = threading.Lock()
+
+
 def index_rebuild() -> IndexBuild:
     """Build the index now, in this thread: chunks, missing embeddings, an IndexBuild and its folder."""
+    with _build_lock:
+        return _index_rebuild()
+
+
+def _index_rebuild() -> IndexBuild:
     embedder = embedder_get()
     build = IndexBuild.objects.create(status=IndexBuild.Status.BUILDING, embedder_model=embedder.model_name)
     try:
