@@ -338,7 +338,8 @@ def _zip_members(data: bytes, *, archive_name: str) -> tuple[list[tuple[str, byt
         if len(members) > MAX_ZIP_FILES:
             return [], [_failed(archive_name, f"more than {MAX_ZIP_FILES} articles in one archive")]
         for member in members:
-            name = f"{archive_name}:{member.filename}"
+            # Read as a path: the file name (the slug) is its last part.
+            name = f"{archive_name}/{member.filename}"
             if member.file_size > MAX_FILE_BYTES:
                 refused.append(_failed(name, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB"))
                 continue
@@ -460,7 +461,9 @@ def faq_csv_import(*, text: str, user: services.Editor = None, source: str = "CS
     missing = [column for column in ("question", "answer") if column not in columns]
     report = ImportReport()
     if missing:
-        error = f"the header must name {', '.join(FAQ_CSV_COLUMNS)}; missing: {', '.join(missing)}"
+        error = (
+            f"the first line must be the header {','.join(FAQ_CSV_COLUMNS)} (missing: {', '.join(missing)})"
+        )
         report.results.append(ImportResult(name=source, outcome=ImportOutcome.FAILED, error=error))
         return report
     reader.fieldnames = columns
