@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -49,6 +50,17 @@ class MultipleFileField(forms.FileField):
         if not cleaned:
             raise forms.ValidationError("Choose one or more .md files or a .zip archive.")
         return cleaned
+
+
+class ArticleForm(forms.ModelForm):
+    class Meta:
+        model = Article
+        fields = ("title", "slug", "locale", "status", "tags", "body")
+        widgets = {
+            # Room for an article: its sections are what customers are answered from.
+            "body": forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "vLargeTextField"}),
+            "tags": forms.TextInput(attrs={"class": "vTextField", "placeholder": "returns, refunds"}),
+        }
 
 
 class ArticleImportForm(forms.Form):
@@ -95,7 +107,7 @@ def _attachment(content: bytes | str, *, filename: str, content_type: str) -> Ht
 
 class ArticleVersionInline(admin.TabularInline):
     model = ArticleVersion
-    fields = ("number", "title", "locale", "status", "created_by", "created_at", "restore")
+    fields = ("title", "locale", "status", "tags", "created_by", "created_at", "restore")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -123,6 +135,7 @@ class ArticleVersionInline(admin.TabularInline):
 
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
+    form = ArticleForm
     list_display = ("title", "slug", "locale", "status", "version", "updated_by", "updated_at")
     list_filter = ("locale", "status", "updated_at")
     search_fields = ("title", "slug", "body", "tags")
@@ -245,12 +258,14 @@ class ArticleAdmin(admin.ModelAdmin):
                         (file.name or "upload", file.read()) for file in form.cleaned_data["markdown_files"]
                     ]
                     sources, refused = importing.article_sources(uploads)
-                    report = importing.articles_import(
-                        files=sources,
-                        publish=form.cleaned_data["publish"],
-                        locale=form.cleaned_data["locale"] or None,
-                        user=request.user,
-                    )
+                    # One transaction, a savepoint per file: one index build for the whole upload.
+                    with transaction.atomic():
+                        report = importing.articles_import(
+                            files=sources,
+                            publish=form.cleaned_data["publish"],
+                            locale=form.cleaned_data["locale"] or None,
+                            user=request.user,
+                        )
                     report.results[:0] = refused
                     context.update(_import_result_context(report))
                     level = messages.WARNING if report.failures else messages.SUCCESS
@@ -345,7 +360,8 @@ class FaqEntryAdmin(admin.ModelAdmin):
                             ]
                         )
                     else:
-                        report = importing.faq_csv_import(text=text, user=request.user, source=name)
+                        with transaction.atomic():
+                            report = importing.faq_csv_import(text=text, user=request.user, source=name)
                     context.update(_import_result_context(report))
                     level = messages.WARNING if report.failures else messages.SUCCESS
                     messages.add_message(request, level, f"FAQ entries imported: {report.summary()}.")

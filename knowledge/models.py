@@ -70,7 +70,8 @@ class ArticleVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.article_id} v{self.number}: {self.title}"
+        # Admin shows it above each row of the article's versions.
+        return f"Version {self.number}"
 
 
 class FaqEntry(models.Model):

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from knowledge.importing import articles_import_paths
-from knowledge.management.commands._reporting import report_print
+from knowledge.management.commands._importing import import_and_report
 from knowledge.models import Locale
 
 
@@ -33,7 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Import the files and print created, updated, unchanged and failed (with each reason)."""
-        report = articles_import_paths(
-            paths=options["paths"], publish=options["publish"], locale=options["locale"]
+        import_and_report(
+            self,
+            lambda: articles_import_paths(
+                paths=options["paths"], publish=options["publish"], locale=options["locale"]
+            ),
+            what="articles",
         )
-        report_print(self, report, what="articles")

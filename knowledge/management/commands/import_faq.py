@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.importing import FAQ_CSV_COLUMNS, faq_csv_import
-from knowledge.management.commands._reporting import report_print
+from knowledge.management.commands._importing import import_and_report
 
 
 class Command(BaseCommand):
@@ -29,4 +29,4 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: no such file") from None
         except UnicodeDecodeError:
             raise CommandError(f"{path}: not UTF-8 text") from None
-        report_print(self, faq_csv_import(text=text, source=str(path)), what="FAQ entries")
+        import_and_report(self, lambda: faq_csv_import(text=text, source=str(path)), what="FAQ entries")
