@@ -207,16 +207,23 @@ def article_file_parse(*, name: str, text: str) -> ArticleFile:
     while body_lines and not body_lines[0].strip():
         body_lines = body_lines[1:]
     title_match = _TITLE_LINE.match(body_lines[0].strip()) if body_lines else None
-    if title_match is None:
+    if title_match is not None:
+        title = title_match.group(1).strip()
+        body_lines = body_lines[1:]
+    elif keys.get("title"):
+        # Written by another tool (Jekyll, Hugo): the title in the front matter, the body all text.
+        title = keys["title"].strip()
+    else:
         raise KnowledgeImportError("the first line of the article (after any front matter) must be '# Title'")
-    title = title_match.group(1).strip()
     max_title = Article._meta.get_field("title").max_length or 0
     if len(title) > max_title:
         raise KnowledgeImportError(f"the title is longer than {max_title} characters")
-    body = "\n".join(body_lines[1:]).strip("\n").rstrip()
+    body = "\n".join(body_lines).strip("\n").rstrip()
     if not body.strip():
         raise KnowledgeImportError("the article has a title but no text")
-    locale = locale_normalise(keys["lang"]) if keys.get("lang") else None
+    # `lang` is the format's; `locale` and `language` are what other tools write.
+    language = keys.get("lang") or keys.get("locale") or keys.get("language")
+    locale = locale_normalise(language) if language else None
     status = None
     if keys.get("status"):
         status = keys["status"].strip().lower()

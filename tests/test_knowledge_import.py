@@ -107,6 +107,14 @@ def test_it_reads_tags_as_a_yaml_list_and_a_quoted_status() -> None:
     assert (parsed.tags, parsed.status) == ("returns, refunds", "published")
 
 
+def test_it_takes_the_title_and_language_from_front_matter_other_tools_write() -> None:
+    parsed = article_file_parse(
+        name="returns.md", text="---\ntitle: Returns\nlanguage: zh-CN\n---\n\nWithin 30 days."
+    )
+
+    assert (parsed.title, parsed.body, parsed.locale) == ("Returns", "Within 30 days.", "zh-Hans")
+
+
 @pytest.mark.parametrize(
     ("name", "text", "error"),
     [
