@@ -212,11 +212,12 @@ def instant_answer_find(*, reply_id: int, reply: Message | None = None) -> Insta
             citations=[],
             is_unanswered=True,
         )
-    best = found.sources[0]
+    passages = grounding.quoted_passages(found.sources)
     return InstantAnswer(
-        text=grounding.quote_answer(best, locale),
+        text=grounding.quote_answer(passages, locale),
         source=Message.Source.KNOWLEDGE,
-        citations=[grounding.citation_of(best)],
+        # The passage that answers: a lead's section, which the link opens with the lead above it.
+        citations=[grounding.citation_of(passages[-1])],
     )
 
 

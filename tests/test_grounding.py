@@ -26,6 +26,7 @@ from inference.grounding import (
     passage_trim,
     quote_answer,
     quote_lead,
+    quoted_passages,
     source_entry,
     sources_block,
     unanswered_sentence,
@@ -223,9 +224,41 @@ def test_it_quotes_the_best_passage_under_a_lead_in_the_conversations_language()
     zh = source(1, title="退换货政策", text="签收后 30 天内可申请退换货。")
     en = source(2, title="Returns policy", text="You can return any item within **30 days**.")
 
-    assert quote_answer(zh, "zh-Hans") == "根据《退换货政策》：\n\n签收后 30 天内可申请退换货。"
-    assert quote_answer(en, "en") == "From “Returns policy”:\n\nYou can return any item within **30 days**."
+    assert quote_answer([zh], "zh-Hans") == "根据《退换货政策》：\n\n签收后 30 天内可申请退换货。"
+    assert quote_answer([en], "en") == "From “Returns policy”:\n\nYou can return any item within **30 days**."
     assert quote_lead("Invoices", "en") == "From “Invoices”:"
+
+
+def test_it_quotes_the_best_section_alone():
+    best = source(1, article_id=7, anchor="how-to-return")
+    others = [source(2, article_id=7, anchor=""), source(3, article_id=7, anchor="exchanges")]
+
+    assert quoted_passages([best, *others]) == [best]
+
+
+def test_it_follows_an_articles_lead_with_its_best_ranked_section():
+    lead = source(
+        1, article_id=7, anchor="", text="We accept returns within 30 days. Below: what can be returned."
+    )
+    other_article = source(2, article_id=8, anchor="shipping-fees")
+    section = source(
+        3, article_id=7, anchor="what-can-be-returned", text="Earbuds cannot be returned once opened."
+    )
+    later_section = source(4, article_id=7, anchor="exchanges")
+
+    passages = quoted_passages([lead, other_article, section, later_section])
+
+    assert passages == [lead, section]
+    assert quote_answer(passages, "en") == (
+        "From “Article 1”:\n\nWe accept returns within 30 days. Below: what can be returned.\n\n"
+        "Earbuds cannot be returned once opened."
+    )
+
+
+def test_it_quotes_a_lead_alone_when_no_section_of_its_article_was_found():
+    lead = source(1, article_id=7, anchor="")
+
+    assert quoted_passages([lead, source(2, article_id=8)]) == [lead]
 
 
 def test_it_offers_a_person_in_the_conversations_language_when_nothing_is_found():

@@ -992,3 +992,28 @@ def test_it_lets_the_model_answer_by_default_in_every_language():
 
     assert profile.model_answer_locales == ["zh-Hans", "en"]
     assert (profile.model_answers("zh-Hans"), profile.model_answers("en")) == (True, True)
+
+
+def test_it_quotes_a_lead_with_its_section_and_cites_the_section(knowledge: KnowledgeStub):
+    AssistantProfileFactory(model_answer_locales=["en"])
+    lead = source(1, article_id=4, title="退款多久到账", anchor="", text="退款原路退回。下面说明多久到账。")
+    section = source(
+        2,
+        article_id=4,
+        title="退款多久到账",
+        heading="多久到账",
+        anchor="多久到账",
+        text="支付宝 1–3 个工作日。",
+    )
+    knowledge.sources = [lead, source(3, article_id=9), section]
+    _, reply_id = conversation_with(("customer", "退款几天能到账"), locale="zh-Hans")
+
+    answer = instant_answer_find(reply_id=reply_id)
+
+    assert answer == InstantAnswer(
+        text="根据《退款多久到账》：\n\n退款原路退回。下面说明多久到账。\n\n支付宝 1–3 个工作日。",
+        source="knowledge",
+        citations=[
+            {"article": 4, "title": "退款多久到账", "anchor": "多久到账", "url": "/kb/article-4/#多久到账"}
+        ],
+    )
