@@ -539,8 +539,8 @@ def _validate() -> None:
             raise ImproperlyConfigured(f"WIDGET_ALLOWED_ORIGINS has an invalid origin: {origin!r}")
     if KNOWLEDGE_EMBEDDER not in {"local", "openai"}:
         raise ImproperlyConfigured(
-            "KNOWLEDGE_EMBEDDER must be local (the embedded sentence encoder) or openai "
-            f"(an OpenAI-compatible /v1/embeddings endpoint), not {env.str('KNOWLEDGE_EMBEDDER', default='')!r}."
+            "KNOWLEDGE_EMBEDDER must be local (the embedded sentence encoder) or openai (an "
+            f"OpenAI-compatible /v1/embeddings endpoint), not {env.str('KNOWLEDGE_EMBEDDER', default='')!r}."
         )
     if KNOWLEDGE_EMBEDDER == "openai":
         parsed = urlparse(KNOWLEDGE_EMBEDDINGS_URL)

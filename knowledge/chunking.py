@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from knowledge.anchors import HEADING_LINE, heading_anchors
 
-__all__ = ["ChunkDraft", "article_chunks", "indexed_text"]
+__all__ = ["ChunkDraft", "article_chunks", "chunk_label", "indexed_text"]
 
 # Sizes in "units": a Han character or a Latin word each count one (about a model token each).
 MAX_CHUNK_UNITS = 400
@@ -42,11 +42,15 @@ def units(text: str) -> int:
     return len(_UNIT.findall(text))
 
 
+def chunk_label(*, title: str, heading: str) -> str:
+    """A chunk's label: the article's title and the section's heading ("Returns › Who pays")."""
+    return f"{title} › {heading}" if heading and heading != title else title
+
+
 def indexed_text(*, title: str, heading: str, text: str) -> str:
-    """What is embedded and BM25-indexed for a chunk: the article's title and the section's heading, then its
-    text (from the saved chunk alone, so that any process rebuilds the same index from the database)."""
-    label = f"{title} › {heading}" if heading and heading != title else title
-    return f"{label}\n{text}".strip()
+    """What is BM25-indexed (and hashed) for a chunk: its label, then its text (from the saved chunk
+    alone, so that any process rebuilds the same index from the database)."""
+    return f"{chunk_label(title=title, heading=heading)}\n{text}".strip()
 
 
 def _body_lines(title: str, body: str) -> list[str]:

@@ -178,10 +178,52 @@ def faq_score(*, cosine: float, coverage: float, reverse_coverage: float) -> flo
 
 @dataclass
 class _Lexicon:
-    """A BM25 index's vocabulary with each token's IDF, for coverage."""
+    """A BM25 index's vocabulary with each token's IDF, for coverage and spelling."""
 
     idf: dict[str, float]
     unknown_idf: float
+    # Each known Latin word's one-letter deletions → the words (typos: "retrun" and "return" share
+    # "retrn"), made on first use.
+    deletions: dict[str, list[str]] | None = None
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:index] + word[index + 1 :] for index in range(len(word))}
+
+
+def _is_spelled_right(token: str, lexicon: _Lexicon) -> bool:
+    """Known, or not a Latin word long enough to correct."""
+    return token in lexicon.idf or not token.isascii() or not token.isalpha() or len(token) < 4
+
+
+def _spelling_corrected(tokens: list[str], lexicon: _Lexicon) -> list[str]:
+    """Unknown Latin words of four letters or more replaced by a known word one edit away (the most
+    frequent: the lowest IDF), so that "retrun" finds "return"; other tokens as they are."""
+    if not lexicon.idf or all(_is_spelled_right(token, lexicon) for token in tokens):
+        return tokens
+    if lexicon.deletions is None:
+        deletions: dict[str, list[str]] = {}
+        for word in lexicon.idf:
+            if word.isascii() and word.isalpha() and len(word) >= 3:
+                for deleted in _deletions(word) | {word}:
+                    deletions.setdefault(deleted, []).append(word)
+        lexicon.deletions = deletions
+    corrected: list[str] = []
+    for token in tokens:
+        if _is_spelled_right(token, lexicon):
+            corrected.append(token)
+            continue
+        candidates = {word for key in _deletions(token) | {token} for word in lexicon.deletions.get(key, [])}
+        corrected.append(min(candidates, key=lambda word: (lexicon.idf[word], word)) if candidates else token)
+    return corrected
+
+
+def _is_segmentation_artefact(token: str, tokens: list[str], lexicon: _Lexicon) -> bool:
+    """An unknown Chinese token overlapping another of the query's: search mode's extra cut of a
+    compound ("开发票" gives 开发, 发票, 开发票), which must not count as a word the base lacks."""
+    if token in lexicon.idf or token.isascii():
+        return False
+    return any(other != token and (other in token or token in other) for other in tokens)
 
 
 _lexicons: dict[tuple[int, str], _Lexicon] = {}
@@ -217,7 +259,12 @@ def _coverage(weights: dict[str, float], tokens: set[str]) -> float:
 
 
 def _query_weights(query_tokens: list[str], lexicon: _Lexicon) -> dict[str, float]:
-    return {token: lexicon.idf.get(token, lexicon.unknown_idf) for token in dict.fromkeys(query_tokens)}
+    """Each distinct token's IDF (an unknown word weighs most: the base does not know it)."""
+    return {
+        token: lexicon.idf.get(token, lexicon.unknown_idf)
+        for token in dict.fromkeys(query_tokens)
+        if not _is_segmentation_artefact(token, query_tokens, lexicon)
+    }
 
 
 def _best_first(scores: np.ndarray, count: int, *, positive_only: bool) -> np.ndarray:
@@ -230,6 +277,13 @@ def _best_first(scores: np.ndarray, count: int, *, positive_only: bool) -> np.nd
     if positive_only:
         top = top[scores[top] > 0]
     return top
+
+
+def _cosines(vectors: np.ndarray, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The cosine of each of `rows` with `vector`; a language's rows are one slice (no copy)."""
+    if rows.size and int(rows[-1]) - int(rows[0]) + 1 == rows.size:
+        return np.asarray(vectors[int(rows[0]) : int(rows[-1]) + 1]) @ vector
+    return (np.asarray(vectors) @ vector)[rows]
 
 
 def _query_vector(index: LoadedIndex, text: str) -> np.ndarray | None:
@@ -270,14 +324,15 @@ def chunk_ranking(*, index: LoadedIndex, query: str, rows: np.ndarray, limit: in
     """The best `limit` chunk rows among `rows` by reciprocal rank fusion of BM25 and cosine, best first."""
     if rows.size == 0 or not query.strip():
         return []
-    tokens = tokenize(query)
+    lexicon = _lexicon(index, "chunks")
+    tokens = _spelling_corrected(tokenize(query), lexicon)
     bm25 = np.zeros(rows.size, dtype=np.float32)
     if tokens and index.chunk_bm25 is not None:
         bm25 = np.asarray(index.chunk_bm25.get_scores(tokens), dtype=np.float32)[rows]
     vector = _query_vector(index, query)
     cosine = np.zeros(rows.size, dtype=np.float32)
     if vector is not None:
-        cosine = (np.asarray(index.chunk_vectors) @ vector)[rows]
+        cosine = _cosines(index.chunk_vectors, vector, rows)
     fused: dict[int, float] = {}
     for position_rank, position in enumerate(_best_first(bm25, CANDIDATES_PER_RANKING, positive_only=True)):
         fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + position_rank + 1)
@@ -287,7 +342,7 @@ def chunk_ranking(*, index: LoadedIndex, query: str, rows: np.ndarray, limit: in
         ):
             fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + position_rank + 1)
     ordered = sorted(fused.items(), key=lambda item: (-item[1], int(rows[item[0]])))[:limit]
-    weights = _query_weights(tokens, _lexicon(index, "chunks"))
+    weights = _query_weights(tokens, lexicon)
     ranked: list[RankedRow] = []
     for position, fused_score in ordered:
         row = int(rows[position])
@@ -369,17 +424,17 @@ def faq_candidates(*, index: LoadedIndex, question: str, locale: str, limit: int
     exact = index.faq_exact.get((locale_normalised(locale), normalised))
     if exact is not None:
         return [FaqCandidate(row=exact, cosine=1.0, coverage=1.0, reverse_coverage=1.0, score=1.0)]
-    tokens = tokenize(question)
+    lexicon = _lexicon(index, "faq")
+    tokens = _spelling_corrected(tokenize(question), lexicon)
     bm25 = np.zeros(rows.size, dtype=np.float32)
     if tokens and index.faq_bm25 is not None:
         bm25 = np.asarray(index.faq_bm25.get_scores(tokens), dtype=np.float32)[rows]
     vector = _query_vector(index, question)
     cosine = np.zeros(rows.size, dtype=np.float32)
     if vector is not None:
-        cosine = (np.asarray(index.faq_vectors) @ vector)[rows]
+        cosine = _cosines(index.faq_vectors, vector, rows)
     positions = set(_best_first(bm25, limit, positive_only=True).tolist())
     positions.update(_best_first(cosine, limit, positive_only=False).tolist())
-    lexicon = _lexicon(index, "faq")
     weights = _query_weights(tokens, lexicon)
     candidates: list[FaqCandidate] = []
     for position in positions:

@@ -1,0 +1,451 @@
+"""Retrieval bench: the demo knowledge base in a throwaway SQLite database, a labelled question set,
+quality per language (hit@1, hit@3, MRR, correct "nothing found"), the calibration of the relevance
+score, and retrieval latency at 10,000 chunks.
+
+    .venv/bin/python -m bench.retrieval [--questions FILE] [--write-docs] [--calibrate]
+
+Questions are JSON lines: {"question", "locale", "expected": [slug, ...]} (an empty list: the base
+cannot answer it); "split": "holdout" marks a question kept out of calibration, otherwise every third
+question is held out. Other spellings of the keys (text/query, lang/language, slugs/answers/article)
+are read too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_QUESTIONS = ROOT / "bench" / "retrieval" / "questions.jsonl"
+TUNING_QUESTIONS = ROOT / "bench" / "retrieval" / "tuning.jsonl"
+DEMO = ROOT / "knowledge" / "demo"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+LATENCY_CHUNKS = 10_000
+
+
+def _django_setup(workdir: Path) -> None:
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    os.environ["KNOWLEDGE_INDEX_DIR"] = str(workdir / "index")
+    os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.pop("REDIS_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cs_platform.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+@dataclass
+class Question:
+    text: str
+    locale: str
+    expected: list[str]
+    is_holdout: bool
+    faq: str = ""
+
+    @property
+    def is_answerable(self) -> bool:
+        return bool(self.expected)
+
+
+def _expected(raw: dict[str, Any]) -> list[str]:
+    for key in ("expected", "expected_slugs", "slugs", "answers", "articles", "article", "slug"):
+        if key in raw:
+            value = raw[key]
+            if value in (None, "", [], False):
+                return []
+            values = value if isinstance(value, list) else [value]
+            return [str(item).split("#")[0].strip("/").removeprefix("kb/") for item in values if item]
+    return []
+
+
+def questions_load(path: Path) -> list[Question]:
+    """The labelled questions of `path`; without a split field every third one is held out."""
+    questions: list[Question] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        raw = json.loads(line)
+        text = raw.get("question") or raw.get("text") or raw.get("query") or ""
+        locale = raw.get("locale") or raw.get("lang") or raw.get("language") or "en"
+        split = str(raw.get("split", "")).lower()
+        is_holdout = split in {"holdout", "held-out", "test"} if split else number % 3 == 2
+        faq = raw.get("faq") or ""
+        questions.append(
+            Question(text=text, locale=locale, expected=_expected(raw), is_holdout=is_holdout, faq=faq)
+        )
+    return questions
+
+
+def demo_load() -> tuple[int, int]:
+    """Import the demo articles (published) and FAQ files into the bench database; the counts."""
+    from knowledge.models import Article, FaqEntry
+
+    try:
+        from knowledge import importing
+
+        importing.articles_import_paths(paths=[DEMO / "articles"], publish=True)
+        for csv_file in sorted(DEMO.rglob("*.csv")):
+            importing.faq_csv_import(text=csv_file.read_text(encoding="utf-8"), source=csv_file.name)
+    except ImportError:
+        _demo_parse_yourself()
+    Article.objects.update(status=Article.Status.PUBLISHED)
+    return Article.objects.count(), FaqEntry.objects.count()
+
+
+def _demo_parse_yourself() -> None:
+    from knowledge.models import Article
+
+    for path in sorted((DEMO / "articles").rglob("*.md")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        locale = "zh-Hans" if "zh" in path.parent.name else "en"
+        if lines and lines[0] == "---":
+            end = lines.index("---", 1)
+            lines = lines[end + 1 :]
+        title = next(line[2:].strip() for line in lines if line.startswith("# "))
+        Article.objects.create(slug=path.stem, title=title, body="\n".join(lines), locale=locale)
+
+
+@dataclass
+class Outcome:
+    question: Question
+    ranked_slugs: list[str]
+    found: bool
+    features: list[tuple[float, float, bool]] = field(default_factory=list)
+
+
+def evaluate(questions: list[Question]) -> list[Outcome]:
+    """Rank every question as retrieve() does, keeping each top row's features for calibration."""
+    from knowledge import indexing, retrieval
+
+    index = indexing.index_current()
+    assert index is not None, "no index build"
+    config = retrieval.retrieval_config()
+    outcomes: list[Outcome] = []
+    for question in questions:
+        rows = retrieval._locale_rows(index, question.locale, any_language=config.any_language)
+        ranked = retrieval.chunk_ranking(index=index, query=question.text, rows=rows, limit=10)
+        slugs = [index.chunks[item.row]["slug"] for item in ranked]
+        found = retrieval.retrieve(query=question.text, locale=question.locale).found
+        features = [
+            (item.cosine, item.coverage, slug in question.expected) for item, slug in zip(ranked[:5], slugs)
+        ]
+        outcomes.append(Outcome(question=question, ranked_slugs=slugs, found=found, features=features))
+    return outcomes
+
+
+@dataclass
+class Figures:
+    questions: int = 0
+    answerable: int = 0
+    unanswerable: int = 0
+    hit_at_1: float = math.nan
+    hit_at_3: float = math.nan
+    mrr: float = math.nan
+    nothing_found_correct: float = math.nan
+    answered_when_answerable: float = math.nan
+
+
+def figures(outcomes: list[Outcome]) -> Figures:
+    """hit@1, hit@3 and MRR over answerable questions (the fused ranking); correct "nothing found"
+    over unanswerable ones; and the share of answerable ones that passed the threshold."""
+    result = Figures(questions=len(outcomes))
+    answerable = [outcome for outcome in outcomes if outcome.question.is_answerable]
+    unanswerable = [outcome for outcome in outcomes if not outcome.question.is_answerable]
+    result.answerable, result.unanswerable = len(answerable), len(unanswerable)
+    if answerable:
+        ranks = []
+        for outcome in answerable:
+            rank = next(
+                (i + 1 for i, slug in enumerate(outcome.ranked_slugs) if slug in outcome.question.expected),
+                None,
+            )
+            ranks.append(rank)
+        result.hit_at_1 = sum(1 for rank in ranks if rank == 1) / len(ranks)
+        result.hit_at_3 = sum(1 for rank in ranks if rank is not None and rank <= 3) / len(ranks)
+        result.mrr = sum(1 / rank for rank in ranks if rank) / len(ranks)
+        result.answered_when_answerable = sum(1 for outcome in answerable if outcome.found) / len(answerable)
+    if unanswerable:
+        result.nothing_found_correct = sum(1 for outcome in unanswerable if not outcome.found) / len(
+            unanswerable
+        )
+    return result
+
+
+def _fit_logistic(samples: list[tuple[float, float, bool]]) -> tuple[float, float, float]:
+    """Weights (cosine, coverage, bias) of a logistic regression, by Newton's method with a small L2."""
+    import numpy as np
+
+    x = np.array([[cosine, coverage, 1.0] for cosine, coverage, _ in samples])
+    y = np.array([1.0 if label else 0.0 for _, _, label in samples])
+    weights = np.zeros(3)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(x @ weights)))
+        gradient = x.T @ (p - y) + 0.01 * np.r_[weights[:2], 0.0]
+        hessian = (x.T * (p * (1 - p))) @ x + 0.01 * np.diag([1.0, 1.0, 0.0])
+        weights -= np.linalg.solve(hessian, gradient)
+    return float(weights[0]), float(weights[1]), float(weights[2])
+
+
+def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
+    """Fit the relevance score on the tuning questions and choose the threshold that best separates
+    answerable questions (their top row relevant) from unanswerable ones."""
+    from knowledge import retrieval
+
+    samples = [feature for outcome in outcomes for feature in outcome.features]
+    cosine_weight, coverage_weight, bias = _fit_logistic(samples)
+    retrieval.RELEVANCE_COSINE_WEIGHT = cosine_weight
+    retrieval.RELEVANCE_COVERAGE_WEIGHT = coverage_weight
+    retrieval.RELEVANCE_BIAS = bias
+    best: tuple[float, float] = (-1.0, 0.5)
+    for step in range(5, 96):
+        threshold = step / 100
+        answered = [
+            any(
+                retrieval.relevance_score(cosine=c, coverage=v) >= threshold
+                for c, v, _ in outcome.features[:3]
+            )
+            for outcome in outcomes
+        ]
+        good_found = [a for a, o in zip(answered, outcomes, strict=True) if o.question.is_answerable]
+        good_nothing = [
+            not a for a, o in zip(answered, outcomes, strict=True) if not o.question.is_answerable
+        ]
+        share_found = sum(good_found) / max(1, len(good_found))
+        share_nothing = sum(good_nothing) / max(1, len(good_nothing))
+        # Both errors matter: a wrong "nothing found" loses an answer, a wrong "found" invites a guess.
+        balanced = min(share_found, share_nothing) + 0.01 * (share_found + share_nothing)
+        if balanced > best[0]:
+            best = (balanced, threshold)
+    return {"cosine": cosine_weight, "coverage": coverage_weight, "bias": bias, "threshold": best[1]}
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def latency(questions: list[Question], workdir: Path) -> dict[str, float]:
+    """retrieve() over an index of LATENCY_CHUNKS chunks made by repeating and perturbing the demo's:
+    p50/p95 in ms with the query's embedding, and without it (vectors embedded beforehand)."""
+    import numpy as np
+
+    from knowledge import embedders, indexing, retrieval
+
+    index = indexing.index_current()
+    assert index is not None
+    randomiser = random.Random(9)
+    snapshot = indexing._Snapshot(dimension=index.dimension)
+    base_vectors = np.asarray(index.chunk_vectors)
+    # Copies in locale order, as a build writes its rows (a language is one slice of the matrix).
+    for number in range(LATENCY_CHUNKS):
+        row = number * len(index.chunks) // LATENCY_CHUNKS
+        chunk = dict(index.chunks[row])
+        words = chunk["text"].split()
+        randomiser.shuffle(words)
+        chunk["text"] = " ".join(words) + f" variant {number}"
+        chunk["chunk_id"] = 1_000_000 + number
+        snapshot.chunks.append(chunk)
+        snapshot.chunk_texts.append(f"{chunk['title']} › {chunk['heading']}\n{chunk['text']}")
+        noisy = base_vectors[row] + np.random.default_rng(number).normal(0, 0.02, index.dimension)
+        snapshot.chunk_vectors.append((noisy / np.linalg.norm(noisy)).astype(np.float32))
+    snapshot.faqs = list(index.faqs)
+    snapshot.faq_vectors = list(np.asarray(index.faq_vectors))
+    folder = indexing._files_write(build_id=900_000, snapshot=snapshot)
+    assert folder.exists()
+    big = indexing._load(900_000, index.embedder_model)
+    original = retrieval.index_current
+    retrieval.index_current = lambda: big
+    try:
+        texts = [question.text for question in questions] * max(1, 400 // max(1, len(questions)))
+        locales = {question.text: question.locale for question in questions}
+        # Warm up: the first query of a build makes its lexicon (IDF and spelling tables) once.
+        for warm_up in questions:
+            retrieval.retrieve(query=warm_up.text, locale=warm_up.locale)
+        with_embedding = []
+        for text in texts:
+            start = time.perf_counter()
+            retrieval.retrieve(query=text, locale=locales[text])
+            with_embedding.append((time.perf_counter() - start) * 1000)
+        embedder = embedders.embedder_get()
+        cache = {text: embedder.encode([text]) for text in set(texts)}
+
+        class Cached:
+            model_name = embedder.model_name
+
+            def encode(self, batch: list[str]) -> Any:
+                return cache[batch[0]]
+
+        real_get = retrieval.embedder_get
+        retrieval.embedder_get = lambda: Cached()
+        try:
+            without_embedding = []
+            for text in texts:
+                start = time.perf_counter()
+                retrieval.retrieve(query=text, locale=locales[text])
+                without_embedding.append((time.perf_counter() - start) * 1000)
+        finally:
+            retrieval.embedder_get = real_get
+    finally:
+        retrieval.index_current = original
+    return {
+        "chunks": len(big.chunks),
+        "queries": len(texts),
+        "p50_ms": statistics.median(with_embedding),
+        "p95_ms": _percentile(with_embedding, 0.95),
+        "p50_ms_without_embedding": statistics.median(without_embedding),
+        "p95_ms_without_embedding": _percentile(without_embedding, 0.95),
+    }
+
+
+def _language(locale: str) -> str:
+    return "zh-Hans" if locale.lower().startswith("zh") else "en"
+
+
+def _format(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
+def report_table(groups: dict[str, list[Outcome]]) -> list[str]:
+    lines = [
+        "| set | questions (answerable / not) | hit@1 | hit@3 | MRR | correct nothing found "
+        "| answered (answerable) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, outcomes in groups.items():
+        result = figures(outcomes)
+        lines.append(
+            f"| {name} | {result.questions} ({result.answerable} / {result.unanswerable}) | "
+            f"{_format(result.hit_at_1)} | {_format(result.hit_at_3)} | {_format(result.mrr)} | "
+            f"{_format(result.nothing_found_correct)} | {_format(result.answered_when_answerable)} |"
+        )
+    return lines
+
+
+def docs_write(section: str) -> None:
+    """Replace the "## Retrieval" section of docs/benchmarks.md (or append it); other sections stay."""
+    text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Retrieval"), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new_lines = (
+            lines[:start]
+            + section.rstrip("\n").splitlines()
+            + ([""] if end < len(lines) else [])
+            + lines[end:]
+        )
+        new = "\n".join(new_lines) + "\n"
+    BENCHMARKS.write_text(new, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=Path, default=None)
+    parser.add_argument("--write-docs", action="store_true", help="write the ## Retrieval section")
+    parser.add_argument("--calibrate", action="store_true", help="fit the relevance score on the tuning part")
+    parser.add_argument("--show-misses", action="store_true")
+    arguments = parser.parse_args(argv)
+    path = arguments.questions or (DEFAULT_QUESTIONS if DEFAULT_QUESTIONS.exists() else TUNING_QUESTIONS)
+
+    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as directory:
+        workdir = Path(directory)
+        _django_setup(workdir)
+        from knowledge import embedders, indexing, retrieval
+
+        articles, faqs = demo_load()
+        started = time.perf_counter()
+        build = indexing.index_rebuild()
+        build_seconds = time.perf_counter() - started
+        questions = questions_load(path)
+        print(
+            f"{articles} articles, {faqs} FAQ entries; "
+            f"{build.chunk_count} chunks indexed in {build_seconds:.1f} s"
+        )
+        print(f"{len(questions)} questions from {path.relative_to(ROOT)}")
+
+        outcomes = evaluate(questions)
+        if arguments.calibrate:
+            fitted = calibrate([outcome for outcome in outcomes if not outcome.question.is_holdout])
+            print("calibration (tuning part):", json.dumps({k: round(v, 3) for k, v in fitted.items()}))
+            retrieval.DEFAULT_RELEVANCE_THRESHOLD = fitted["threshold"]
+            retrieval.forget_retrieval_config()
+            outcomes = evaluate(questions)
+
+        groups: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            language = _language(outcome.question.locale)
+            part = "held out" if outcome.question.is_holdout else "tuning"
+            groups.setdefault(f"{language}, all", []).append(outcome)
+            groups.setdefault(f"{language}, {part}", []).append(outcome)
+        groups["all"] = outcomes
+        groups["all, held out"] = [outcome for outcome in outcomes if outcome.question.is_holdout]
+        groups = dict(sorted(groups.items()))
+        table = report_table(groups)
+        print("\n".join(table))
+        if arguments.show_misses:
+            for outcome in outcomes:
+                question = outcome.question
+                hit = any(slug in question.expected for slug in outcome.ranked_slugs[:3])
+                if (question.is_answerable and (not hit or not outcome.found)) or (
+                    not question.is_answerable and outcome.found
+                ):
+                    print(
+                        f"  MISS {question.text!r} expected={question.expected} "
+                        f"got={outcome.ranked_slugs[:3]} "
+                        f"found={outcome.found}"
+                    )
+
+        timing = latency(questions, workdir)
+        print(
+            f"latency at {timing['chunks']} chunks over {timing['queries']} queries: "
+            f"p50 {timing['p50_ms']:.2f} ms, p95 {timing['p95_ms']:.2f} ms with the query's embedding; "
+            f"p50 {timing['p50_ms_without_embedding']:.2f} ms, "
+            f"p95 {timing['p95_ms_without_embedding']:.2f} ms without"
+        )
+        config = retrieval.retrieval_config()
+        if arguments.write_docs:
+            section = [
+                "## Retrieval",
+                "",
+                f"`.venv/bin/python -m bench.retrieval --write-docs`: the demo base ({articles} articles, "
+                f"{build.chunk_count} chunks, {faqs} FAQ entries) imported into a throwaway SQLite database, "
+                f"indexed with `{embedders.embedder_get().model_name}`, and the {len(questions)} questions "
+                f"of `{path.relative_to(ROOT)}`. hit@k and MRR: the expected article among the k best "
+                "sections of the fused ranking (answerable questions); correct nothing found: an "
+                "unanswerable question got no source at or above the relevance threshold "
+                f"({config.relevance_threshold:.2f}); answered: an answerable one got at least one. "
+                '"Held out" questions (every third, or those marked `split: holdout`) were not used to '
+                "calibrate the score or to tune the tokeniser.",
+                "",
+                *table,
+                "",
+                f"Latency of `retrieve()` at {timing['chunks']:,} chunks (the demo's repeated and "
+                "perturbed), "
+                f"{timing['queries']} queries, one thread: p50 {timing['p50_ms']:.2f} ms, p95 "
+                f"{timing['p95_ms']:.2f} ms including the query's embedding; p50 "
+                f"{timing['p50_ms_without_embedding']:.2f} ms, "
+                f"p95 {timing['p95_ms_without_embedding']:.2f} ms "
+                "without it. Index build of the demo base (chunking and embedding everything): "
+                f"{build_seconds:.1f} s.",
+                "",
+            ]
+            docs_write("\n".join(section))
+            print(f"wrote the Retrieval section of {BENCHMARKS.relative_to(ROOT)}")
+    return 0
