@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -12,6 +13,17 @@ from conversations.models import Conversation
 def every_locale() -> list[str]:
     """Every conversation language: by default the model writes the answer in all of them."""
     return [locale.value for locale in Conversation.Locale]
+
+
+def locales_validate(value: object) -> None:
+    """A list of conversation languages, each known (zh-Hans, en)."""
+    known = set(every_locale())
+    if not isinstance(value, list) or not all(
+        isinstance(locale, str) and locale in known for locale in value
+    ):
+        raise ValidationError(
+            f"Give a list of conversation languages, each one of {', '.join(sorted(known))}."
+        )
 
 
 class AssistantProfile(models.Model):
@@ -37,6 +49,7 @@ class AssistantProfile(models.Model):
     model_answer_locales = models.JSONField(
         default=every_locale,
         blank=True,
+        validators=[locales_validate],
         help_text=(
             "Conversation languages in which the model writes the answer from the knowledge base. In the "
             "others the best matching passage is the answer, quoted with its citation, and no model is "

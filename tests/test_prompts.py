@@ -16,6 +16,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.core.exceptions import ValidationError
 from PIL import Image
 
 from conversations import ocr, replies, services
@@ -1017,3 +1018,40 @@ def test_it_quotes_a_lead_with_its_section_and_cites_the_section(knowledge: Know
             {"article": 4, "title": "退款多久到账", "anchor": "多久到账", "url": "/kb/article-4/#多久到账"}
         ],
     )
+
+
+@pytest.mark.parametrize("value", [["fr"], "en", [1], {"en": True}])
+def test_it_refuses_answer_languages_that_are_not_conversation_languages(value: Any):
+    profile = AssistantProfileFactory.build(model_answer_locales=value)
+
+    with pytest.raises(ValidationError) as raised:
+        profile.full_clean()
+
+    assert list(raised.value.message_dict) == ["model_answer_locales"]
+
+
+def test_it_edits_the_answer_languages_in_admin_as_checkboxes_in_a_fixed_order(admin_client: Any):
+    profile = AssistantProfileFactory(model_answer_locales=["zh-Hans", "en"])
+    url = f"/admin/inference/assistantprofile/{profile.pk}/change/"
+    form = {
+        "name": profile.name,
+        "system_instructions": profile.system_instructions,
+        "language_policy": profile.language_policy,
+        "temperature": "0.2",
+        "max_tokens": "256",
+        "is_active": "on",
+    }
+
+    page = admin_client.get(url)
+    english_only = admin_client.post(url, {**form, "model_answer_locales": ["en"]})
+    after_english = AssistantProfile.objects.get(pk=profile.pk).model_answer_locales
+    both = admin_client.post(url, {**form, "model_answer_locales": ["en", "zh-Hans"]})
+    after_both = AssistantProfile.objects.get(pk=profile.pk).model_answer_locales
+    none = admin_client.post(url, form)
+
+    assert page.status_code == 200
+    assert 'type="checkbox" name="model_answer_locales" value="zh-Hans"' in page.content.decode()
+    assert [english_only.status_code, both.status_code, none.status_code] == [302, 302, 302]
+    assert after_english == ["en"]
+    assert after_both == ["zh-Hans", "en"]
+    assert AssistantProfile.objects.get(pk=profile.pk).model_answer_locales == []

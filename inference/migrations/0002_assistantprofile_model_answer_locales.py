@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='assistantprofile',
             name='model_answer_locales',
-            field=models.JSONField(blank=True, default=inference.models.every_locale, help_text='Conversation languages in which the model writes the answer from the knowledge base. In the others the best matching passage is the answer, quoted with its citation, and no model is called.'),
+            field=models.JSONField(blank=True, default=inference.models.every_locale, validators=[inference.models.locales_validate], help_text='Conversation languages in which the model writes the answer from the knowledge base. In the others the best matching passage is the answer, quoted with its citation, and no model is called.'),
         ),
     ]
