@@ -97,10 +97,20 @@ def corpus_create() -> None:
 
 
 def rankings() -> list[list[str]]:
-    return [
-        [f"{source.slug}#{source.anchor}" for source in retrieve(query=question, locale=locale).sources]
-        for question, locale in RANKED_QUESTIONS
-    ]
+    """The fused ranking of each question (before the threshold), with each row's calibrated score."""
+    index = indexing.index_current()
+    assert index is not None
+    result = []
+    for question, locale in RANKED_QUESTIONS:
+        rows = index.chunk_rows_by_locale[locale]
+        ranked = retrieval.chunk_ranking(index=index, query=question, rows=rows, limit=5)
+        result.append(
+            [
+                f"{index.chunks[item.row]['slug']}#{index.chunks[item.row]['anchor']} {item.score:.4f}"
+                for item in ranked
+            ]
+        )
+    return result
 
 
 @pytest.mark.django_db

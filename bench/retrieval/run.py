@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUESTIONS = ROOT / "bench" / "retrieval" / "questions.jsonl"
 TUNING_QUESTIONS = ROOT / "bench" / "retrieval" / "tuning.jsonl"
+FAQ_QUESTIONS = ROOT / "bench" / "retrieval" / "faq_tuning.jsonl"
 DEMO = ROOT / "knowledge" / "demo"
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 LATENCY_CHUNKS = 10_000
@@ -138,11 +139,15 @@ def evaluate(questions: list[Question]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for question in questions:
         rows = retrieval._locale_rows(index, question.locale, any_language=config.any_language)
-        ranked = retrieval.chunk_ranking(index=index, query=question.text, rows=rows, limit=10)
+        # The rows retrieve() weighs against the threshold.
+        ranked = retrieval.chunk_ranking(
+            index=index, query=question.text, rows=rows, limit=config.sources_per_reply * 3
+        )
         slugs = [index.chunks[item.row]["slug"] for item in ranked]
         found = retrieval.retrieve(query=question.text, locale=question.locale).found
         features = [
-            (item.cosine, item.coverage, slug in question.expected) for item, slug in zip(ranked[:5], slugs)
+            (item.cosine, item.coverage, slug in question.expected)
+            for item, slug in zip(ranked, slugs, strict=True)
         ]
         outcomes.append(Outcome(question=question, ranked_slugs=slugs, found=found, features=features))
     return outcomes
@@ -186,19 +191,20 @@ def figures(outcomes: list[Outcome]) -> Figures:
     return result
 
 
-def _fit_logistic(samples: list[tuple[float, float, bool]]) -> tuple[float, float, float]:
-    """Weights (cosine, coverage, bias) of a logistic regression, by Newton's method with a small L2."""
+def _fit_logistic(rows: list[list[float]], labels: list[bool]) -> list[float]:
+    """Weights (one per feature, then the bias) of a logistic regression: Newton's method, small L2."""
     import numpy as np
 
-    x = np.array([[cosine, coverage, 1.0] for cosine, coverage, _ in samples])
-    y = np.array([1.0 if label else 0.0 for _, _, label in samples])
-    weights = np.zeros(3)
+    x = np.array([[*row, 1.0] for row in rows])
+    y = np.array([1.0 if label else 0.0 for label in labels])
+    regulariser = np.diag([0.01] * (x.shape[1] - 1) + [0.0])
+    weights = np.zeros(x.shape[1])
     for _ in range(50):
         p = 1 / (1 + np.exp(-(x @ weights)))
-        gradient = x.T @ (p - y) + 0.01 * np.r_[weights[:2], 0.0]
-        hessian = (x.T * (p * (1 - p))) @ x + 0.01 * np.diag([1.0, 1.0, 0.0])
+        gradient = x.T @ (p - y) + regulariser @ weights
+        hessian = (x.T * (p * (1 - p))) @ x + regulariser
         weights -= np.linalg.solve(hessian, gradient)
-    return float(weights[0]), float(weights[1]), float(weights[2])
+    return [float(weight) for weight in weights]
 
 
 def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
@@ -207,18 +213,14 @@ def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
     from knowledge import retrieval
 
     samples = [feature for outcome in outcomes for feature in outcome.features]
-    cosine_weight, coverage_weight, bias = _fit_logistic(samples)
-    retrieval.RELEVANCE_COSINE_WEIGHT = cosine_weight
-    retrieval.RELEVANCE_COVERAGE_WEIGHT = coverage_weight
-    retrieval.RELEVANCE_BIAS = bias
+    weights = _fit_logistic([[cosine, coverage] for cosine, coverage, _ in samples], [s[2] for s in samples])
+    retrieval.RELEVANCE_COSINE_WEIGHT, retrieval.RELEVANCE_COVERAGE_WEIGHT = weights[0], weights[1]
+    retrieval.RELEVANCE_BIAS = weights[2]
     best: tuple[float, float] = (-1.0, 0.5)
     for step in range(5, 96):
         threshold = step / 100
         answered = [
-            any(
-                retrieval.relevance_score(cosine=c, coverage=v) >= threshold
-                for c, v, _ in outcome.features[:3]
-            )
+            any(retrieval.relevance_score(cosine=c, coverage=v) >= threshold for c, v, _ in outcome.features)
             for outcome in outcomes
         ]
         good_found = [a for a, o in zip(answered, outcomes, strict=True) if o.question.is_answerable]
@@ -231,7 +233,106 @@ def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
         balanced = min(share_found, share_nothing) + 0.01 * (share_found + share_nothing)
         if balanced > best[0]:
             best = (balanced, threshold)
-    return {"cosine": cosine_weight, "coverage": coverage_weight, "bias": bias, "threshold": best[1]}
+        if step % 5 == 0:
+            print(
+                f"  threshold {threshold:.2f}: answered {share_found:.2f}, nothing found {share_nothing:.2f}"
+            )
+    return {
+        "cosine": retrieval.RELEVANCE_COSINE_WEIGHT,
+        "coverage": retrieval.RELEVANCE_COVERAGE_WEIGHT,
+        "bias": retrieval.RELEVANCE_BIAS,
+        "threshold": best[1],
+    }
+
+
+@dataclass
+class FaqOutcome:
+    text: str
+    locale: str
+    expected: str | None
+    is_holdout: bool
+    # (cosine, coverage, reverse coverage, is the expected entry, question) of the closest entries.
+    candidates: list[tuple[float, float, float, bool, str]]
+
+
+def faq_evaluate(path: Path) -> list[FaqOutcome]:
+    """The closest FAQ entries of every question of `path` ({"question", "locale", "faq": the entry's
+    question or null}); every third held out."""
+    from knowledge import indexing, retrieval
+
+    index = indexing.index_current()
+    assert index is not None
+    outcomes: list[FaqOutcome] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        raw = json.loads(line)
+        candidates = retrieval.faq_candidates(index=index, question=raw["question"], locale=raw["locale"])
+        rows = [
+            (
+                item.cosine,
+                item.coverage,
+                item.reverse_coverage,
+                index.faqs[item.row]["question"] == raw["faq"],
+                index.faqs[item.row]["question"],
+            )
+            for item in candidates
+        ]
+        outcomes.append(
+            FaqOutcome(
+                text=raw["question"],
+                locale=raw["locale"],
+                expected=raw["faq"],
+                is_holdout=number % 3 == 2,
+                candidates=rows,
+            )
+        )
+    return outcomes
+
+
+def faq_calibrate(outcomes: list[FaqOutcome]) -> dict[str, float]:
+    """Fit the FAQ closeness on the tuning questions' candidates (logistic, three features)."""
+    from knowledge import retrieval
+
+    samples = [candidate for outcome in outcomes for candidate in outcome.candidates]
+    weights = _fit_logistic(
+        [[c, v, r] for c, v, r, _, _ in samples], [label for _, _, _, label, _ in samples]
+    )
+    retrieval.FAQ_COSINE_WEIGHT, retrieval.FAQ_COVERAGE_WEIGHT = weights[0], weights[1]
+    retrieval.FAQ_REVERSE_COVERAGE_WEIGHT, retrieval.FAQ_BIAS = weights[2], weights[3]
+    return {"cosine": weights[0], "coverage": weights[1], "reverse": weights[2], "bias": weights[3]}
+
+
+def faq_figures(outcomes: list[FaqOutcome], threshold: float) -> dict[str, float]:
+    """Of the questions an entry answers, the share matched to it; of those none answers, the share
+    left unmatched; and of all matches made, the share that were right (precision)."""
+    from knowledge import retrieval
+
+    matched_right = answerable = unanswered_right = unanswerable = matches = right_matches = 0
+    for outcome in outcomes:
+        best = max(
+            outcome.candidates,
+            key=lambda c: retrieval.faq_score(cosine=c[0], coverage=c[1], reverse_coverage=c[2]),
+            default=None,
+        )
+        score = (
+            retrieval.faq_score(cosine=best[0], coverage=best[1], reverse_coverage=best[2]) if best else 0.0
+        )
+        is_match = best is not None and score >= threshold
+        matches += is_match
+        right_matches += bool(is_match and best and best[3])
+        if outcome.expected:
+            answerable += 1
+            matched_right += bool(is_match and best and best[3])
+        else:
+            unanswerable += 1
+            unanswered_right += not is_match
+    return {
+        "questions": len(outcomes),
+        "matched": matched_right / max(1, answerable),
+        "unmatched": unanswered_right / max(1, unanswerable),
+        "precision": right_matches / max(1, matches),
+    }
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -361,13 +462,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write the ## Retrieval section")
     parser.add_argument("--calibrate", action="store_true", help="fit the relevance score on the tuning part")
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--precise", action="store_true", help="jieba's precise mode instead of search mode")
+    parser.add_argument(
+        "--stemming", choices=["plural", "light", "none"], default=None, help="English stemming to measure"
+    )
+    parser.add_argument("--skip-latency", action="store_true")
     arguments = parser.parse_args(argv)
     path = arguments.questions or (DEFAULT_QUESTIONS if DEFAULT_QUESTIONS.exists() else TUNING_QUESTIONS)
 
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as directory:
         workdir = Path(directory)
         _django_setup(workdir)
-        from knowledge import embedders, indexing, retrieval
+        from knowledge import embedders, indexing, retrieval, text
+
+        text.SEARCH_MODE = not arguments.precise
+        if arguments.stemming:
+            text.ENGLISH_STEMMING = arguments.stemming
 
         articles, faqs = demo_load()
         started = time.perf_counter()
@@ -412,6 +522,45 @@ def main(argv: list[str] | None = None) -> int:
                         f"found={outcome.found}"
                     )
 
+        faq_outcomes = faq_evaluate(FAQ_QUESTIONS)
+        if arguments.calibrate:
+            fitted_faq = faq_calibrate(
+                [faq_outcome for faq_outcome in faq_outcomes if not faq_outcome.is_holdout]
+            )
+            print(
+                "FAQ calibration (tuning part):", json.dumps({k: round(v, 3) for k, v in fitted_faq.items()})
+            )
+        faq_threshold = retrieval.retrieval_config().faq_match_threshold
+        faq_table = [
+            "| FAQ set | questions | matched to the right entry | no match when none answers | precision |",
+            "|---|---|---|---|---|",
+        ]
+        for name, faq_part in (
+            ("all", faq_outcomes),
+            ("held out", [faq_outcome for faq_outcome in faq_outcomes if faq_outcome.is_holdout]),
+        ):
+            result = faq_figures(faq_part, faq_threshold)
+            faq_table.append(
+                f"| {name} | {result['questions']} | {result['matched']:.2f} | {result['unmatched']:.2f} "
+                f"| {result['precision']:.2f} |"
+            )
+        print(f"FAQ matching at the threshold {faq_threshold:.2f}:")
+        print("\n".join(faq_table))
+        if arguments.show_misses:
+            for faq_outcome in faq_outcomes:
+                best = faq_outcome.candidates[0] if faq_outcome.candidates else None
+                score = (
+                    retrieval.faq_score(cosine=best[0], coverage=best[1], reverse_coverage=best[2])
+                    if best
+                    else 0
+                )
+                print(
+                    f"  FAQ {faq_outcome.text!r} expected={faq_outcome.expected!r} "
+                    f"best={best[4] if best else None!r} "
+                    f"score={score:.2f} cos={best[0] if best else 0:.2f}"
+                )
+        if arguments.skip_latency:
+            return 0
         timing = latency(questions, workdir)
         print(
             f"latency at {timing['chunks']} chunks over {timing['queries']} queries: "
@@ -435,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
                 "calibrate the score or to tune the tokeniser.",
                 "",
                 *table,
+                "",
+                f"FAQ matching (`faq_match()`, threshold {faq_threshold:.2f}) on the "
+                f"{len(faq_outcomes)} questions of `{FAQ_QUESTIONS.relative_to(ROOT)}` (paraphrases of "
+                "the demo's FAQ questions, and questions no entry answers); a quick-entry click, "
+                "the entry's own question, always scores 1.0:",
+                "",
+                *faq_table,
                 "",
                 f"Latency of `retrieve()` at {timing['chunks']:,} chunks (the demo's repeated and "
                 "perturbed), "
