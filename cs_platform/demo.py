@@ -48,6 +48,9 @@ def demo_knowledge_load(directory: Path | None = None) -> ImportReport:
         # built now; asked for again after a load, it is still one build.
         if not IndexBuild.objects.filter(status=IndexBuild.Status.READY).exists():
             services.index_rebuild_on_commit()
+    # The embedded default builds on a thread of this process: `make run` starts its children only
+    # once it is done, so that the platform answers from the knowledge base as soon as it says it runs.
+    services.index_rebuild_wait()
     for failure in report.failures:
         logger.warning("Demo knowledge base: %s failed: %s", failure.name, failure.error)
     return report

@@ -7,9 +7,11 @@ for the index to be rebuilt once the change is committed (never in the request: 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
@@ -30,6 +32,7 @@ __all__ = [
     "faq_entry_delete",
     "faq_entry_save",
     "index_rebuild_on_commit",
+    "index_rebuild_wait",
 ]
 
 # Who saves: a staff user in admin, None for commands and imports (AnonymousUser is recorded as None).
@@ -57,6 +60,22 @@ def index_rebuild_on_commit() -> None:
     ):
         return
     transaction.on_commit(_index_rebuild_enqueue)
+
+
+# The name knowledge.indexing gives the thread that builds the index in the embedded default.
+INDEX_THREAD_NAME = "knowledge-index-rebuild"
+
+
+def index_rebuild_wait() -> None:
+    """Wait for an index build running on a thread of this process (the embedded default's, with Celery
+    eager); return at once when there is none, as with a Celery worker."""
+    # A command's exit would kill that daemon thread half-way; and `make run` must not fork its
+    # children while it runs (a fork while another thread holds a lock can hang the child).
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    for thread in threading.enumerate():
+        if thread.name == INDEX_THREAD_NAME and thread is not threading.current_thread():
+            thread.join()
 
 
 def _user_or_none(user: Editor) -> Any:

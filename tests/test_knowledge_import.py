@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -14,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from cs_platform.demo import DEMO_KNOWLEDGE_DIR, demo_knowledge_load
-from knowledge import importing, tasks
+from knowledge import importing, services, tasks
 from knowledge.importing import KnowledgeImportError, article_file_parse, locale_detect
 from knowledge.models import Article, ArticleVersion, FaqEntry, IndexBuild
 from tests import factories
@@ -506,3 +508,32 @@ def test_it_imports_every_demo_file_without_a_failure() -> None:
     # Each demo article's folder names its language, and the file agrees.
     for path in (DEMO_KNOWLEDGE_DIR / "articles").rglob("*.md"):
         assert articles.get(slug=path.stem).locale == path.parent.name, path
+
+
+def test_it_waits_for_the_index_build_thread_of_the_embedded_default(settings: Any) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    finished: list[str] = []
+
+    def slow_build() -> None:
+        time.sleep(0.3)
+        finished.append("built")
+
+    build = threading.Thread(target=slow_build, name=services.INDEX_THREAD_NAME, daemon=True)
+    build.start()
+
+    services.index_rebuild_wait()
+
+    assert (finished, build.is_alive()) == (["built"], False)
+
+
+def test_it_does_not_wait_for_a_build_with_a_celery_worker(settings: Any) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    release = threading.Event()
+    build = threading.Thread(target=release.wait, name=services.INDEX_THREAD_NAME, daemon=True)
+    build.start()
+
+    services.index_rebuild_wait()
+
+    assert build.is_alive()
+    release.set()
+    build.join()

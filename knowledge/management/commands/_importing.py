@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from knowledge import services
 from knowledge.importing import ImportReport
 from knowledge.models import IndexBuild
-
-# The name knowledge.indexing gives the thread that builds the index in the embedded default.
-INDEX_THREAD_NAME = "knowledge-index-rebuild"
 
 
 def import_and_report(command: BaseCommand, run_import: Callable[[], ImportReport], *, what: str) -> None:
@@ -37,9 +34,7 @@ def _index_build_wait(command: BaseCommand, latest_before: int) -> None:
     # task is queued and the command need not wait.
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         return
-    threads = [thread for thread in threading.enumerate() if thread.name == INDEX_THREAD_NAME]
-    for thread in threads:
-        thread.join()
+    services.index_rebuild_wait()
     build = IndexBuild.objects.filter(pk__gt=latest_before).order_by("-pk").first()
     if build is not None:
         error = f": {build.error.splitlines()[0]}" if build.error else ""
