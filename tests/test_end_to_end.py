@@ -31,7 +31,7 @@ from conversations.models import Message
 from cs_platform.demo import DEMO_INSTRUCTIONS
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from inference.local_model import MODEL_ALIAS, LocalModelServer
-from inference.prompts import DEFAULT_INSTRUCTIONS, LANGUAGE_POLICY_SENTENCES
+from inference.prompts import DEFAULT_INSTRUCTIONS, KNOWLEDGE_INSTRUCTIONS, LANGUAGE_POLICY_SENTENCES
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +46,8 @@ INSTRUCTIONS = [
     DEMO_INSTRUCTIONS,
     DEFAULT_INSTRUCTIONS,
     *LANGUAGE_POLICY_SENTENCES.values(),
+    # How the prompt introduces the knowledge base's sources and what it asks of the model.
+    *KNOWLEDGE_INSTRUCTIONS,
 ]
 INSTRUCTION_SENTENCES = sorted(
     {sentence for text in INSTRUCTIONS for sentence in re.split(r"(?<=[.!?])\s+", text.strip())}
@@ -56,6 +58,8 @@ def _assert_no_instructions(reply: str) -> None:
     """A reply must not repeat its hidden instructions (a base model with no chat template does)."""
     leaked = [sentence for sentence in INSTRUCTION_SENTENCES if sentence in reply]
     assert leaked == [], f"the reply repeats its instructions: {reply!r}"
+    # The fence around the sources is the prompt's, never the customer's to see.
+    assert "<source" not in reply, f"the reply shows the prompt's fence: {reply!r}"
 
 
 @pytest.fixture(scope="session")

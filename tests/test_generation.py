@@ -33,6 +33,7 @@ from cs_platform.processes import free_port
 from inference import generation, tasks
 from inference.client import StreamEvent
 from inference.generation import reply_generate
+from inference.prompts import NOTHING_FOUND_INSTRUCTIONS
 from tests import factories
 from tests.factories import attachment_for
 from tests.scripted_inference import Script, ScriptedInferenceServer
@@ -822,7 +823,9 @@ def conversation_with_history(**profile: Any) -> Message:
 SYSTEM_PROMPT = (
     "Your name is Ava.\n"
     "You help customers of the test shop.\n"
-    "Always answer in the language of the customer's latest message (Simplified Chinese or English)."
+    "Always answer in the language of the customer's latest message (Simplified Chinese or English).\n\n"
+    # No article is published on the test database: the model is told that nothing covers the question.
+    f"{NOTHING_FOUND_INSTRUCTIONS}"
 )
 
 
