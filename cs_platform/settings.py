@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "conversations",
     "inference",
     "knowledge",
+    "agents",
 ]
 
 MIDDLEWARE = [
