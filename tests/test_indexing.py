@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
@@ -580,3 +581,21 @@ def test_it_starts_with_an_openai_compatible_embedder() -> None:
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_it_runs_numpys_blas_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+
+    assert embedders.blas_single_threaded() is True
+
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        library = next(line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line)
+    handle = ctypes.CDLL(library)
+    getter = getattr(handle, "scipy_openblas_get_num_threads64_", None) or handle.openblas_get_num_threads
+    assert getter() == 1
+
+
+def test_it_leaves_an_openblas_thread_count_the_operator_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+
+    assert embedders.blas_single_threaded() is False
