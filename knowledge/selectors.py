@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.models import Article, FaqEntry, RetrievalSettings
+from knowledge.models import Article, FaqEntry
 
 
 def quick_entry_list(*, locale: str) -> list[FaqEntry]:
@@ -27,7 +27,3 @@ def articles_published_by_locale() -> dict[str, list[Article]]:
     order = {"zh-Hans": 0, "en": 1}
     return dict(sorted(grouped.items(), key=lambda item: order.get(item[0], len(order))))
 
-
-def retrieval_settings_get() -> RetrievalSettings:
-    """The retrieval settings row (pk 1) as admin saved it, or the defaults (unsaved) when there is none."""
-    return RetrievalSettings.objects.filter(pk=1).first() or RetrievalSettings(pk=1)
