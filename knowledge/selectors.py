@@ -26,4 +26,3 @@ def articles_published_by_locale() -> dict[str, list[Article]]:
         grouped.setdefault(article.locale, []).append(article)
     order = {"zh-Hans": 0, "en": 1}
     return dict(sorted(grouped.items(), key=lambda item: order.get(item[0], len(order))))
-
