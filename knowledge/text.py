@@ -20,16 +20,15 @@ __all__ = ["normalise_question", "normalised_text", "tokenize"]
 _RUN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|([a-z0-9]+(?:'[a-z]+)*)")
 _WORD_CHARACTER = re.compile(r"\w", re.UNICODE)
 
-# Measured on the retrieval bench (docs/benchmarks.md, bench/retrieval --precise): precise and search
-# mode gave the same hit@3 (0.94 on the Chinese tuning questions; hit@1 0.88 precise, 0.86 search);
-# search mode also yields the short words inside long ones (售后服务 → 售后, 服务, 售后服务), so
-# a customer's shorter word still meets an article's longer one, and that matters more on content
-# not written with the code than one question of the tuning set. Kept as a switch for the bench.
+# Measured on the retrieval bench (docs/benchmarks.md, "Tokeniser variants"): precise and search
+# mode rank alike (tuning questions: hit@1 0.85 / 0.84, hit@3 0.94 / 0.95); search mode also yields
+# the short words inside long ones (售后服务 → 售后, 服务, 售后服务), so a customer's shorter word
+# still meets an article's longer one. Kept as a switch for the bench.
 SEARCH_MODE = True
-# English stemming, measured the same way: "plural" (returns → return) against "light" (also -ing
-# and -ed: shipping → ship) and "none". On the tuning questions, plural-only gave English hit@3 0.95
-# with 0.90 correct "nothing found", light 0.92 / 0.90 (it conflates "charging" a battery with
-# "charged" twice), none 0.97 / 0.80.
+# English stemming, measured the same way: "plural" (returns → return), "light" (also -ing and -ed:
+# shipping → ship) and "none" gave hit@3 0.95, 0.93 and 0.95 on the tuning questions: light stemming
+# conflates a battery "charging" with being "charged" twice; plurals only joins "return" and
+# "returns", "invoice" and "invoices", which content not written with the code will mix.
 ENGLISH_STEMMING = "plural"
 
 

@@ -207,6 +207,59 @@ def _fit_logistic(rows: list[list[float]], labels: list[bool]) -> list[float]:
     return [float(weight) for weight in weights]
 
 
+def decision_shares(outcomes: list[Outcome], threshold: float) -> tuple[float, float]:
+    """At `threshold`: the share of answerable questions given a source, and the share of
+    unanswerable ones given none (what retrieve() decides, from the ranked rows' features)."""
+    from knowledge import retrieval
+
+    answered = [
+        any(retrieval.relevance_score(cosine=c, coverage=v) >= threshold for c, v, _ in outcome.features)
+        for outcome in outcomes
+    ]
+    good_found = [a for a, o in zip(answered, outcomes, strict=True) if o.question.is_answerable]
+    good_nothing = [not a for a, o in zip(answered, outcomes, strict=True) if not o.question.is_answerable]
+    return sum(good_found) / max(1, len(good_found)), sum(good_nothing) / max(1, len(good_nothing))
+
+
+VARIANTS = [
+    ("search mode, English plurals (shipped)", True, "plural"),
+    ("precise mode, English plurals", False, "plural"),
+    ("search mode, light English stemming", True, "light"),
+    ("search mode, no English stemming", True, "none"),
+]
+
+
+def tokeniser_variants(questions: list[Question]) -> list[str]:
+    """The bench's table for each tokeniser variant (the index rebuilt; nothing embedded again)."""
+    from knowledge import indexing, text
+
+    lines = [
+        "| tokeniser | part | hit@1 | hit@3 | MRR | correct nothing found | answered |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    shipped = (text.SEARCH_MODE, text.ENGLISH_STEMMING)
+    try:
+        for label, search_mode, stemming in VARIANTS:
+            text.SEARCH_MODE, text.ENGLISH_STEMMING = search_mode, stemming
+            text._segment = None
+            indexing.index_rebuild()
+            indexing.forget_loaded_index()
+            outcomes = evaluate(questions)
+            for part, is_holdout in (("tuning", False), ("held out", True)):
+                result = figures(
+                    [outcome for outcome in outcomes if outcome.question.is_holdout == is_holdout]
+                )
+                lines.append(
+                    f"| {label} | {part} | {_format(result.hit_at_1)} | {_format(result.hit_at_3)} | "
+                    f"{_format(result.mrr)} | {_format(result.nothing_found_correct)} | "
+                    f"{_format(result.answered_when_answerable)} |"
+                )
+    finally:
+        text.SEARCH_MODE, text.ENGLISH_STEMMING = shipped
+        text._segment = None
+    return lines
+
+
 def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
     """Fit the relevance score on the tuning questions and choose the threshold that best separates
     answerable questions (their top row relevant) from unanswerable ones."""
@@ -219,16 +272,7 @@ def calibrate(outcomes: list[Outcome]) -> dict[str, float]:
     best: tuple[float, float] = (-1.0, 0.5)
     for step in range(5, 96):
         threshold = step / 100
-        answered = [
-            any(retrieval.relevance_score(cosine=c, coverage=v) >= threshold for c, v, _ in outcome.features)
-            for outcome in outcomes
-        ]
-        good_found = [a for a, o in zip(answered, outcomes, strict=True) if o.question.is_answerable]
-        good_nothing = [
-            not a for a, o in zip(answered, outcomes, strict=True) if not o.question.is_answerable
-        ]
-        share_found = sum(good_found) / max(1, len(good_found))
-        share_nothing = sum(good_nothing) / max(1, len(good_nothing))
+        share_found, share_nothing = decision_shares(outcomes, threshold)
         # Both errors matter: a wrong "nothing found" loses an answer, a wrong "found" invites a guess.
         balanced = min(share_found, share_nothing) + 0.01 * (share_found + share_nothing)
         if balanced > best[0]:
@@ -570,6 +614,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         config = retrieval.retrieval_config()
         if arguments.write_docs:
+            tuning = [outcome for outcome in outcomes if not outcome.question.is_holdout]
+            sweep = [
+                "| relevance threshold | answered (tuning) | correct nothing found (tuning) |",
+                "|---|---|---|",
+            ]
+            for threshold in (0.20, 0.25, 0.30, 0.35, 0.40, 0.50):
+                share_found, share_nothing = decision_shares(tuning, threshold)
+                sweep.append(f"| {threshold:.2f} | {share_found:.2f} | {share_nothing:.2f} |")
+            variants = tokeniser_variants(questions)
+            load = os.getloadavg()[0]
             section = [
                 "## Retrieval",
                 "",
@@ -599,7 +653,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{timing['p50_ms_without_embedding']:.2f} ms, "
                 f"p95 {timing['p95_ms_without_embedding']:.2f} ms "
                 "without it. Index build of the demo base (chunking and embedding everything): "
-                f"{build_seconds:.1f} s.",
+                f"{build_seconds:.1f} s. Machine: {os.cpu_count()} CPUs, load average {load:.1f} while it "
+                "ran (other sessions' tests shared it).",
+                "",
+                "The relevance score is a logistic function of a section's cosine and of the share of the "
+                "question's IDF-weighted words it contains, fitted on the tuning part "
+                "(`--calibrate`); the threshold against it, on the same part:",
+                "",
+                *sweep,
+                "",
+                "Tokeniser variants (same calibration; the index rebuilt, nothing embedded again):",
+                "",
+                *variants,
                 "",
             ]
             docs_write("\n".join(section))
