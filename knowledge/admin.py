@@ -66,7 +66,7 @@ class ArticleForm(forms.ModelForm):
 class ArticleImportForm(forms.Form):
     markdown_files = MultipleFileField(
         label="Markdown files or a .zip",
-        help_text="Each <slug>.md becomes the article /kb/<slug>/. More than 100 files: upload them as one .zip.",
+        help_text="Each <slug>.md becomes the article /kb/<slug>/. More than 100 files: send one .zip.",
     )
     publish = forms.BooleanField(
         required=False,
