@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth import get_user_model
 from playwright.sync_api import Browser, Dialog, Page, ViewportSize, WebSocketRoute, expect
 
 from conversations.models import Message
@@ -360,3 +361,44 @@ def test_it_links_each_marker_to_the_source_it_names(
     assert hrefs == [absolute(platform, citations[index]) for _, index in expected]
     expect(reply.get_by_test_id("message-text")).to_contain_text("Order [7] is yours.")
     expect(reply.get_by_test_id("citation-link")).to_have_count(2)
+
+
+def test_it_shows_sources_and_the_unanswered_mark_in_the_admin_transcript(
+    browser: Browser, platform: Platform, screenshots: Path
+) -> None:
+    citations = published_articles("en")
+    platform.inference.enqueue(
+        Script(tokens=[REPLIES["en"]]),
+        Script(tokens=["I don't have that information. Shall I get a person?"]),
+    )
+    page = open_chat(browser, platform, locale="en", viewport=DESKTOP)
+    start(page, platform)
+    send(page, QUESTIONS["en"])
+    last_reply(page)
+    send(page, "Do you sell cars?")
+    expect(
+        page.locator('[data-testid="message"][data-role="assistant"][data-status="complete"]')
+    ).to_have_count(2, timeout=45_000)
+    # As the grounding saves them: the first cited two articles, the second found nothing.
+    first, second = Message.objects.filter(role=Message.Role.ASSISTANT).order_by("created_at")
+    Message.objects.filter(pk=first.pk).update(
+        citations=citations, source=Message.Source.MODEL, is_unanswered=False
+    )
+    Message.objects.filter(pk=second.pk).update(citations=[], source=Message.Source.MODEL, is_unanswered=True)
+
+    get_user_model().objects.create_superuser("supervisor", "supervisor@example.com", "a-long-password-1")
+    admin = browser.new_page(viewport=DESKTOP)
+    admin.goto(f"{platform.url}/admin/login/")
+    admin.fill("#id_username", "supervisor")
+    admin.fill("#id_password", "a-long-password-1")
+    admin.click("input[type=submit]")
+    admin.goto(f"{platform.url}/admin/conversations/conversation/?unanswered=yes")
+    expect(admin.locator("#result_list tbody tr")).to_have_count(1)
+    admin.goto(f"{platform.url}/admin/conversations/conversation/{first.conversation_id}/change/")
+    sources = admin.locator(".transcript-citations a[target=_blank]")
+    expect(sources).to_have_text([citation["title"] for citation in citations])
+    assert sources.evaluate_all("links => links.map(link => link.href)") == [
+        absolute(platform, citation) for citation in citations
+    ]
+    expect(admin.locator(".transcript-unanswered")).to_have_count(1)
+    admin.locator(".field-transcript").screenshot(path=str(screenshots / "admin-transcript-citations.png"))
