@@ -100,6 +100,8 @@ class Message(models.Model):
     citations = models.JSONField(default=list, blank=True)
     # A reply for which the knowledge base had nothing relevant: it offered a person (for the reports).
     is_unanswered = models.BooleanField(default=False)
+    # An agent's internal note: never in a customer-facing frame, history or prompt.
+    internal = models.BooleanField(default=False)
     # The model stopped at max_tokens (finish_reason "length"): the reply is cut short.
     truncated = models.BooleanField(default=False)
     # Cache or channel-layer calls that failed while it streamed (Redis away); the reply was saved whole.
@@ -187,13 +189,28 @@ class Ticket(models.Model):
         ASSIGNED = "assigned", "Assigned"
         RESOLVED = "resolved", "Resolved"
 
+    class Trigger(models.TextChoices):
+        CUSTOMER_BUTTON = "customer_button", "Customer pressed the button"
+        CUSTOMER_PHRASE = "customer_phrase", "Customer asked for a person"
+        MODEL_TOOL = "model_tool", "Model called the handoff tool"
+        KNOWLEDGE_MISS = "knowledge_miss", "Knowledge base had nothing"
+        THUMBS_DOWN = "thumbs_down", "Thumbs-down in a row"
+        OTHER = "other", "Other"
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="tickets")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
     reason = models.TextField(blank=True)
+    trigger = models.CharField(max_length=32, choices=Trigger.choices, default=Trigger.OTHER, db_index=True)
     assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # The first public (not internal) message an agent wrote in the conversation after the handoff.
+    first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Business-hours seconds (agents' HandoffSettings hours), null until known.
+    first_response_seconds = models.PositiveIntegerField(null=True, blank=True)
+    resolution_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
