@@ -559,19 +559,21 @@ def _load(build_id: int, embedder_model: str) -> LoadedIndex:
 _load_lock = threading.Lock()
 _loaded: LoadedIndex | None = None
 _checked_at = -float("inf")
+_unloadable_build_id: int | None = None
 
 
 def forget_loaded_index() -> None:
     """Drop this process's loaded build, so the next use loads the newest again (tests)."""
-    global _loaded, _checked_at
+    global _loaded, _checked_at, _unloadable_build_id
     with _load_lock:
         _loaded = None
         _checked_at = -float("inf")
+        _unloadable_build_id = None
 
 
 def index_current() -> LoadedIndex | None:
     """The newest ready build, loaded on first use; a newer one is looked for at most every few seconds."""
-    global _loaded, _checked_at
+    global _loaded, _checked_at, _unloadable_build_id
     if time.monotonic() - _checked_at < settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
         return _loaded
     with _load_lock:
@@ -594,11 +596,13 @@ def index_current() -> LoadedIndex | None:
             return _loaded
         if newest is None:
             _loaded = None
-        elif _loaded is None or _loaded.build_id != newest[0]:
+        elif (_loaded is None or _loaded.build_id != newest[0]) and newest[0] != _unloadable_build_id:
             try:
                 _loaded = _load(newest[0], newest[1])
             except Exception:
-                logger.exception("Could not load knowledge index build %s", newest[0])
+                # Said once, not every few seconds; the next ready build is tried as usual.
+                logger.exception("Could not load knowledge index build %s; serving the one before", newest[0])
+                _unloadable_build_id = newest[0]
             else:
                 # A machine that only loads builds (made elsewhere) prunes its folders too.
                 builds_prune()

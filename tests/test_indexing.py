@@ -348,6 +348,24 @@ def test_it_writes_the_files_of_a_build_made_elsewhere_from_the_database(
 
 
 @pytest.mark.django_db
+def test_it_keeps_serving_the_loaded_build_when_a_newer_one_cannot_be_read_and_says_so_once(
+    knowledge_index: Path, counting_embedder: CountingEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    published("returns", ARTICLE)
+    first = indexing.index_rebuild()
+    assert indexing.index_current().build_id == first.pk  # type: ignore[union-attr]
+    second = indexing.index_rebuild()
+    (knowledge_index / str(second.pk) / "meta.json").write_text("{")
+
+    builds = [indexing.index_current().build_id for _ in range(3)]  # type: ignore[union-attr]
+
+    assert builds == [first.pk, first.pk, first.pk]
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        f"Could not load knowledge index build {second.pk}; serving the one before"
+    ]
+
+
+@pytest.mark.django_db
 def test_it_keeps_the_folders_of_the_last_two_builds(
     knowledge_index: Path, monkeypatch: pytest.MonkeyPatch, counting_embedder: CountingEmbedder
 ) -> None:
