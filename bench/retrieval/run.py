@@ -2,7 +2,11 @@
 quality per language (hit@1, hit@3, MRR, correct "nothing found"), the calibration of the relevance
 score, and retrieval latency at 10,000 chunks.
 
-    .venv/bin/python -m bench.retrieval [--questions FILE] [--write-docs] [--calibrate]
+    .venv/bin/python -m bench.retrieval [--write-docs] [--calibrate] [--show-misses]
+    .venv/bin/python -m bench.retrieval --articles DIR --faq FILE.csv --questions FILE.jsonl
+
+The second form measures another base (say, articles and questions not written with the code),
+imported as `import_articles --publish` and `import_faq` would.
 
 Questions are JSON lines: {"question", "locale", "expected": [slug, ...]} (an empty list: the base
 cannot answer it); "split": "holdout" marks a question kept out of calibration, otherwise every third
@@ -92,33 +96,18 @@ def questions_load(path: Path) -> list[Question]:
     return questions
 
 
-def demo_load() -> tuple[int, int]:
-    """Import the demo articles (published) and FAQ files into the bench database; the counts."""
+def base_load(*, articles: list[Path], faq_files: list[Path]) -> tuple[int, int]:
+    """Import articles (files or folders, published) and FAQ CSV files into the bench database with
+    the admin's import code, as `import_articles --publish` and `import_faq` do; the counts."""
+    from knowledge import importing
     from knowledge.models import Article, FaqEntry
 
-    try:
-        from knowledge import importing
-
-        importing.articles_import_paths(paths=[DEMO / "articles"], publish=True)
-        for csv_file in sorted(DEMO.rglob("*.csv")):
-            importing.faq_csv_import(text=csv_file.read_text(encoding="utf-8"), source=csv_file.name)
-    except ImportError:
-        _demo_parse_yourself()
-    Article.objects.update(status=Article.Status.PUBLISHED)
+    report = importing.articles_import_paths(paths=articles, publish=True)
+    for failure in report.failures:
+        print(f"  import failed: {failure.name}: {failure.error}")
+    for csv_file in faq_files:
+        importing.faq_csv_import(text=csv_file.read_text(encoding="utf-8-sig"), source=csv_file.name)
     return Article.objects.count(), FaqEntry.objects.count()
-
-
-def _demo_parse_yourself() -> None:
-    from knowledge.models import Article
-
-    for path in sorted((DEMO / "articles").rglob("*.md")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        locale = "zh-Hans" if "zh" in path.parent.name else "en"
-        if lines and lines[0] == "---":
-            end = lines.index("---", 1)
-            lines = lines[end + 1 :]
-        title = next(line[2:].strip() for line in lines if line.startswith("# "))
-        Article.objects.create(slug=path.stem, title=title, body="\n".join(lines), locale=locale)
 
 
 @dataclass
@@ -457,6 +446,14 @@ def latency(questions: list[Question], workdir: Path) -> dict[str, float]:
     }
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _language(locale: str) -> str:
     return "zh-Hans" if locale.lower().startswith("zh") else "en"
 
@@ -502,7 +499,17 @@ def docs_write(section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=Path, default=None)
+    parser.add_argument("--questions", type=Path, default=None, help="labelled questions (JSON lines)")
+    parser.add_argument(
+        "--articles", type=Path, action="append", help="article files or folders instead of knowledge/demo"
+    )
+    parser.add_argument("--faq", type=Path, action="append", help="FAQ CSV files instead of knowledge/demo's")
+    parser.add_argument(
+        "--faq-questions",
+        type=Path,
+        default=None,
+        help='FAQ questions (JSON lines: "question", "locale", "faq")',
+    )
     parser.add_argument("--write-docs", action="store_true", help="write the ## Retrieval section")
     parser.add_argument("--calibrate", action="store_true", help="fit the relevance score on the tuning part")
     parser.add_argument("--show-misses", action="store_true")
@@ -523,7 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.stemming:
             text.ENGLISH_STEMMING = arguments.stemming
 
-        articles, faqs = demo_load()
+        articles, faqs = base_load(
+            articles=arguments.articles or [DEMO / "articles"],
+            faq_files=arguments.faq or sorted(DEMO.glob("*.csv")),
+        )
         started = time.perf_counter()
         build = indexing.index_rebuild()
         build_seconds = time.perf_counter() - started
@@ -532,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{articles} articles, {faqs} FAQ entries; "
             f"{build.chunk_count} chunks indexed in {build_seconds:.1f} s"
         )
-        print(f"{len(questions)} questions from {path.relative_to(ROOT)}")
+        print(f"{len(questions)} questions from {_shown(path)}")
 
         outcomes = evaluate(questions)
         if arguments.calibrate:
@@ -566,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"found={outcome.found}"
                     )
 
-        faq_outcomes = faq_evaluate(FAQ_QUESTIONS)
+        # The FAQ questions are about the demo's entries: another base needs its own (--faq-questions).
+        faq_path = arguments.faq_questions or (None if arguments.faq else FAQ_QUESTIONS)
+        faq_outcomes = faq_evaluate(faq_path) if faq_path else []
         if arguments.calibrate:
             fitted_faq = faq_calibrate(
                 [faq_outcome for faq_outcome in faq_outcomes if not faq_outcome.is_holdout]
@@ -588,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {name} | {result['questions']} | {result['matched']:.2f} | {result['unmatched']:.2f} "
                 f"| {result['precision']:.2f} |"
             )
-        print(f"FAQ matching at the threshold {faq_threshold:.2f}:")
-        print("\n".join(faq_table))
+        if faq_outcomes:
+            print(f"FAQ matching at the threshold {faq_threshold:.2f}:")
+            print("\n".join(faq_table))
         if arguments.show_misses:
             for faq_outcome in faq_outcomes:
                 best = faq_outcome.candidates[0] if faq_outcome.candidates else None
@@ -627,10 +640,10 @@ def main(argv: list[str] | None = None) -> int:
             section = [
                 "## Retrieval",
                 "",
-                f"`.venv/bin/python -m bench.retrieval --write-docs`: the demo base ({articles} articles, "
+                f"`.venv/bin/python -m bench.retrieval --write-docs`: the base ({articles} articles, "
                 f"{build.chunk_count} chunks, {faqs} FAQ entries) imported into a throwaway SQLite database, "
                 f"indexed with `{embedders.embedder_get().model_name}`, and the {len(questions)} questions "
-                f"of `{path.relative_to(ROOT)}`. hit@k and MRR: the expected article among the k best "
+                f"of `{_shown(path)}`. hit@k and MRR: the expected article among the k best "
                 "sections of the fused ranking (answerable questions); correct nothing found: an "
                 "unanswerable question got no source at or above the relevance threshold "
                 f"({config.relevance_threshold:.2f}); answered: an answerable one got at least one. "
@@ -640,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                 *table,
                 "",
                 f"FAQ matching (`faq_match()`, threshold {faq_threshold:.2f}) on the "
-                f"{len(faq_outcomes)} questions of `{FAQ_QUESTIONS.relative_to(ROOT)}` (paraphrases of "
+                f"{len(faq_outcomes)} questions of `{_shown(faq_path) if faq_path else '-'}` (paraphrases of "
                 "the demo's FAQ questions, and questions no entry answers); a quick-entry click, "
                 "the entry's own question, always scores 1.0:",
                 "",
