@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,3 +75,18 @@ def live_replies(
     settings.REPLY_GENERATION_IN_PROCESS = True
     settings.INFERENCE_BASE_URLS = [scripted_inference.base_url]
     return scripted_inference
+
+
+def model_answers_set(var_dir: Path, locales: list[str]) -> None:
+    """Let the embedded platform's local model write the answers in `locales` (the demo quotes instead).
+
+    What a supervisor does in admin (the profile's "model answer languages"), written straight into the
+    platform's SQLite database: the profile is read for every reply.
+    """
+    database = sqlite3.connect(var_dir / "db.sqlite3")
+    with database:
+        database.execute(
+            "UPDATE inference_assistantprofile SET model_answer_locales = ? WHERE is_active",
+            (json.dumps(locales),),
+        )
+    database.close()

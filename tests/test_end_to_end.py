@@ -32,6 +32,7 @@ from cs_platform.demo import DEMO_INSTRUCTIONS
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from inference.local_model import MODEL_ALIAS, LocalModelServer
 from inference.prompts import DEFAULT_INSTRUCTIONS, KNOWLEDGE_INSTRUCTIONS, LANGUAGE_POLICY_SENTENCES
+from tests.conftest import model_answers_set
 
 pytestmark = pytest.mark.e2e
 
@@ -355,7 +356,9 @@ async def test_it_runs_the_embedded_default_end_to_end(
 async def test_it_keeps_the_embedded_defaults_instructions_out_of_its_replies(
     embedded_platform: tuple[str, subprocess.Popen[bytes], Path], locale: str, text: str
 ) -> None:
-    base_url, _, _ = embedded_platform
+    base_url, _, log = embedded_platform
+    # The local model itself answers here, in both languages (the demo profile quotes passages).
+    model_answers_set(log.parent / "var", ["en", "zh-Hans"])
     conversation, socket = await _open_conversation(base_url, locale)
     async with socket:
         await socket.send(json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": text}))

@@ -34,6 +34,7 @@ from cs_platform.processes import (
     wait_until_answering,
 )
 from inference.local_model import MODEL_FILE, MODEL_PACKAGE
+from tests.conftest import model_answers_set
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,8 +380,10 @@ def test_it_stops_when_another_server_takes_its_web_port_after_the_check(
     assert not port_in_use("127.0.0.1", embedded.model_port)
 
 
-async def _streaming_reply(base_url: str) -> tuple[Any, int]:
+async def _streaming_reply(base_url: str, var_dir: Path) -> tuple[Any, int]:
     """A customer's conversation with a reply that has streamed its first token; the open socket."""
+    # The model streams it (the demo profile quotes the knowledge base instead).
+    model_answers_set(var_dir, ["en"])
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{base_url}/api/widget/conversations", json={"locale": "en"})
     assert response.status_code == 201, response.text
@@ -411,7 +414,7 @@ async def test_it_refuses_a_second_platform_on_the_same_var_dir(
         await asyncio.to_thread(_running, first)
         lock_file = first.var_dir / "run.lock"
         assert lock_file.read_text() == f"{first.process.pid}\n"
-        socket, reply_id = await _streaming_reply(f"http://127.0.0.1:{first.port}")
+        socket, reply_id = await _streaming_reply(f"http://127.0.0.1:{first.port}", first.var_dir)
         async with socket:
             # `make run PORT=8010 MODEL_PORT=8082` beside it: other ports, the same VAR_DIR.
             second = start_embedded()
