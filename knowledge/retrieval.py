@@ -458,8 +458,14 @@ def faq_candidates(*, index: LoadedIndex, question: str, locale: str, limit: int
     for position in positions:
         row = int(rows[position])
         faq_tokens = index.faq_tokens[row]
-        coverage = _coverage(weights, set(faq_tokens))
-        reverse = _coverage(_query_weights(faq_tokens, lexicon), set(tokens))
+        faq_weights = _query_weights(faq_tokens, lexicon)
+        if not weights and not faq_weights:
+            # Neither has a word beyond greetings and particles ("hi" and "Hello", "您好" and
+            # "你好"): nothing lexical tells them apart, and the cosine decides.
+            coverage = reverse = 1.0
+        else:
+            coverage = _coverage(weights, set(faq_tokens))
+            reverse = _coverage(faq_weights, set(tokens))
         row_cosine = float(cosine[position])
         candidates.append(
             FaqCandidate(

@@ -328,3 +328,18 @@ def test_it_searches_a_pasted_wall_of_text_by_its_beginning_only(knowledge_index
 
     assert index.chunks[ranked[0].row]["slug"] == "returns"
     assert elapsed < 0.5
+
+
+@pytest.mark.django_db
+def test_it_matches_a_greeting_to_the_greeting_entry_but_not_a_question_that_greets(
+    knowledge_index: Path,
+) -> None:
+    hello = FaqEntry.objects.create(question="Hello", answer="Hello! How can I help?", locale="en")
+    FaqEntry.objects.create(question="Where is my order?", answer="Track it in your account.", locale="en")
+    indexing.index_rebuild()
+
+    match = faq_match(question="hi", locale="en")
+
+    assert match is not None
+    assert match.entry_id == hello.pk
+    assert faq_match(question="Hi, I want to return an item", locale="en") is None
