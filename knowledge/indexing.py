@@ -573,38 +573,49 @@ def forget_loaded_index() -> None:
 
 def index_current() -> LoadedIndex | None:
     """The newest ready build, loaded on first use; a newer one is looked for at most every few seconds."""
-    global _loaded, _checked_at, _unloadable_build_id
     if time.monotonic() - _checked_at < settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
         return _loaded
-    with _load_lock:
-        now = time.monotonic()
-        if now - _checked_at < settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
-            return _loaded
-        try:
-            newest = (
-                IndexBuild.objects.filter(status=IndexBuild.Status.READY)
-                .order_by("-id")
-                .values_list("id", "embedder_model")
-                .first()
-            )
-        except DatabaseError:
-            logger.warning(
-                "Could not look for a newer knowledge index build; serving build %s",
-                _loaded and _loaded.build_id,
-            )
-            _checked_at = now
-            return _loaded
-        if newest is None:
-            _loaded = None
-        elif (_loaded is None or _loaded.build_id != newest[0]) and newest[0] != _unloadable_build_id:
-            try:
-                _loaded = _load(newest[0], newest[1])
-            except Exception:
-                # Said once, not every few seconds; the next ready build is tried as usual.
-                logger.exception("Could not load knowledge index build %s; serving the one before", newest[0])
-                _unloadable_build_id = newest[0]
-            else:
-                # A machine that only loads builds (made elsewhere) prunes its folders too.
-                builds_prune()
-        _checked_at = time.monotonic()
+    # While one thread looks (and perhaps loads a new build), the others serve the loaded one; only
+    # the first use of all waits.
+    if not _load_lock.acquire(blocking=_loaded is None):
         return _loaded
+    try:
+        return _index_check()
+    finally:
+        _load_lock.release()
+
+
+def _index_check() -> LoadedIndex | None:
+    """Look for a newer ready build and load it (the caller holds the load lock)."""
+    global _loaded, _checked_at, _unloadable_build_id
+    now = time.monotonic()
+    if now - _checked_at < settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
+        return _loaded
+    try:
+        newest = (
+            IndexBuild.objects.filter(status=IndexBuild.Status.READY)
+            .order_by("-id")
+            .values_list("id", "embedder_model")
+            .first()
+        )
+    except DatabaseError:
+        logger.warning(
+            "Could not look for a newer knowledge index build; serving build %s",
+            _loaded and _loaded.build_id,
+        )
+        _checked_at = now
+        return _loaded
+    if newest is None:
+        _loaded = None
+    elif (_loaded is None or _loaded.build_id != newest[0]) and newest[0] != _unloadable_build_id:
+        try:
+            _loaded = _load(newest[0], newest[1])
+        except Exception:
+            # Said once, not every few seconds; the next ready build is tried as usual.
+            logger.exception("Could not load knowledge index build %s; serving the one before", newest[0])
+            _unloadable_build_id = newest[0]
+        else:
+            # A machine that only loads builds (made elsewhere) prunes its folders too.
+            builds_prune()
+    _checked_at = time.monotonic()
+    return _loaded

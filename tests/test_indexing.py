@@ -324,6 +324,25 @@ def test_it_looks_for_a_newer_build_at_most_every_check_interval(
 
 
 @pytest.mark.django_db
+def test_it_serves_the_loaded_build_while_another_thread_looks_for_a_newer_one(
+    knowledge_index: Path, counting_embedder: CountingEmbedder
+) -> None:
+    published("returns", ARTICLE)
+    first = indexing.index_rebuild()
+    assert indexing.index_current().build_id == first.pk  # type: ignore[union-attr]
+    indexing.index_rebuild()
+
+    with indexing._load_lock:
+        started = time.perf_counter()
+        served = indexing.index_current()
+        elapsed = time.perf_counter() - started
+
+    assert served is not None
+    assert served.build_id == first.pk
+    assert elapsed < 0.1
+
+
+@pytest.mark.django_db
 def test_it_writes_the_files_of_a_build_made_elsewhere_from_the_database(
     knowledge_index: Path, monkeypatch: pytest.MonkeyPatch, counting_embedder: CountingEmbedder
 ) -> None:
