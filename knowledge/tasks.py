@@ -36,7 +36,9 @@ def knowledge_index_rebuild(self: Task) -> int | None:
     """Build a new index version from the published content; idempotent (unchanged text is not embedded
     again), one build at a time, and one more after it when content changed during a build."""
     build_id = indexing.index_rebuild_run_queued()
-    if build_id is None and indexing.index_rebuild_is_running():
+    # Run eagerly, a retry would run again at once, for as long as the other build: it is not needed
+    # there either, as index_rebuild_enqueue builds on its own thread then.
+    if build_id is None and indexing.index_rebuild_is_running() and not self.request.is_eager:
         logger.info("An index build is running on another worker; building again in %s s", BUSY_RETRY_SECONDS)
         raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=None)
     return build_id

@@ -636,3 +636,18 @@ def test_it_leaves_an_openblas_thread_count_the_operator_set(monkeypatch: pytest
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
 
     assert embedders.blas_single_threaded() is False
+
+
+@pytest.mark.django_db
+def test_it_leaves_the_build_to_the_worker_already_building(
+    knowledge_index: Path, counting_embedder: CountingEmbedder
+) -> None:
+    published("returns", ARTICLE)
+    cache.set(indexing.RUNNING_KEY, "1", timeout=60)
+    try:
+        result = tasks.knowledge_index_rebuild.apply()
+    finally:
+        cache.delete(indexing.RUNNING_KEY)
+
+    assert result.get() is None
+    assert IndexBuild.objects.count() == 0
