@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rest_framework import serializers
 from conversations import events, frames, replies, selectors, services
 from conversations.models import Conversation
 from conversations.selectors import PostedMessage
+from conversations.serializers import message_data
 from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund, rate_limit_retry_after
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,25 @@ CLOSE_CODE_HELLO_TIMEOUT = 4408
 
 # Channel-layer events whose handlers use no database: channels' dispatch closes stale database
 # connections before every handler, a hop to asgiref's one database thread that these skip.
-EVENTS_WITHOUT_DATABASE = frozenset({"reply.delta", "reply.done", "reply.error"})
+EVENTS_WITHOUT_DATABASE = frozenset(
+    {
+        "reply.delta",
+        "reply.done",
+        "reply.error",
+        # From the agent console (agents/events.py builds them): passed on, or ignored, as they come.
+        "agent.joined",
+        "agent.message",
+        "agent.typing",
+        "agent.left",
+        "conversation.resolved",
+        "customer.message",
+        "customer.typing",
+    }
+)
+
+# A customer's typing frame is passed to the agents at most once per this many seconds per socket
+# (the same interval as agents.events.TYPING_RELAY_INTERVAL_SECONDS, which this app may not import).
+TYPING_RELAY_INTERVAL_SECONDS = 2.0
 
 # How many finished replies a socket remembers, to drop any delta that arrives after their end.
 FINISHED_REPLIES_REMEMBERED = 20
@@ -96,6 +116,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     delta_floor: dict[int, int]
     # Replies whose reply.done or reply.error this socket passed on: no delta may follow them.
     finished_replies: list[int]
+    # When this socket last passed a typing frame on to the agents (monotonic seconds).
+    typing_relayed_at: float | None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its hop to the database thread for the events that use no
@@ -110,6 +132,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.conversation = None
         self.delta_floor = {}
         self.finished_replies = []
+        self.typing_relayed_at = None
         await self.accept()
         self.hello_timer = asyncio.get_running_loop().call_later(
             settings.WIDGET_HELLO_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self._close_if_silent())
@@ -163,6 +186,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             "feedback": self.frame_feedback,
             "csat": self.frame_csat,
             "handoff": self.frame_handoff,
+            "typing": self.frame_typing,
         }
         handler = handlers.get(frame_type)
         if handler is None:
@@ -247,6 +271,40 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         )
         if reply_id is not None and posted.created:
             await self.send_json(events.reply_started_frame(reply_id))
+        if posted.created:
+            # For the agent console's sockets that opened this conversation (this socket's siblings
+            # ignore it: each customer socket already says what it sent).
+            await self._group_send_best_effort(
+                {
+                    "type": "customer.message",
+                    "conversation": str(self.conversation.pk),
+                    "message": message_data(posted.message),
+                }
+            )
+
+    async def frame_typing(self, frame: dict[str, Any]) -> None:
+        """The customer is typing: the agents that opened the conversation are told (rate-limited)."""
+        assert self.conversation is not None
+        now = time.monotonic()
+        if (
+            self.typing_relayed_at is not None
+            and now - self.typing_relayed_at < TYPING_RELAY_INTERVAL_SECONDS
+        ):
+            return
+        self.typing_relayed_at = now
+        await self._group_send_best_effort(
+            {"type": "customer.typing", "conversation": str(self.conversation.pk)}
+        )
+
+    async def _group_send_best_effort(self, event: dict[str, Any]) -> None:
+        assert self.conversation is not None
+        try:
+            await self.channel_layer.group_send(events.conversation_group(self.conversation.pk), event)
+        except Exception as error:
+            # What the customer sent is saved; the console reads it from the REST API when it reloads.
+            logger.warning(
+                "Sending %s to conversation %s failed: %s", event["type"], self.conversation.pk, error
+            )
 
     async def frame_cancel(self, frame: dict[str, Any]) -> None:
         data = await self._validated(frames.CancelFrame, frame)
@@ -318,6 +376,36 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     def _remember_finished(self, reply_id: int) -> None:
         if reply_id not in self.finished_replies:
             self.finished_replies = [*self.finished_replies[-FINISHED_REPLIES_REMEMBERED + 1 :], reply_id]
+
+    # Events from the agent console (agents/events.py), passed on to the customer as they are, less
+    # the sender's channel name. An internal note is never sent to this group; the check below is the
+    # second lock on that door.
+
+    async def agent_joined(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def agent_message(self, event: dict[str, Any]) -> None:
+        if event.get("message", {}).get("internal"):
+            logger.error(
+                "An internal note reached conversation %s's group; not sent", event.get("conversation")
+            )
+            return
+        await self.send_json(event)
+
+    async def agent_typing(self, event: dict[str, Any]) -> None:
+        await self.send_json({key: value for key, value in event.items() if key != "sender"})
+
+    async def agent_left(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def conversation_resolved(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def customer_message(self, event: dict[str, Any]) -> None:
+        """Another of the customer's sockets sent it; this one says nothing (for the console only)."""
+
+    async def customer_typing(self, event: dict[str, Any]) -> None:
+        """The customer's own typing, for the console only."""
 
     async def layer_rejoined(self, event: dict[str, Any]) -> None:
         """The channel layer is back after an outage: what was sent to the group meanwhile is lost, so

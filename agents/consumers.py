@@ -1,0 +1,315 @@
+"""The agent console's websocket, `/ws/agent/`: the queue live, open conversations live, typing both ways."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from agents import events, selectors
+from agents.permissions import user_is_agent, user_is_supervisor
+from agents.serializers import (
+    agent_message_data,
+    conversation_detail_data,
+    display_name,
+    queue_item_data,
+)
+from conversations.events import conversation_group, error_frame
+
+logger = logging.getLogger(__name__)
+
+# Not logged in (the session cookie is missing or expired), as the customer's socket says a bad token.
+CLOSE_CODE_NOT_AUTHENTICATED = 4401
+# Logged in but not in an agent group.
+CLOSE_CODE_NOT_AN_AGENT = 4403
+
+# Events from the conversation's group that are for the customer: the console gets its own view of
+# them through the agents' group (ticket.updated, conversation.message) instead.
+CUSTOMER_ONLY_EVENTS = frozenset({"agent.joined", "agent.message", "reply.delta"})
+
+
+def _queue_frame(user: Any) -> dict[str, Any]:
+    waiting = selectors.queue_list(queue="waiting", user=user)
+    mine = selectors.queue_list(queue="mine", user=user)
+    return events.queue_updated_frame(
+        conversations=[
+            queue_item_data(i.conversation, ticket=i.ticket, last_message=i.last_message) for i in waiting
+        ],
+        mine=[queue_item_data(i.conversation, ticket=i.ticket, last_message=i.last_message) for i in mine],
+        counts={"waiting": len(waiting), "mine": len(mine)},
+    )
+
+
+def _opened_frame(conversation_id: uuid.UUID) -> dict[str, Any] | None:
+    conversation = selectors.conversation_get(conversation_id=conversation_id)
+    if conversation is None:
+        return None
+    detail = selectors.conversation_detail_get(conversation=conversation)
+    return events.conversation_opened_frame(
+        conversation_detail_data(
+            detail.conversation, messages=detail.messages, tickets=detail.tickets, csat=detail.csat
+        )
+    )
+
+
+def _may_type_to_customer(conversation_id: uuid.UUID, user: Any) -> bool:
+    """The customer sees typing only from whoever holds the ticket (or a supervisor), like a reply."""
+    conversation = selectors.conversation_get(conversation_id=conversation_id)
+    if conversation is None:
+        return False
+    ticket = selectors.ticket_unresolved_get(conversation=conversation)
+    return ticket is not None and (ticket.assignee_id == user.pk or user_is_supervisor(user))
+
+
+def _message_event(message_id: int) -> dict[str, Any] | None:
+    message = selectors.message_for_agents_get(message_id=message_id)
+    if message is None or message.internal:
+        return None
+    return {
+        "type": "conversation.message",
+        "conversation": str(message.conversation_id),
+        "message": agent_message_data(message),
+    }
+
+
+def _conversation_id(value: Any) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class AgentConsumer(AsyncJsonWebsocketConsumer):
+    """One console socket: the waiting queue, and the conversations the agent opened, live."""
+
+    user: Any
+    open_conversations: set[str]
+    # When this socket last relayed a typing frame, per conversation (monotonic seconds).
+    typing_relayed_at: dict[str, float]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, except that an event this console has no use for is dropped: a group
+        it shares with customers may carry types added later, and none of them may close the socket."""
+        if message["type"] in CUSTOMER_ONLY_EVENTS or not hasattr(self, get_handler_name(message)):
+            return
+        await super().dispatch(message)
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        self.open_conversations = set()
+        self.typing_relayed_at = {}
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_CODE_NOT_AUTHENTICATED)
+            return
+        if not await database_sync_to_async(user_is_agent)(self.user):
+            await self.close(code=CLOSE_CODE_NOT_AN_AGENT)
+            return
+        self.agent_name = display_name(self.user)
+        # Join first, then read: a change is then in the list sent, or announced after it, or both.
+        await self.channel_layer.group_add(events.AGENTS_QUEUE_GROUP, self.channel_name)
+        self.joined = True
+        await self._send_queue()
+
+    async def disconnect(self, code: int) -> None:
+        if not getattr(self, "joined", False):
+            return
+        groups = [events.AGENTS_QUEUE_GROUP]
+        for conversation_id in self.open_conversations:
+            groups += [conversation_group(conversation_id), events.agents_conversation_group(conversation_id)]
+        for group in groups:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as error:
+                # The membership expires by itself (channels-redis group_expiry).
+                logger.warning("Leaving %s failed: %s", group, error)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if text_data is None:
+            await self.send_error("invalid_frame", "Frames are JSON text, not binary.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", "The frame is not valid JSON.")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not getattr(self, "joined", False):
+            return  # closing: refused at connect
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.send_error("invalid_frame", 'A frame is a JSON object with a "type".')
+            return
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "queue": self.frame_queue,
+            "open": self.frame_open,
+            "leave": self.frame_leave,
+            "typing": self.frame_typing,
+        }
+        handler = handlers.get(content["type"])
+        if handler is None:
+            await self.send_error("unknown_type", f"Unknown frame type {content['type']!r}.")
+            return
+        await handler(content)
+
+    async def send_error(self, code: str, detail: str) -> None:
+        await self.send_json(error_frame(code=code, detail=detail))
+
+    async def _send_queue(self) -> None:
+        await self.send_json(await database_sync_to_async(_queue_frame)(self.user))
+
+    async def _frame_conversation_id(self, frame: dict[str, Any]) -> uuid.UUID | None:
+        conversation_id = _conversation_id(frame.get("conversation"))
+        if conversation_id is None:
+            await self.send_error("invalid_frame", '"conversation" must be a conversation id (a UUID).')
+        return conversation_id
+
+    async def frame_queue(self, frame: dict[str, Any]) -> None:
+        await self._send_queue()
+
+    async def frame_open(self, frame: dict[str, Any]) -> None:
+        conversation_id = await self._frame_conversation_id(frame)
+        if conversation_id is None:
+            return
+        key = str(conversation_id)
+        if key not in self.open_conversations:
+            if (
+                await database_sync_to_async(selectors.conversation_get)(conversation_id=conversation_id)
+                is None
+            ):
+                await self.send_error("not_found", "There is no such conversation.")
+                return
+            # Join first, then read the transcript: a message is then in it, or arrives after it, or both
+            # (the console deduplicates by message id).
+            await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+            await self.channel_layer.group_add(
+                events.agents_conversation_group(conversation_id), self.channel_name
+            )
+            self.open_conversations.add(key)
+        opened = await database_sync_to_async(_opened_frame)(conversation_id)
+        if opened is not None:
+            await self.send_json(opened)
+
+    async def frame_leave(self, frame: dict[str, Any]) -> None:
+        conversation_id = await self._frame_conversation_id(frame)
+        if conversation_id is None:
+            return
+        key = str(conversation_id)
+        if key in self.open_conversations:
+            self.open_conversations.discard(key)
+            self.typing_relayed_at.pop(key, None)
+            await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+            await self.channel_layer.group_discard(
+                events.agents_conversation_group(conversation_id), self.channel_name
+            )
+        await self.send_json({"type": "conversation.left", "conversation": key})
+
+    async def frame_typing(self, frame: dict[str, Any]) -> None:
+        conversation_id = await self._frame_conversation_id(frame)
+        if conversation_id is None:
+            return
+        key = str(conversation_id)
+        if key not in self.open_conversations:
+            await self.send_error(
+                "not_open", 'Open the conversation first: {"type": "open", "conversation": id}.'
+            )
+            return
+        internal = frame.get("internal", False) is True
+        now = time.monotonic()
+        last = self.typing_relayed_at.get(key)
+        if last is not None and now - last < events.TYPING_RELAY_INTERVAL_SECONDS:
+            return  # the indicator is still lit where it was sent: no need to say it again yet
+        if not internal and not await database_sync_to_async(_may_type_to_customer)(
+            conversation_id, self.user
+        ):
+            await self.send_error("not_claimed", "Claim this conversation before typing to the customer.")
+            return
+        self.typing_relayed_at[key] = now
+        event = events.agent_typing_event(
+            conversation_id=conversation_id, agent=self.user, sender=self.channel_name
+        )
+        # A note being written is shown to colleagues only.
+        group = (
+            events.agents_conversation_group(conversation_id)
+            if internal
+            else conversation_group(conversation_id)
+        )
+        await self.channel_layer.group_send(group, event)
+
+    # Events, named after their types.
+
+    async def queue_changed(self, event: dict[str, Any]) -> None:
+        await self._send_queue()
+
+    async def conversation_message(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def ticket_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def customer_message(self, event: dict[str, Any]) -> None:
+        message = {**event["message"], "internal": False, "author": None, "feedback": None}
+        message["conversation"] = event["conversation"]
+        await self.send_json(
+            {"type": "conversation.message", "conversation": event["conversation"], "message": message}
+        )
+
+    async def customer_typing(self, event: dict[str, Any]) -> None:
+        await self.send_json(events.typing_frame(conversation_id=event["conversation"], who="customer"))
+
+    async def agent_typing(self, event: dict[str, Any]) -> None:
+        if event.get("sender") == self.channel_name:
+            return
+        await self.send_json(
+            events.typing_frame(
+                conversation_id=event["conversation"], who="agent", agent_name=event["agent"]["name"]
+            )
+        )
+
+    async def _notice(self, event: dict[str, Any]) -> None:
+        if event.get("message"):
+            message = {**event["message"], "internal": False, "author": None, "feedback": None}
+            message["conversation"] = event["conversation"]
+            await self.send_json(
+                {"type": "conversation.message", "conversation": event["conversation"], "message": message}
+            )
+
+    async def conversation_resolved(self, event: dict[str, Any]) -> None:
+        await self._notice(event)
+
+    async def agent_left(self, event: dict[str, Any]) -> None:
+        await self._notice(event)
+
+    async def _reply_finished(self, event: dict[str, Any]) -> None:
+        # An assistant reply ended in an open conversation: its event names no conversation, the
+        # saved message does.
+        frame = await database_sync_to_async(_message_event)(event["reply_id"])
+        if frame is not None and frame["conversation"] in self.open_conversations:
+            await self.send_json(frame)
+
+    async def reply_done(self, event: dict[str, Any]) -> None:
+        await self._reply_finished(event)
+
+    async def reply_error(self, event: dict[str, Any]) -> None:
+        await self._reply_finished(event)
+
+    async def layer_rejoined(self, event: dict[str, Any]) -> None:
+        """The channel layer is back after an outage: what was sent meanwhile is lost, so the console
+        gets the queue and its open conversations again as saved."""
+        await self._send_queue()
+        for key in list(self.open_conversations):
+            opened = await database_sync_to_async(_opened_frame)(uuid.UUID(key))
+            if opened is not None:
+                await self.send_json(opened)
