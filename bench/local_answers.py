@@ -12,7 +12,7 @@ websocket, exactly as the widget does. Each reply is judged three ways:
   FAQ or cites an article (it *is* an FAQ entry, its topic is whatever the demo made it);
 - in the right language: a Chinese question gets Chinese characters, an English one mostly not;
 - leak-free: no sentence of the hidden instructions (the demo profile's, the built-in ones, the
-  language policies, the knowledge instructions) and no `<sources>` fence in the reply.
+  language policies, the knowledge instructions) and no `<sources>` fence (not even `<source>`).
 
 It prints one line per question and the counts per language; `--json FILE` also writes every reply.
 """
@@ -160,12 +160,13 @@ def instruction_sentences() -> list[str]:
         *getattr(prompts, "KNOWLEDGE_INSTRUCTIONS", ()),
     ]
     sentences = {sentence.strip() for text in texts for sentence in _SENTENCE.split(text.strip())}
-    return [*sorted(sentence for sentence in sentences if len(sentence) >= 12), "<sources>", "</sources>"]
+    # The fence around the sources, as the prompt writes it and as a small model half-repeats it.
+    return [*sorted(sentence for sentence in sentences if len(sentence) >= 12), "<source", "</source"]
 
 
 def leaked_sentences(text: str, sentences: list[str]) -> list[str]:
-    """The instruction sentences a reply repeats, word for word."""
-    return [sentence for sentence in sentences if sentence in text]
+    """The instruction sentences (and fence) a reply repeats, word for word."""
+    return [sentence for sentence in sentences if sentence.lower() in text.lower()]
 
 
 def has_chinese(text: str) -> bool:
