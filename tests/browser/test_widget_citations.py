@@ -333,21 +333,29 @@ CITED_OUT_OF_ORDER = "Pack it well [3]. Then ship it back [1]. Order [7] is your
 
 
 @pytest.mark.parametrize(
-    ("with_markers", "expected"),
+    ("text", "with_markers", "expected", "left_as_text"),
     [
         # The citations say which markers name them: each links to its own, [7] stays text.
-        (True, [("1", 0), ("2", 1)]),
-        # Without that, three markers for two citations cannot be matched up: none links, none wrongly.
-        (False, []),
+        (CITED_OUT_OF_ORDER, True, [("1", 0), ("2", 1)], "Order [7] is yours."),
+        # Without that, as the server saved them: [7] named no source, [3] was cited first.
+        (CITED_OUT_OF_ORDER, False, [("1", 0), ("2", 1)], "Order [7] is yours."),
+        # One marker for two citations cannot be matched up: none links, rather than one wrongly.
+        ("Pack it well [3]. That is all.", False, [], "Pack it well [3]."),
     ],
+    ids=["markers-given", "markers-inferred", "unmatched"],
 )
 def test_it_links_each_marker_to_the_source_it_names(
-    browser: Browser, platform: Platform, with_markers: bool, expected: list[tuple[str, int]]
+    browser: Browser,
+    platform: Platform,
+    text: str,
+    with_markers: bool,
+    expected: list[tuple[str, int]],
+    left_as_text: str,
 ) -> None:
     citations = published_articles("en")
     if with_markers:
         citations = [{**citations[0], "markers": [3]}, {**citations[1], "markers": [1]}]
-    platform.inference.enqueue(Script(tokens=[CITED_OUT_OF_ORDER]))
+    platform.inference.enqueue(Script(tokens=[text]))
     page = open_chat(browser, platform, locale="en", viewport=DESKTOP)
     rewrite_reply_done(page, lambda message: message.update(citations=citations))
     start(page, platform)
@@ -359,7 +367,7 @@ def test_it_links_each_marker_to_the_source_it_names(
     expect(markers).to_have_text([text for text, _ in expected])
     hrefs = markers.evaluate_all("links => links.map(link => link.getAttribute('href'))")
     assert hrefs == [absolute(platform, citations[index]) for _, index in expected]
-    expect(reply.get_by_test_id("message-text")).to_contain_text("Order [7] is yours.")
+    expect(reply.get_by_test_id("message-text")).to_contain_text(left_as_text)
     expect(reply.get_by_test_id("citation-link")).to_have_count(2)
 
 

@@ -262,10 +262,12 @@ export function citationSources(entry) {
 }
 
 // Which source each marker number of the text names. A citation that says which markers name it
-// ("markers": [3]) is taken at its word. Otherwise citations come in the order the reply first cites
-// them (inference/grounding.py): the text's first distinct marker is the first citation, and so on,
-// whatever numbers the prompt gave the sources. When the counts differ (a marker named no source, or
-// two markers the same section) that order cannot be told, and no marker links: none links wrongly.
+// ("markers": [3]) is taken at its word. Otherwise the server's rule is followed backwards
+// (inference/grounding.py): citations come in the order the reply first cites them, and a marker
+// past the last source ([7] of three, which a small model writes) names none and is dropped. So the
+// smallest distinct marker numbers, as many as there are citations, are the ones that named a
+// source, and the first of them used is the first citation. Fewer markers than citations cannot
+// be matched up: then no marker links rather than one linking wrongly.
 function markerMap(entry, forCitation) {
   const byMarker = new Map();
   const explicit = entry.citations.every((citation) => citation && Array.isArray(citation.markers));
@@ -275,7 +277,10 @@ function markerMap(entry, forCitation) {
     });
   } else {
     const numbers = citationMarkerNumbers(entry.text);
-    if (numbers.length === forCitation.length) numbers.forEach((number, index) => byMarker.set(number, forCitation[index]));
+    if (numbers.length >= forCitation.length) {
+      const naming = new Set([...numbers].sort((first, second) => first - second).slice(0, forCitation.length));
+      numbers.filter((number) => naming.has(number)).forEach((number, index) => byMarker.set(number, forCitation[index]));
+    }
   }
   for (const [number, source] of byMarker) if (!source || !source.href) byMarker.delete(number);
   return byMarker;
