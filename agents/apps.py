@@ -6,3 +6,9 @@ class AgentsConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "agents"
+
+    def ready(self) -> None:
+        # Conversations consults the rules without importing agents (dependencies point towards it).
+        from agents import rules
+
+        rules.register()

@@ -7,11 +7,18 @@ a socket's answers to its own frames. Each is the contract's shape (README, "Web
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conversations.models import Message
 from conversations.progress import ReplyText
 from conversations.serializers import message_data
+
+if TYPE_CHECKING:
+    from conversations.handoff_rules import HandoffStatus
+
+# The group every agent console socket joins (the agents app's AGENTS_QUEUE_GROUP): conversations
+# cannot import agents, so it spells the name itself to say the waiting list changed.
+AGENTS_QUEUE_GROUP = "agents-queue"
 
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
@@ -89,5 +96,33 @@ def csat_saved_frame(*, score: int) -> dict[str, Any]:
     return {"type": "csat.saved", "score": score}
 
 
-def handoff_started_frame(*, ticket_id: int) -> dict[str, Any]:
-    return {"type": "handoff.started", "ticket_id": ticket_id}
+def handoff_started_frame(
+    *, ticket_id: int, status: HandoffStatus | None = None, notice: Message | None = None
+) -> dict[str, Any]:
+    """A conversation went to a person: the ticket, the queue position and expected wait, and whether
+    the team is in (if not, `opens_at` says when it is back and the notice says so in words).
+
+    `ticket_id` is the first shape's name, kept for clients written against it; `ticket` is the
+    contract's. Without a status only the ticket is known (the shape before queue positions).
+    """
+    frame: dict[str, Any] = {"type": "handoff.started", "ticket_id": ticket_id}
+    if status is None:
+        return frame
+    frame.update(
+        {
+            "ticket": ticket_id,
+            "position": status.position,
+            "expected_wait_minutes": status.expected_wait_minutes,
+            "business_hours_open": status.business_hours_open,
+            "opens_at": status.opens_at.isoformat() if status.opens_at is not None else None,
+            "time_zone": status.time_zone,
+            # The system message the handoff saved (the same sentence a reload shows in the history).
+            "message": message_data(notice) if notice is not None else None,
+        }
+    )
+    return frame
+
+
+def queue_changed_event() -> dict[str, Any]:
+    """To AGENTS_QUEUE_GROUP: the waiting list changed (the agents app's queue.changed)."""
+    return {"type": "queue.changed"}

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import events, progress, selectors
+from conversations import events, handoff_rules, progress, selectors
 from conversations.errors import ServiceError, customer_error_detail
 from conversations.models import Conversation, Message
 
@@ -217,7 +217,10 @@ def reply_finish(
     )
     if not finished:
         return None
-    return Message.objects.prefetch_related("attachments").get(pk=reply_id)
+    saved = Message.objects.prefetch_related("attachments").get(pk=reply_id)
+    # The agents app's rules (the knowledge base had nothing N times in a row) may hand off now.
+    handoff_rules.reply_finished_handoff(reply=saved)
+    return saved
 
 
 def reply_fail(*, reply_id: int, code: str, detail: str = "") -> Message | None:

@@ -45,8 +45,15 @@ def message_posted_get(*, conversation: Conversation, client_id: uuid.UUID) -> P
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    """The conversation's messages, oldest first, with their attachments."""
-    return list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments"))
+    """The conversation's messages as the customer sees them, oldest first, with their attachments.
+
+    Agents' internal notes are never among them.
+    """
+    return list(
+        conversation.messages.filter(internal=False)
+        .order_by("created_at", "id")
+        .prefetch_related("attachments")
+    )
 
 
 def reply_pending_get(*, messages: list[Message]) -> Message | None:
@@ -79,10 +86,10 @@ def prompt_history_list(*, reply: Message) -> list[Message]:
     """The messages a reply's prompt may show, newest first, with their attachments in order.
 
     System notes are left out, and so are failed replies: their partial text was never a real
-    answer (a cancelled one was seen by the customer and is kept).
+    answer (a cancelled one was seen by the customer and is kept), and agents' internal notes.
     """
     return list(
-        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk, internal=False)
         .exclude(role=Message.Role.SYSTEM)
         .exclude(status=Message.Status.FAILED)
         .order_by("-id")

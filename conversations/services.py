@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from conversations import ocr, replies, selectors
+from conversations import handoff_rules, ocr, replies, selectors
 from conversations.errors import ServiceError
 from conversations.models import (
     Attachment,
@@ -117,7 +117,20 @@ def _message_post(
         # The customer has moved on: a reply still in progress is superseded by this message's.
         replies.replies_in_progress_stop(conversation=conversation)
         reply = None
+        decision = None
         if conversation.status == Conversation.Status.OPEN:
+            # The customer asked for a person in so many words: a person answers instead of the AI.
+            decision = handoff_rules.handoff_rules_consult(
+                handoff_rules.HandoffMoment.CUSTOMER_MESSAGE, conversation, message
+            )
+        if decision is not None:
+            handoff_rules.handoff_open(
+                conversation=conversation,
+                reason=decision.reason,
+                trigger=decision.trigger,
+                announce_to_customer=True,
+            )
+        elif conversation.status == Conversation.Status.OPEN:
             reply = Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.ASSISTANT,
@@ -177,10 +190,29 @@ def feedback_record(
     ).first()
     if message is None:
         raise ServiceError("unknown_message", "There is no such assistant reply in this conversation.")
-    feedback, _ = Feedback.objects.update_or_create(
-        message=message, defaults={"rating": rating, "comment": comment.strip()[:2000]}
-    )
+    with transaction.atomic():
+        feedback, _ = Feedback.objects.update_or_create(
+            message=message, defaults={"rating": rating, "comment": comment.strip()[:2000]}
+        )
+        if rating == Feedback.Rating.DOWN:
+            _feedback_handoff_consider(conversation=conversation, feedback=feedback)
     return feedback
+
+
+def _feedback_handoff_consider(*, conversation: Conversation, feedback: Feedback) -> None:
+    """Hand off if a rule says this rating makes one too many (thumbs-down in a row)."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    if conversation.status != Conversation.Status.OPEN:
+        return
+    decision = handoff_rules.handoff_rules_consult(
+        handoff_rules.HandoffMoment.FEEDBACK, conversation, feedback
+    )
+    if decision is None:
+        return
+    replies.replies_in_progress_stop(conversation=conversation)
+    handoff_rules.handoff_open(
+        conversation=conversation, reason=decision.reason, trigger=decision.trigger, announce_to_customer=True
+    )
 
 
 def csat_record(*, conversation: Conversation, score: int, comment: str = "") -> SatisfactionRating:
@@ -193,29 +225,29 @@ def csat_record(*, conversation: Conversation, score: int, comment: str = "") ->
     return rating
 
 
-def handoff_request(*, conversation: Conversation, reason: str = "") -> Ticket:
-    """Hand the conversation to a person: open a ticket (or return the open one) and stop AI replies."""
+def handoff_request(
+    *,
+    conversation: Conversation,
+    reason: str = "",
+    trigger: str = Ticket.Trigger.CUSTOMER_BUTTON,
+    announce_to_customer: bool = False,
+) -> Ticket:
+    """Hand the conversation to a person: open a ticket (or return the open one) and stop AI replies.
+
+    `trigger` (a Ticket.Trigger) is recorded on a new ticket. The customer's sockets hear
+    handoff.started on commit only with `announce_to_customer` (the model's tool, say); a socket that
+    asked itself is answered by its consumer with `handoff_rules.handoff_started_payload`.
+    """
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         replies.replies_in_progress_stop(conversation=conversation)
-        ticket = conversation.tickets.exclude(status=Ticket.Status.RESOLVED).first()
-        if ticket is None:
-            ticket = Ticket.objects.create(conversation=conversation, reason=reason.strip()[:2000])
-            # The widget says the same sentence live (handoffStarted in static/widget/chat/messages.js).
-            Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.SYSTEM,
-                source=Message.Source.SYSTEM,
-                text=(
-                    "已为您转接人工客服，请稍候。"
-                    if conversation.locale == Conversation.Locale.ZH_HANS
-                    else "A person will join this conversation shortly."
-                ),
-            )
-        if conversation.status != Conversation.Status.HANDED_OFF:
-            conversation.status = Conversation.Status.HANDED_OFF
-            conversation.save(update_fields=["status", "updated_at"])
-    return ticket
+        opened = handoff_rules.handoff_open(
+            conversation=conversation,
+            reason=reason,
+            trigger=trigger,
+            announce_to_customer=announce_to_customer,
+        )
+    return opened.ticket
 
 
 def attachment_create(
