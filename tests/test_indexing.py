@@ -651,3 +651,23 @@ def test_it_leaves_the_build_to_the_worker_already_building(
 
     assert result.get() is None
     assert IndexBuild.objects.count() == 0
+
+
+def test_it_embeds_locally_on_many_threads_at_once_as_on_one() -> None:
+    embedder = embedders.LocalEmbedder()
+    texts = [f"Where is order {number}? 我的订单{number}还没到" for number in range(40)]
+    sequential = embedder.encode(texts)
+    results: dict[int, np.ndarray] = {}
+
+    def encode_share(first: int) -> None:
+        for number in range(first, len(texts), 4):
+            results[number] = embedder.encode([texts[number]])[0]
+
+    threads = [threading.Thread(target=encode_share, args=(first,)) for first in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == list(range(40))
+    assert all(np.allclose(results[number], sequential[number], atol=1e-6) for number in range(40))
