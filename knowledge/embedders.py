@@ -39,6 +39,8 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder(Protocol):
+    """What indexing and retrieval need of an embedder: its model's name (kept with each vector), encode."""
+
     model_name: str
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -94,8 +94,18 @@ def index_rebuild_enqueue() -> None:
     except Exception:  # a cache outage must not lose the build: queue one anyway.
         logger.warning("Could not record a pending index build in the cache; queueing one anyway")
         is_first = True
-    if is_first:
+    if not is_first:
+        return
+    try:
         knowledge_index_rebuild.delay()
+    except Exception:
+        # The content is saved; its build is asked for again by the next change. The pending mark
+        # must not stay behind, or no build would be queued until it expires.
+        logger.exception("Could not queue a knowledge index build")
+        try:
+            cache.delete(PENDING_KEY)
+        except Exception:
+            logger.warning("Could not clear the pending index build's key; it expires by itself")
 
 
 def _enqueue_on_thread() -> None:

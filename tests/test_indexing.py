@@ -671,3 +671,27 @@ def test_it_embeds_locally_on_many_threads_at_once_as_on_one() -> None:
 
     assert sorted(results) == list(range(40))
     assert all(np.allclose(results[number], sequential[number], atol=1e-6) for number in range(40))
+
+
+def test_it_logs_a_build_it_could_not_queue_and_queues_the_next_one(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    cache.delete(indexing.PENDING_KEY)
+    attempts: list[int] = []
+
+    def broker_down() -> None:
+        attempts.append(1)
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.knowledge_index_rebuild, "delay", broker_down)
+
+    tasks.index_rebuild_enqueue()
+    tasks.index_rebuild_enqueue()
+
+    assert attempts == [1, 1]
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        "Could not queue a knowledge index build",
+        "Could not queue a knowledge index build",
+    ]
+    assert cache.get(indexing.PENDING_KEY) is None
