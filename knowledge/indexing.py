@@ -27,7 +27,7 @@ import bm25s
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from knowledge.chunking import article_chunks, chunk_label, indexed_text
@@ -135,7 +135,8 @@ def _rebuild_on_thread() -> None:
                     _thread_running = False
                     return
     finally:
-        close_old_connections()
+        # This thread's own connections (Django's are per thread): a finished build holds none.
+        connections.close_all()
 
 
 def index_rebuild_run_queued() -> int | None:
