@@ -40,6 +40,7 @@ from websockets.typing import Origin  # noqa: E402
 
 LOCALES = ("en", "zh-Hans")
 REPLY_TIMEOUT_SECONDS = 180.0
+CREATE_ATTEMPTS = 5
 
 # Words that name a topic in an article's slug or title, or in an FAQ answer (both languages: the
 # Chinese articles have English slugs and Chinese titles).
@@ -202,7 +203,13 @@ async def ask(
 ) -> dict[str, Any]:
     """Ask one question in a new conversation; the reply.done or reply.error frame that ends it."""
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        response = await http.post("/api/widget/conversations", json={"locale": locale})
+        for _ in range(CREATE_ATTEMPTS):
+            response = await http.post("/api/widget/conversations", json={"locale": locale})
+            if response.status_code != 429:
+                break
+            # Instant answers come faster than the widget's limit on new conversations per address
+            # (30 a minute): wait as the platform says, as a customer would be made to.
+            await asyncio.sleep(float(response.headers.get("Retry-After") or 10))
     response.raise_for_status()
     conversation = response.json()
     url = base_url.replace("http", "ws", 1) + conversation["ws_path"]
