@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, close_old_connections
 
 from conversations import replies
 from inference import generation, runtime
+from knowledge.retrieval import retrieval_warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +58,18 @@ def reply_generation_start(reply_id: int) -> None:
         generation.reply_generate_in_process(reply_id=reply_id)
     else:
         reply_generate.delay(reply_id)
+
+
+def _retrieval_warm_up() -> None:
+    try:
+        retrieval_warm_up()
+    finally:
+        close_old_connections()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def retrieval_warm_up_on_start(**kwargs: Any) -> None:
+    """Load jieba, the embedder and the index beside a starting worker (the threads pool's process, or
+    each prefork child), so the first customer's reply does not wait seconds for them."""
+    threading.Thread(target=_retrieval_warm_up, name="retrieval-warm-up", daemon=True).start()

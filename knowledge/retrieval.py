@@ -30,7 +30,7 @@ from knowledge.text import normalise_question, tokenize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FaqMatch", "Retrieval", "Source", "faq_match", "retrieve"]
+__all__ = ["FaqMatch", "Retrieval", "Source", "faq_match", "retrieval_warm_up", "retrieve"]
 
 
 @dataclass(frozen=True)
@@ -497,3 +497,20 @@ def faq_match(*, question: str, locale: str) -> FaqMatch | None:
         locale=entry["locale"],
         score=round(best.score, 4),
     )
+
+
+def retrieval_warm_up() -> None:
+    """Load what a process's first question would otherwise wait seconds for: jieba's dictionary, the
+    embedder's weights and the newest index. Called on a thread when a worker starts."""
+    started = time.monotonic()
+    try:
+        tokenize("热身 warm up")
+        embedder_get().encode(["warm up"])
+        for locale in ("zh-Hans", "en"):
+            retrieve(query="热身 warm up", locale=locale)
+            faq_match(question="热身 warm up", locale=locale)
+    except Exception:
+        # A first question will load it (and say what is wrong) all the same.
+        logger.exception("Warming up retrieval failed")
+        return
+    logger.info("Retrieval warmed up in %.1f s", time.monotonic() - started)
