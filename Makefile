@@ -61,10 +61,12 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 # Replies under load in the production shape (daphne, a Celery worker, PostgreSQL, its own Redis, a
-# paced model server), then image preprocessing; both write docs/benchmarks.md. BENCH_ARGS=--quick
-# for a short run; BENCH_DATABASE_URL / BENCH_REDIS_URL override the database and Redis it uses.
+# paced model server), then image preprocessing, then retrieval quality and speed on the demo knowledge
+# base; each writes its sections of docs/benchmarks.md. BENCH_ARGS=--quick for a short run of the
+# replies; BENCH_DATABASE_URL / BENCH_REDIS_URL override the database and Redis it uses.
 BENCH_ARGS ?=
-bench:
+bench: install
 	@bash scripts/ensure_services.sh
 	$(PY) bench/replies.py $(BENCH_ARGS)
 	$(PY) bench/images.py
+	$(PY) -m bench.retrieval --write-docs
