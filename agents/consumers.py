@@ -238,7 +238,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             return
         self.typing_relayed_at[key] = now
         event = events.agent_typing_event(
-            conversation_id=conversation_id, agent=self.user, sender=self.channel_name
+            conversation_id=conversation_id, agent=self.user, sender=self.channel_name, internal=internal
         )
         # A note being written is shown to colleagues only.
         group = (
@@ -274,7 +274,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json(
             events.typing_frame(
-                conversation_id=event["conversation"], who="agent", agent_name=event["agent"]["name"]
+                conversation_id=event["conversation"],
+                who="agent",
+                agent_name=event["agent"]["name"],
+                internal=event.get("internal", False),
             )
         )
 

@@ -28,6 +28,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from agents import serializers
+from conversations import events as conversations_events
 from conversations.events import conversation_group
 from conversations.models import Message, Ticket
 from conversations.serializers import message_data
@@ -55,9 +56,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Every console socket joins it. The conversations app says a handoff happened by sending
-# `queue_changed_event()` to this name (it cannot import agents, so it spells the name itself).
-AGENTS_QUEUE_GROUP = "agents-queue"
+# Every console socket joins it: conversations' name for it, since the handoff service there says
+# a conversation joined the waiting list by sending `queue_changed_event()` to it.
+AGENTS_QUEUE_GROUP = conversations_events.AGENTS_QUEUE_GROUP
 
 # A typing frame is relayed at most once per this many seconds per socket and conversation; a client
 # shows the indicator for TYPING_SHOWN_SECONDS after the last one it got, so a steady typist keeps it lit.
@@ -93,14 +94,22 @@ def agent_message_event(message: Message) -> dict[str, Any]:
     }
 
 
-def agent_typing_event(*, conversation_id: uuid.UUID, agent: Any, sender: str) -> dict[str, Any]:
-    """The agent is typing; `sender` (a channel name) is stripped before any socket sends it on."""
-    return {
+def agent_typing_event(
+    *, conversation_id: uuid.UUID, agent: Any, sender: str, internal: bool = False
+) -> dict[str, Any]:
+    """The agent is typing; `sender` (a channel name) is stripped before any socket sends it on.
+
+    `internal` (writing a note) is sent to the agents' group only, and says so to colleagues.
+    """
+    event: dict[str, Any] = {
         "type": "agent.typing",
         "conversation": str(conversation_id),
         "agent": {"name": serializers.display_name(agent)},
         "sender": sender,
     }
+    if internal:
+        event["internal"] = True
+    return event
 
 
 def conversation_resolved_event(*, conversation_id: uuid.UUID, notice: Message | None) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def agent_left_event(*, conversation_id: uuid.UUID, agent: Any, notice: Message 
 
 def queue_changed_event() -> dict[str, Any]:
     """The waiting list changed (a handoff, a claim, a resolve): each console socket reads it again."""
-    return {"type": "queue.changed"}
+    return conversations_events.queue_changed_event()
 
 
 def queue_updated_frame(
@@ -161,11 +170,15 @@ def ticket_updated_event(*, conversation_id: uuid.UUID, ticket: Ticket) -> dict[
     }
 
 
-def typing_frame(*, conversation_id: str, who: str, agent_name: str | None = None) -> dict[str, Any]:
+def typing_frame(
+    *, conversation_id: str, who: str, agent_name: str | None = None, internal: bool = False
+) -> dict[str, Any]:
     """Someone is typing in an open conversation: `from` is "customer" or "agent" (a colleague)."""
     frame: dict[str, Any] = {"type": "typing", "conversation": conversation_id, "from": who}
     if agent_name is not None:
         frame["agent"] = {"name": agent_name}
+    if internal:
+        frame["internal"] = True
     return frame
 
 

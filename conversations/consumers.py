@@ -36,6 +36,8 @@ EVENTS_WITHOUT_DATABASE = frozenset(
         "reply.delta",
         "reply.done",
         "reply.error",
+        # A handoff another trigger opened (conversations/handoff_rules.py).
+        "handoff.started",
         # From the agent console (agents/events.py builds them): passed on, or ignored, as they come.
         "agent.joined",
         "agent.message",
@@ -380,6 +382,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     # Events from the agent console (agents/events.py), passed on to the customer as they are, less
     # the sender's channel name. An internal note is never sent to this group; the check below is the
     # second lock on that door.
+
+    async def handoff_started(self, event: dict[str, Any]) -> None:
+        """A handoff this socket did not ask for (a phrase, the model's tool, ratings): said as it is."""
+        await self.send_json(event)
 
     async def agent_joined(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

@@ -56,6 +56,7 @@ urlpatterns = [
     path("chat/", chat_page, name="chat"),
     path("favicon.ico", favicon, name="favicon"),
     path("api/widget/", include("conversations.urls")),
+    path("api/agent/", include("agents.urls")),
     path("kb/", include("knowledge.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
