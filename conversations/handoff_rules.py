@@ -288,7 +288,21 @@ def _handoff_sentence(*, conversation: Conversation, status: HandoffStatus, now:
 
 
 def handoff_started_payload(*, ticket: Ticket, notice: Message | None = None) -> dict[str, Any]:
-    """The handoff.started frame for this ticket now (reads the queue: call it off the event loop)."""
+    """The handoff.started frame for this ticket now (reads the database: call it off the event loop).
+
+    Without `notice`, the system message the handoff saved is looked up (the latest since the ticket).
+    """
+    if notice is None:
+        notice = (
+            Message.objects.filter(
+                conversation_id=ticket.conversation_id,
+                role=Message.Role.SYSTEM,
+                created_at__gte=ticket.created_at,
+            )
+            .order_by("id")
+            .prefetch_related("attachments")
+            .first()
+        )
     return events.handoff_started_frame(
         ticket_id=ticket.pk, status=handoff_status_get(ticket=ticket), notice=notice
     )

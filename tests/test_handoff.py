@@ -457,7 +457,11 @@ def test_inside_hours_the_widget_sentence_is_saved(frozen_now: Callable[[datetim
         conversation.messages.get(role=Message.Role.SYSTEM).text
         == "A person will join this conversation shortly."
     )
-    assert handoff_rules.handoff_started_payload(ticket=ticket)["business_hours_open"] is True
+    payload = handoff_rules.handoff_started_payload(ticket=ticket)
+    assert payload["business_hours_open"] is True
+    # The consumer answering the button gets the saved notice too, as a reload shows it.
+    assert payload["message"]["text"] == "A person will join this conversation shortly."
+    assert payload["message"]["role"] == "system"
 
 
 def test_the_demo_hours_are_loaded_once_and_never_over_an_operators() -> None:
