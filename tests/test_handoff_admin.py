@@ -38,7 +38,7 @@ def settings_form(**changes: Any) -> dict[str, Any]:
 
 def test_the_settings_list_opens_the_add_form_then_the_one_row(admin_client_logged_in: Client) -> None:
     assert (
-        admin_client_logged_in.get("/admin/agents/handoffsettings/").url
+        admin_client_logged_in.get("/admin/agents/handoffsettings/")["Location"]
         == "/admin/agents/handoffsettings/add/"
     )
 
@@ -51,7 +51,7 @@ def test_the_settings_list_opens_the_add_form_then_the_one_row(admin_client_logg
     saved = HandoffSettings.objects.get()
     assert (saved.pk, saved.thumbs_down_trigger_enabled, saved.knowledge_miss_turns) == (1, False, 3)
     assert (
-        admin_client_logged_in.get("/admin/agents/handoffsettings/").url
+        admin_client_logged_in.get("/admin/agents/handoffsettings/")["Location"]
         == "/admin/agents/handoffsettings/1/change/"
     )
 
