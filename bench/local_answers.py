@@ -183,8 +183,11 @@ def in_language(text: str, locale: str) -> bool:
 
 
 def is_grounded(source: str, citations: list[dict[str, Any]]) -> bool:
-    """From the knowledge base: an FAQ answer, a quoted passage, or a reply that cites an article."""
-    return source in {"faq", "knowledge"} or bool(citations)
+    """From the knowledge base: an FAQ answer, or a quoted passage or reply that cites an article.
+
+    A "knowledge" reply without a citation is the sentence that says nothing was found.
+    """
+    return source == "faq" or bool(citations)
 
 
 def is_relevant(question: Question, source: str, text: str, citations: list[dict[str, Any]]) -> bool:

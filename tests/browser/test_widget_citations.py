@@ -290,6 +290,22 @@ def test_it_shows_a_quoted_passage_with_its_source(
     expect(reloaded.get_by_test_id("citation-link")).to_have_attribute("href", absolute(platform, citation))
 
 
+def test_it_labels_no_source_when_nothing_was_found(browser: Browser, platform: Platform) -> None:
+    sentence = "Sorry, I could not find anything about this in our help center."
+    platform.inference.enqueue(Script(tokens=[sentence]))
+    page = open_chat(browser, platform, locale="en", viewport=DESKTOP)
+    # Quote mode's "nothing found" sentence: saved as source "knowledge", citing nothing.
+    rewrite_reply_done(page, lambda message: message.update(source="knowledge", citations=[]))
+    start(page, platform)
+
+    send(page, "Do you sell cars?")
+
+    reply = last_reply(page)
+    expect(reply.get_by_test_id("message-text")).to_have_text(sentence)
+    expect(reply.get_by_test_id("source-label")).to_have_count(0)
+    expect(reply.get_by_test_id("citations")).to_have_count(0)
+
+
 def test_it_keeps_hostile_citations_inert(browser: Browser, platform: Platform) -> None:
     hostile = [
         {"article": 1, "title": "<img src=x onerror=alert(1)>", "anchor": "", "url": "javascript:alert(2)"},

@@ -295,9 +295,11 @@ export function renderReplyText(entry) {
 }
 
 // A discreet note of where an answer came from when no model wrote it: an FAQ entry, or a passage
-// quoted from the knowledge base.
+// quoted from the knowledge base (with its citation: without one, the reply is the sentence saying
+// that nothing was found, which comes from no article).
 export function renderSourceLabel(entry) {
-  const text = entry.source === "faq" ? t("fromFaq") : entry.source === "knowledge" ? t("fromKnowledge") : null;
+  const quoted = entry.source === "knowledge" && entry.citations.length > 0;
+  const text = entry.source === "faq" ? t("fromFaq") : quoted ? t("fromKnowledge") : null;
   if (!text) return null;
   return h("span", { class: "cs-source-label", testid: "source-label", "data-source": entry.source, text });
 }
