@@ -240,7 +240,10 @@ def transcript_html(conversation: Conversation) -> SafeString:
         )
         details = []
         if message.role == Message.Role.ASSISTANT:
-            if message.source in SOURCE_LABELS:
+            if message.source == Message.Source.KNOWLEDGE and not message.citations:
+                # Quote mode had no passage to quote: the reply is its "nothing found" sentence.
+                details.append("the nothing-found sentence (no model)")
+            elif message.source in SOURCE_LABELS:
                 details.append(SOURCE_LABELS[message.source])
             if message.model:
                 details.append(message.model)

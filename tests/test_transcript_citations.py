@@ -76,12 +76,18 @@ def test_it_lists_a_replys_citations_as_links_to_the_articles_pages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "label"),
-    [("faq", "FAQ answer (no model)"), ("knowledge", "quoted from the knowledge base (no model)")],
+    ("source", "citations", "label"),
+    [
+        ("faq", [], "FAQ answer (no model)"),
+        ("knowledge", CITATIONS[:1], "quoted from the knowledge base (no model)"),
+        ("knowledge", [], "the nothing-found sentence (no model)"),
+    ],
 )
-def test_it_says_when_no_model_wrote_a_reply(source: str, label: str) -> None:
+def test_it_says_when_no_model_wrote_a_reply(
+    source: str, citations: list[dict[str, Any]], label: str
+) -> None:
     conversation = ConversationFactory()
-    reply(conversation, source=source)
+    reply(conversation, source=source, citations=citations)
 
     html = transcript_html(conversation)
 
