@@ -32,7 +32,10 @@ CLOSE_CODE_NOT_AN_AGENT = 4403
 
 # Events from the conversation's group that are for the customer: the console gets its own view of
 # them through the agents' group (ticket.updated, conversation.message) instead.
-CUSTOMER_ONLY_EVENTS = frozenset({"agent.joined", "agent.message", "reply.delta"})
+CUSTOMER_ONLY_EVENTS = frozenset({"agent.joined", "agent.message"})
+
+# How many replies a socket remembers the conversation of (to name it on their deltas).
+REPLIES_REMEMBERED = 50
 
 
 def _queue_frame(user: Any) -> dict[str, Any]:
@@ -68,6 +71,11 @@ def _may_type_to_customer(conversation_id: uuid.UUID, user: Any) -> bool:
     return ticket is not None and (ticket.assignee_id == user.pk or user_is_supervisor(user))
 
 
+def _reply_conversation_get(reply_id: int) -> str | None:
+    message = selectors.message_for_agents_get(message_id=reply_id)
+    return str(message.conversation_id) if message is not None else None
+
+
 def _message_event(message_id: int) -> dict[str, Any] | None:
     message = selectors.message_for_agents_get(message_id=message_id)
     if message is None or message.internal:
@@ -95,6 +103,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     open_conversations: set[str]
     # When this socket last relayed a typing frame, per conversation (monotonic seconds).
     typing_relayed_at: dict[str, float]
+    # The conversation of each assistant reply whose deltas this socket passed on (their events name
+    # only the reply): looked up once per reply, not once per delta.
+    reply_conversations: dict[int, str | None]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, except that an event this console has no use for is dropped: a group
@@ -107,6 +118,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope.get("user")
         self.open_conversations = set()
         self.typing_relayed_at = {}
+        self.reply_conversations = {}
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_CODE_NOT_AUTHENTICATED)
@@ -301,6 +313,19 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         frame = await database_sync_to_async(_message_event)(event["reply_id"])
         if frame is not None and frame["conversation"] in self.open_conversations:
             await self.send_json(frame)
+
+    async def reply_delta(self, event: dict[str, Any]) -> None:
+        """The assistant's reply streaming in an open conversation (one a supervisor watches, say)."""
+        reply_id = event["reply_id"]
+        if reply_id not in self.reply_conversations:
+            if len(self.reply_conversations) >= REPLIES_REMEMBERED:
+                self.reply_conversations.pop(next(iter(self.reply_conversations)))
+            self.reply_conversations[reply_id] = await database_sync_to_async(_reply_conversation_get)(
+                reply_id
+            )
+        conversation_id = self.reply_conversations[reply_id]
+        if conversation_id is not None and conversation_id in self.open_conversations:
+            await self.send_json({**event, "conversation": conversation_id})
 
     async def reply_done(self, event: dict[str, Any]) -> None:
         await self._reply_finished(event)

@@ -18,6 +18,7 @@ from conversations import services
 from conversations.models import Conversation, Message, Ticket
 from cs_platform.asgi import application
 from tests import factories
+from tests.scripted_inference import Script, ScriptedInferenceServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -457,3 +458,71 @@ async def test_it_counts_the_ticket_only_once_in_the_database_after_claim_and_re
     assert tickets == ["resolved"]
     # The handoff's notice and the hand-back's.
     assert notices == 2
+
+
+# --- the assistant, seen from the console ------------------------------------------------------------
+
+
+async def test_it_streams_the_assistants_reply_to_an_agent_watching_the_conversation(
+    live_replies: ScriptedInferenceServer,
+):
+    live_replies.enqueue(Script(tokens=["Hel", "lo"], token_delay=0.05))
+    conversation = await database_sync_to_async(ConversationFactory)()
+    _, session = await make_agent(group="Supervisor")
+    agent, _ = await connected_agent(session)
+    await open_conversation(agent, conversation)
+    customer, _ = await customer_socket(conversation)
+
+    await customer.send_json_to({"type": "message", "client_id": str(uuid.uuid4()), "text": "Where is it?"})
+    accepted = await customer.receive_json_from(timeout=5)
+    frames = [await receive_type(agent, "conversation.message")]
+    while True:
+        frame = await agent.receive_json_from(timeout=10)
+        frames.append(frame)
+        if frame["type"] == "conversation.message":
+            break
+
+    reply_id = accepted["reply_id"]
+    deltas = [frame for frame in frames if frame["type"] == "reply.delta"]
+    assert frames[0]["message"]["text"] == "Where is it?"
+    assert "".join(delta["text"] for delta in deltas) == "Hello"
+    assert {(delta["conversation"], delta["reply_id"]) for delta in deltas} == {
+        (str(conversation.pk), reply_id)
+    }
+    assert [delta["seq"] for delta in deltas] == list(range(len(deltas)))
+    assert frames[-1]["message"]["id"] == reply_id
+    assert (frames[-1]["message"]["role"], frames[-1]["message"]["text"]) == ("assistant", "Hello")
+    await customer.disconnect()
+    await agent.disconnect()
+
+
+async def test_it_keeps_internal_notes_out_of_the_assistants_prompt_after_a_hand_back(
+    live_replies: ScriptedInferenceServer,
+):
+    live_replies.enqueue(Script(tokens=["Sure", "."]))
+    conversation = await handed_off()
+    _, session = await make_agent()
+    await agent_post(session, f"/api/agent/conversations/{conversation.pk}/claim")
+    await agent_post(
+        session,
+        f"/api/agent/conversations/{conversation.pk}/messages",
+        {"text": "Internal: customer flagged for abuse", "internal": True},
+    )
+    await agent_post(
+        session, f"/api/agent/conversations/{conversation.pk}/messages", {"text": "Refund sent."}
+    )
+    handed_back = await agent_post(session, f"/api/agent/conversations/{conversation.pk}/handback")
+    customer, ready = await customer_socket(conversation)
+
+    await customer.send_json_to(
+        {"type": "message", "client_id": str(uuid.uuid4()), "text": "Thanks, and the invoice?"}
+    )
+    while (await customer.receive_json_from(timeout=10))["type"] != "reply.done":
+        pass
+
+    assert handed_back.status_code == 200
+    assert "Internal: customer flagged for abuse" not in [message["text"] for message in ready["messages"]]
+    prompt = json.dumps(live_replies.chat_requests[-1].json["messages"], ensure_ascii=False)
+    assert "Refund sent." in prompt
+    assert "Internal: customer flagged for abuse" not in prompt
+    await customer.disconnect()
