@@ -426,3 +426,36 @@ def test_it_shows_sources_and_the_unanswered_mark_in_the_admin_transcript(
     ]
     expect(admin.locator(".transcript-unanswered")).to_have_count(1)
     admin.locator(".field-transcript").screenshot(path=str(screenshots / "admin-transcript-citations.png"))
+
+
+def test_it_links_to_the_platform_from_a_page_of_another_origin(
+    browser: Browser, platform: Platform, host_page_server: tuple[str, Path], screenshots: Path
+) -> None:
+    host_url, host_root = host_page_server
+    (host_root / "index.html").write_text(
+        "<!doctype html><html><head><title>Acme Store</title></head><body><h1>Acme Store</h1>"
+        f'<script src="{platform.url}/static/widget/embed.js" data-lang="zh-Hans"></script></body></html>'
+    )
+    citations = published_articles("zh-Hans")
+    platform.inference.enqueue(Script(tokens=[REPLIES["zh-Hans"]]))
+    page = browser.new_page(viewport=DESKTOP)
+    # The frame's socket is the page's too: Playwright routes it like any other.
+    rewrite_reply_done(page, lambda message: message.update(citations=citations, source="model"))
+    page.goto(f"{host_url}/index.html")
+    page.get_by_test_id("launcher").click()
+    frame = page.frame_locator('[data-testid="widget-frame"]')
+    expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
+    frame.get_by_test_id("composer-input").fill(QUESTIONS["zh-Hans"])
+    # Keys typed into a cross-origin iframe are sometimes lost by Playwright: click Send instead.
+    frame.get_by_test_id("send-button").click()
+
+    reply = frame.locator('[data-testid="message"][data-role="assistant"][data-status="complete"]').last
+    links = reply.get_by_test_id("citation-link")
+    expect(links).to_have_count(2, timeout=45_000)
+    # On the platform's origin, not the host page's.
+    expected = [absolute(platform, citation) for citation in citations]
+    assert links.evaluate_all("links => links.map(link => link.href)") == expected
+    assert not host_url.startswith(platform.url)
+    markers = reply.get_by_test_id("citation-marker")
+    assert markers.evaluate_all("links => links.map(link => link.href)") == expected
+    page.screenshot(path=str(screenshots / "citations-embedded-zh-Hans.png"))
