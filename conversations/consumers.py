@@ -283,6 +283,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                     "message": message_data(posted.message),
                 }
             )
+            if posted.reply is None:
+                # Nobody answers automatically (a person has it, or it just went to one): the waiting
+                # list's last message changed, so the agents' queues are read again.
+                await self._group_send_best_effort(
+                    events.queue_changed_event(), group=events.AGENTS_QUEUE_GROUP
+                )
 
     async def frame_typing(self, frame: dict[str, Any]) -> None:
         """The customer is typing: the agents that opened the conversation are told (rate-limited)."""
@@ -298,10 +304,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             {"type": "customer.typing", "conversation": str(self.conversation.pk)}
         )
 
-    async def _group_send_best_effort(self, event: dict[str, Any]) -> None:
+    async def _group_send_best_effort(self, event: dict[str, Any], *, group: str | None = None) -> None:
         assert self.conversation is not None
         try:
-            await self.channel_layer.group_send(events.conversation_group(self.conversation.pk), event)
+            await self.channel_layer.group_send(
+                group or events.conversation_group(self.conversation.pk), event
+            )
         except Exception as error:
             # What the customer sent is saved; the console reads it from the REST API when it reloads.
             logger.warning(

@@ -203,6 +203,22 @@ async def test_it_takes_a_claimed_conversation_off_the_other_agents_queue():
     await theirs.disconnect()
 
 
+async def test_it_updates_the_queue_when_a_waiting_customer_writes_again():
+    conversation = await handed_off()
+    _, session = await make_agent()
+    agent, before = await connected_agent(session)
+    customer, _ = await customer_socket(conversation)
+
+    await customer.send_json_to({"type": "message", "client_id": str(uuid.uuid4()), "text": "Hello? Anyone?"})
+    updated = await receive_type(agent, "queue.updated")
+
+    assert before["conversations"][0]["last_message"]["text"] == "My parcel never arrived."
+    assert [row["id"] for row in updated["conversations"]] == [str(conversation.pk)]
+    assert updated["conversations"][0]["last_message"]["text"] == "Hello? Anyone?"
+    await customer.disconnect()
+    await agent.disconnect()
+
+
 async def test_it_sends_the_queue_again_when_asked():
     await handed_off()
     _, session = await make_agent()
