@@ -310,6 +310,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     async def _reply_finished(self, event: dict[str, Any]) -> None:
         # An assistant reply ended in an open conversation: its event names no conversation, the
         # saved message does.
+        self.reply_conversations.pop(event["reply_id"], None)
         frame = await database_sync_to_async(_message_event)(event["reply_id"])
         if frame is not None and frame["conversation"] in self.open_conversations:
             await self.send_json(frame)

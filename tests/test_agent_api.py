@@ -13,7 +13,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations import services
@@ -273,6 +275,32 @@ def test_it_lists_mine_and_all():
     }
     assert [row["id"] for row in all_body["conversations"]] == [str(theirs.pk), str(mine.pk), str(waiting.pk)]
     assert all_body["counts"] == {"waiting": 1, "mine": 1}
+
+
+def test_it_reads_a_queue_in_the_same_number_of_queries_however_long_it_is():
+    client = AgentClient(make_user())
+
+    def queries_for_queue() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/api/agent/conversations", queue="all").status_code == 200
+        return len(queries)
+
+    for _ in range(2):
+        handed_off()
+    short = queries_for_queue()
+    author = make_user()
+    for number in range(4):
+        conversation = handed_off()
+        if number % 2:
+            # Last messages with an image, and ones with an author: loaded in bulk, not per row.
+            photo = attachment_for(conversation)
+            photo.message = MessageFactory(conversation=conversation)
+            photo.save(update_fields=["message"])
+        else:
+            MessageFactory(conversation=conversation, role=Message.Role.AGENT, author=author, internal=True)
+    long = queries_for_queue()
+
+    assert long == short
 
 
 def test_it_refuses_an_unknown_queue():
