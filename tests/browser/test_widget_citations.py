@@ -442,6 +442,10 @@ def test_it_links_to_the_platform_from_a_page_of_another_origin(
     # The frame's socket is the page's too: Playwright routes it like any other.
     rewrite_reply_done(page, lambda message: message.update(citations=citations, source="model"))
     page.goto(f"{host_url}/index.html")
+    page.evaluate("""() => {
+        window.repliesDone = [];
+        window.addEventListener('cswidget:reply.done', event => window.repliesDone.push(event.detail));
+    }""")
     page.get_by_test_id("launcher").click()
     frame = page.frame_locator('[data-testid="widget-frame"]')
     expect(frame.get_by_test_id("composer-input")).to_be_visible(timeout=15_000)
@@ -459,3 +463,7 @@ def test_it_links_to_the_platform_from_a_page_of_another_origin(
     markers = reply.get_by_test_id("citation-marker")
     assert markers.evaluate_all("links => links.map(link => link.href)") == expected
     page.screenshot(path=str(screenshots / "citations-embedded-zh-Hans.png"))
+    # The host page hears of the reply with the same absolute links.
+    page.wait_for_function("() => window.repliesDone.length === 1")
+    heard = page.evaluate("() => window.repliesDone[0].citations.map(citation => citation.url)")
+    assert heard == expected

@@ -6,7 +6,8 @@
 import { ensureConversation } from "./api.js";
 import { bridge } from "./bridge.js";
 import { renderDrafts, sendMessage } from "./composer.js";
-import { RECENT_MESSAGE_MS } from "./config.js";
+import { RECENT_MESSAGE_MS, config } from "./config.js";
+import { absoluteHttpUrl } from "./dom.js";
 import { maybeOfferCsat, onCsatSaved, onFeedbackSaved } from "./feedback.js";
 import { onAgentJoined, onAgentMessage, onHandoffStarted } from "./handoff.js";
 import { assistantTitle, joinSentences, strings, t } from "./messages.js";
@@ -461,7 +462,10 @@ export function onReplyDone(frame) {
   if (wasFinished) return;
   const spoken = entry.textElement ? entry.textElement.textContent.trim() : entry.text;
   if (spoken) announce(t("announceReply", { name: assistantTitle(), text: spoken }));
-  bridge.emit("reply.done", { id: entry.id, text: entry.text, status: entry.status, citations: entry.citations });
+  // The host page is another origin: its citations' links are given absolute, on the platform.
+  const citations = entry.citations.map((citation) => Object.assign({}, citation,
+    { url: absoluteHttpUrl(citation && citation.url, `${config.platformOrigin}/`) }));
+  bridge.emit("reply.done", { id: entry.id, text: entry.text, status: entry.status, citations });
   bridge.noteIncoming();
   if (entry.status === "complete") {
     state.completedRepliesThisVisit += 1;
