@@ -24,6 +24,7 @@ from agents.serializers import (
     queue_item_data,
     ticket_data,
 )
+from agents.services import TicketAlreadyClaimed
 from conversations.api import RATE_WINDOW_SECONDS, RATELIMIT_KEY, ApiError
 from conversations.errors import ServiceError
 from conversations.models import Conversation
@@ -163,6 +164,12 @@ class ClaimApi(AgentApiView):
         try:
             outcome = console.conversation_claim(
                 conversation=self.conversation(conversation_id), agent=request.user
+            )
+        except TicketAlreadyClaimed as error:
+            # The loser sees who has it: named in the detail, and as an agent for the console to show.
+            return Response(
+                {"code": error.code, "detail": error.detail, "assignee": agent_data(error.holder)},
+                status=status.HTTP_409_CONFLICT,
             )
         except ServiceError as error:
             raise _service_error(error) from error

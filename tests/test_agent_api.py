@@ -407,8 +407,11 @@ def test_it_answers_409_already_claimed_naming_who_has_it():
     response = AgentClient(make_user()).post(url(conversation, "claim"))
 
     assert response.status_code == 409
-    assert response.json()["code"] == "already_claimed"
-    assert "Wang Fang" in response.json()["detail"]
+    assert response.json() == {
+        "code": "already_claimed",
+        "detail": "Wang Fang has this conversation.",
+        "assignee": {"id": first.pk, "username": first.username, "name": "Wang Fang"},
+    }
     assert Ticket.objects.get(conversation=conversation).assignee == first
 
 
