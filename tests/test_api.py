@@ -430,14 +430,15 @@ def test_it_lists_a_failed_reply_with_its_error_in_the_conversations_language() 
 
 def test_it_lists_system_and_agent_messages_in_order() -> None:
     conversation = ConversationFactory(locale="zh-Hans")
-    services.message_post(conversation=conversation, text="我要人工")
+    # Not a phrase that asks for a person (that hands off by itself, with no reply): the button does.
+    services.message_post(conversation=conversation, text="订单到哪了？")
     services.handoff_request(conversation=conversation, reason="asked for a person")
     MessageFactory(conversation=conversation, role=Message.Role.AGENT, text="您好，我是小王。")
 
     response = Client().get(messages_url(conversation), HTTP_AUTHORIZATION=f"Bearer {conversation.token}")
 
     assert [(m["role"], m["text"]) for m in response.json()["messages"]] == [
-        ("customer", "我要人工"),
+        ("customer", "订单到哪了？"),
         ("assistant", ""),
         ("system", "已为您转接人工客服，请稍候。"),
         ("agent", "您好，我是小王。"),
