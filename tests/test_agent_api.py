@@ -446,8 +446,11 @@ def test_it_lets_exactly_one_of_two_agents_racing_claim_a_ticket():
     responses: list[Any] = [None, None]
 
     def claim(index: int) -> None:
-        barrier.wait()
-        responses[index] = clients[index].post(url(conversation, "claim"))
+        try:
+            barrier.wait()
+            responses[index] = clients[index].post(url(conversation, "claim"))
+        finally:
+            connection.close()  # this thread's own connection, so the test database can be dropped
 
     threads = [threading.Thread(target=claim, args=(index,)) for index in range(2)]
     for thread in threads:
