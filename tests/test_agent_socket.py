@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from conversations import services
+from conversations.events import AGENTS_QUEUE_GROUP
 from conversations.models import Conversation, Message, Ticket
 from cs_platform.asgi import application
 from tests import factories
@@ -542,3 +544,20 @@ async def test_it_keeps_internal_notes_out_of_the_assistants_prompt_after_a_hand
     assert "Refund sent." in prompt
     assert "Internal: customer flagged for abuse" not in prompt
     await customer.disconnect()
+
+
+async def test_it_sends_the_queue_and_open_conversations_again_after_the_channel_layer_came_back():
+    conversation = await handed_off()
+    _, session = await make_agent()
+    agent, before = await connected_agent(session)
+    await open_conversation(agent, conversation)
+
+    # What the resilient layer hands each of its channels once Redis answers again.
+    await get_channel_layer().group_send(AGENTS_QUEUE_GROUP, {"type": "layer.rejoined"})
+    queue = await agent.receive_json_from(timeout=5)
+    opened = await agent.receive_json_from(timeout=5)
+
+    assert queue == before
+    assert opened["type"] == "conversation.opened"
+    assert opened["conversation"]["id"] == str(conversation.pk)
+    await agent.disconnect()
