@@ -100,9 +100,7 @@ async def open_conversation(
     communicator: WebsocketCommunicator, conversation: Conversation
 ) -> dict[str, Any]:
     await communicator.send_json_to({"type": "open", "conversation": str(conversation.pk)})
-    opened = await communicator.receive_json_from(timeout=5)
-    assert opened["type"] == "conversation.opened"
-    return opened
+    return await receive_type(communicator, "conversation.opened")
 
 
 async def receive_type(communicator: WebsocketCommunicator, frame_type: str) -> dict[str, Any]:
@@ -560,4 +558,36 @@ async def test_it_sends_the_queue_and_open_conversations_again_after_the_channel
     assert queue == before
     assert opened["type"] == "conversation.opened"
     assert opened["conversation"]["id"] == str(conversation.pk)
+    await agent.disconnect()
+
+
+async def test_it_sends_the_customer_nothing_of_internal_notes_through_a_whole_handoff():
+    conversation = await handed_off()
+    _, session = await make_agent(first_name="Mei", last_name="Lin")
+    customer, _ = await customer_socket(conversation)
+    agent, _ = await connected_agent(session)
+    base = f"/api/agent/conversations/{conversation.pk}"
+
+    await agent_post(session, f"{base}/claim")
+    await agent_post(session, f"{base}/messages", {"text": "NOTE-ONE checked the courier", "internal": True})
+    await open_conversation(agent, conversation)
+    await agent.send_json_to({"type": "typing", "conversation": str(conversation.pk), "internal": True})
+    await agent_post(session, f"{base}/messages", {"text": "Your parcel is on its way."})
+    await agent_post(session, f"{base}/messages", {"text": "NOTE-TWO refund if late", "internal": True})
+    await agent_post(session, f"{base}/resolve")
+    frames = []
+    while not frames or frames[-1]["type"] != "conversation.resolved":
+        frames.append(await customer.receive_json_from(timeout=5))
+    await assert_customer_got_nothing_more(customer)
+    await customer.disconnect()
+    customer, ready = await customer_socket(conversation)
+    history = await widget_history(conversation)
+
+    assert [frame["type"] for frame in frames] == ["agent.joined", "agent.message", "conversation.resolved"]
+    customer_facing = json.dumps([frames, ready, history], ensure_ascii=False)
+    assert "NOTE-ONE" not in customer_facing
+    assert "NOTE-TWO" not in customer_facing
+    assert '"internal"' not in customer_facing
+    assert "Your parcel is on its way." in json.dumps(history)
+    await customer.disconnect()
     await agent.disconnect()
