@@ -575,7 +575,7 @@ async def test_it_sends_the_customer_nothing_of_internal_notes_through_a_whole_h
     await agent_post(session, f"{base}/messages", {"text": "Your parcel is on its way."})
     await agent_post(session, f"{base}/messages", {"text": "NOTE-TWO refund if late", "internal": True})
     await agent_post(session, f"{base}/resolve")
-    frames = []
+    frames: list[dict[str, Any]] = []
     while not frames or frames[-1]["type"] != "conversation.resolved":
         frames.append(await customer.receive_json_from(timeout=5))
     await assert_customer_got_nothing_more(customer)
