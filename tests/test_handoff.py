@@ -556,3 +556,55 @@ def test_a_wait_started_now_counts_from_now(frozen_now: Callable[[datetime], Non
     schedule = handoff_rules.team_schedule_get()
 
     assert schedule.business_seconds_between(at, at + timedelta(minutes=3)) == 180
+
+
+@pytest.mark.parametrize(
+    ("opens_at", "locale", "sentence_start"),
+    [
+        (
+            datetime(2026, 12, 4, 9, 0, tzinfo=SHANGHAI),
+            "en",
+            "Our team is back at 09:00 today (Beijing time).",
+        ),
+        (
+            datetime(2026, 12, 7, 9, 30, tzinfo=SHANGHAI),
+            "en",
+            "Our team is back on Monday at 09:30 (Beijing time).",
+        ),
+        (
+            datetime(2026, 12, 25, 9, 0, tzinfo=SHANGHAI),
+            "en",
+            "Our team is back on 25 December at 09:00 (Beijing time).",
+        ),
+        (datetime(2026, 12, 7, 9, 30, tzinfo=SHANGHAI), "zh-Hans", "人工客服将于 周一 09:30（北京时间）上线"),
+        (
+            datetime(2026, 12, 25, 9, 0, tzinfo=SHANGHAI),
+            "zh-Hans",
+            "人工客服将于 12月25日 09:00（北京时间）上线",
+        ),
+        (None, "en", "Our team is away for now."),
+        (None, "zh-Hans", "人工客服暂未上线"),
+    ],
+)
+def test_it_says_when_the_team_is_back_in_words(
+    opens_at: datetime | None, locale: str, sentence_start: str
+) -> None:
+    # Friday 2026-12-04, 06:00 Beijing time.
+    now = datetime(2026, 12, 4, 6, 0, tzinfo=SHANGHAI)
+
+    sentence = handoff_rules.team_back_sentence(
+        opens_at=opens_at, now=now, time_zone="Asia/Shanghai", locale=locale
+    )
+
+    assert sentence.startswith(sentence_start)
+
+
+def test_a_zone_without_a_name_is_named_by_its_identifier() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    now = datetime(2026, 12, 4, 20, 0, tzinfo=berlin)
+
+    sentence = handoff_rules.team_back_sentence(
+        opens_at=datetime(2026, 12, 5, 8, 0, tzinfo=berlin), now=now, time_zone="Europe/Berlin", locale="en"
+    )
+
+    assert sentence.startswith("Our team is back at 08:00 tomorrow (Europe/Berlin).")
