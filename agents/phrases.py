@@ -25,13 +25,13 @@ __all__ = ["asks_for_a_person"]
 _PERSON = (
     r"(?:a |an |the |some |your |one of your )?"
     r"(?:real |live |actual |human |customer service |customer support |support )?"
-    r"(?:human(?: being)?|person|people|agent|representative|rep|operator|staff(?: member)?|someone|somebody"
+    r"(?:human(?: being)?|person|agent|representative|rep|operator|staff(?: member)?|someone|somebody"
     r"|manager|supervisor|customer service|customer support)"
 )
 # A verb asking for a person, then the person within a few words.
 _ENGLISH_REQUEST = re.compile(
     r"\b(?:talk|speak|chat|connect|transfer|put|get|want|need|give|let|escalate|reach|contact|call|switch"
-    r"|forward|bring|pass|request|prefer|see|have)\b"
+    r"|forward|bring|pass|request|prefer|see|(?:can|could|may) (?:i|we) have|help from|assistance from)\b"
     r"(?:[ ](?:me|us|to|with|through|for|over|in|on|touch|please|just|now|directly|straight|a|an|the)){0,5}"
     rf"[ ]{_PERSON}\b"
 )

@@ -47,6 +47,8 @@ ASKS_FOR_A_PERSON = [
     "This isn't helping. I want a person",
     "Why can't I talk to a human?",
     "Is there any way to reach a customer service representative?",
+    "I need help from a person",
+    "can i have a human",
 ]
 
 DOES_NOT_ASK = [
@@ -88,6 +90,10 @@ DOES_NOT_ASK = [
     "people say the battery lasts long",
     "Thanks, that helped!",
     "谢谢，已经解决了",
+    "we need people like you",
+    "I have a person here with me",
+    "Someone stole my parcel",
+    "talk to you later",
 ]
 
 
