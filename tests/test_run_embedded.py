@@ -392,7 +392,9 @@ async def _streaming_reply(base_url: str, var_dir: Path) -> tuple[Any, int]:
         base_url.replace("http", "ws") + conversation["ws_path"], origin=Origin(base_url)
     )
     await socket.send(json.dumps({"type": "hello", "token": conversation["token"]}))
-    await socket.send(json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": "Hello?"}))
+    await socket.send(
+        json.dumps({"type": "message", "client_id": str(uuid.uuid4()), "text": "What colour is the sky?"})
+    )
     async with asyncio.timeout(60):
         while True:
             frame = json.loads(await socket.recv())

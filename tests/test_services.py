@@ -164,7 +164,7 @@ def test_it_stops_replying_once_the_conversation_is_handed_off(
     django_capture_on_commit_callbacks: Any, enqueued_replies: list[int]
 ) -> None:
     conversation = ConversationFactory()
-    first = post(django_capture_on_commit_callbacks, conversation, "I want a person")
+    first = post(django_capture_on_commit_callbacks, conversation, "My parcel is late")
     services.handoff_request(conversation=conversation)
 
     second = post(django_capture_on_commit_callbacks, conversation, "Still waiting")
@@ -408,7 +408,7 @@ def test_it_stops_the_reply_in_progress_when_a_person_takes_over(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     conversation = ConversationFactory()
-    posted = post(django_capture_on_commit_callbacks, conversation, "I want a person")
+    posted = post(django_capture_on_commit_callbacks, conversation, "My parcel is late")
 
     with django_capture_on_commit_callbacks(execute=True):
         services.handoff_request(conversation=conversation, reason="asked")
