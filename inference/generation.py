@@ -49,7 +49,7 @@ from conversations.replies import (
 from inference import runtime
 from inference.client import ChatRequest, InferenceClient, StreamEvent
 from inference.errors import InferenceError, InferenceTimeout
-from inference.grounding import citations_from_text
+from inference.grounding import FenceTagFilter, citations_from_text
 from inference.prompts import InstantAnswer, instant_answer_find, prompt_build
 from knowledge.retrieval import Source
 
@@ -147,6 +147,8 @@ class ReplyGeneration:
     # Every delta's text, in order: the list the text-so-far in the cache mirrors.
     chunks: list[str] = field(default_factory=list)
     pending: str = ""
+    # The model's text goes through it before it is sent: the prompt's fence never reaches the customer.
+    fence_filter: FenceTagFilter = field(default_factory=FenceTagFilter)
     seq: int = -1
     model: str = ""
     prompt_tokens: int | None = None
@@ -301,6 +303,7 @@ class ReplyGeneration:
                 if self._apply(value):
                     token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
             elif kind == "end":
+                self.pending += self.fence_filter.flush()
                 return _End(ReplyOutcome.COMPLETE)
             elif kind == "error":
                 raise value
@@ -336,7 +339,7 @@ class ReplyGeneration:
         if self.first_token_at is None:
             self.first_token_at = timezone.now()
         self.chunks_received += 1
-        self.pending += event.text
+        self.pending += self.fence_filter.feed(event.text)
         return True
 
     async def _flush(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "CitableSource",
+    "FenceTagFilter",
     "citation_of",
     "citations_from_text",
     "cited_numbers",
@@ -178,3 +179,42 @@ UNANSWERED_SENTENCES = {
 def unanswered_sentence(locale: str) -> str:
     """The fixed "nothing found, a person can help" sentence in the conversation's language."""
     return UNANSWERED_SENTENCES.get(locale, UNANSWERED_SENTENCES["en"])
+
+
+# The prompt's fence as a small model echoes it (<sources>, </source>, < sources >), with the line
+# break after it.
+_ECHOED_FENCE = re.compile(r"<\s*/?\s*sources?\s*>[ \t]*\n?", re.IGNORECASE)
+_FENCE_TAGS = ("<sources>", "</sources>")
+# Longer than any spelling of a fence tag worth holding back ("< / sources >").
+_FENCE_PREFIX_MAX = 14
+
+
+def _could_become_fence(fragment: str) -> bool:
+    compact = re.sub(r"\s", "", fragment.lower())
+    return any(tag.startswith(compact) for tag in _FENCE_TAGS)
+
+
+class FenceTagFilter:
+    """Takes the prompt's `<sources>` fence tags out of a streamed reply, token by token.
+
+    A weak model sometimes repeats the tag that opened or closed its sources; the customer must never
+    see the prompt's scaffolding. A tag can arrive split over tokens ("<", "sour", "ces>"), so a text
+    that ends in what may be the start of one is held back until the next token says what it is.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """The part of `text` (after what was held back) that can be shown now."""
+        text = _ECHOED_FENCE.sub("", self._held + text)
+        self._held = ""
+        start = text.rfind("<")
+        if start != -1 and len(text) - start <= _FENCE_PREFIX_MAX and _could_become_fence(text[start:]):
+            text, self._held = text[:start], text[start:]
+        return text
+
+    def flush(self) -> str:
+        """What was held back, once the stream has ended (it was not a tag after all)."""
+        held, self._held = self._held, ""
+        return held

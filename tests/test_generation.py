@@ -127,6 +127,24 @@ async def generate(reply: Message, wait: float = 15) -> None:
 # --- a reply that streams to the end -----------------------------------------------------------------
 
 
+async def test_it_streams_and_saves_a_reply_without_the_prompts_fence_a_model_echoed(
+    scripted_inference: ScriptedInferenceServer,
+):
+    # A small model repeats the tag that fenced its sources, split over tokens as a tokenizer splits it.
+    scripted_inference.enqueue(Script(tokens=["Yes", " <", "sour", "ces>\n", "within 30 days", "</sources>"]))
+    reply = await queued_reply()
+    listener = await GroupListener.join(reply.conversation)
+
+    await generate(reply)
+
+    received = await listener.rest()
+    saved = await reload(reply)
+    deltas, done = received[:-1], received[-1]
+    assert_numbered(deltas, reply.pk)
+    assert "".join(delta["text"] for delta in deltas) == "Yes within 30 days"
+    assert (saved.text, done["message"]["text"]) == ("Yes within 30 days", "Yes within 30 days")
+
+
 async def test_it_saves_the_exact_tokens_with_usage_model_and_latencies(
     scripted_inference: ScriptedInferenceServer,
 ):

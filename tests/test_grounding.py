@@ -20,6 +20,7 @@ from conversations.models import Message
 from conversations.replies import ReplyOutcome
 from inference.generation import reply_generate
 from inference.grounding import (
+    FenceTagFilter,
     citation_of,
     citations_from_text,
     cited_numbers,
@@ -514,3 +515,31 @@ async def test_it_answers_unanswered_but_whole_before_any_index_is_built(
         [],
         True,
     )
+
+
+def _filtered(tokens: list[str]) -> list[str]:
+    fence_filter = FenceTagFilter()
+    shown = [fence_filter.feed(token) for token in tokens]
+    return [*shown, fence_filter.flush()]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "shown"),
+    [
+        (["Returns take", " 30 days."], "Returns take 30 days."),
+        (["<sources>\n", "[1] Returns"], "[1] Returns"),
+        (["Yes", " <", "sour", "ces>", "\n", "within 30 days", "</sources>"], "Yes \nwithin 30 days"),
+        (["See </source>", "below"], "See below"),
+        (["< / SOURCES >", "ok"], "ok"),
+        # Not a fence: held back only while it might become one, then shown as it came.
+        (["1 <", " 2"], "1 < 2"),
+        (["a <b>bold</b>"], "a <b>bold</b>"),
+        (["ends with <sour"], "ends with <sour"),
+    ],
+)
+def test_it_keeps_the_prompts_fence_out_of_a_streamed_reply(tokens: list[str], shown: str) -> None:
+    assert "".join(_filtered(tokens)) == shown
+
+
+def test_it_holds_back_only_what_may_still_become_a_fence_tag() -> None:
+    assert _filtered(["Hello <", "sources", ">", " there"]) == ["Hello ", "", "", " there", ""]
