@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations import events, frames, replies, selectors, services
+from conversations import events, frames, handoff_rules, replies, selectors, services
 from conversations.models import Conversation
 from conversations.selectors import PostedMessage
 from conversations.serializers import message_data
@@ -66,6 +66,12 @@ def _ready_frame(conversation: Conversation) -> dict[str, Any]:
         pending=pending,
         progress=selectors.reply_text_get(reply_id=pending.pk) if pending else None,
     )
+
+
+def _handoff_request(conversation: Conversation, reason: str) -> dict[str, Any]:
+    """The customer pressed "talk to a person": hand off, and say where they are in the queue (one hop)."""
+    ticket = services.handoff_request(conversation=conversation, reason=reason)
+    return handoff_rules.handoff_started_payload(ticket=ticket)
 
 
 def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMessage | None:
@@ -353,10 +359,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         data = await self._validated(frames.HandoffFrame, frame)
         if data is None:
             return
-        ticket = await database_sync_to_async(services.handoff_request)(
-            conversation=self.conversation, reason=data["reason"]
-        )
-        await self.send_json(events.handoff_started_frame(ticket_id=ticket.pk))
+        frame = await database_sync_to_async(_handoff_request)(self.conversation, data["reason"])
+        await self.send_json(frame)
 
     # Events from the conversation's group, named after their types.
 

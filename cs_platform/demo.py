@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from agents.demo import handoff_demo_load
 from inference.models import AssistantProfile
 from knowledge import services
 from knowledge.importing import ImportReport, articles_import_paths, faq_csv_import
@@ -78,6 +79,8 @@ def demo_data_load() -> str | None:
             model_answer_locales=[],
         )
     demo_knowledge_load()
+    # The team's hours (every day 09:00–21:00 Beijing time, as the demo FAQ says), for handoffs.
+    handoff_demo_load()
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
         return None

@@ -817,7 +817,19 @@ async def test_it_hands_off_to_a_person_and_then_stops_ai_replies(enqueued_repli
     accepted = await communicator.receive_json_from(timeout=5)
 
     ticket = await database_sync_to_async(Ticket.objects.get)(conversation=conversation)
-    assert started == {"type": "handoff.started", "ticket_id": ticket.pk}
+    notice = started.pop("message")
+    # No team hours are set on the test database: the team is always in, and this is the only ticket.
+    assert started == {
+        "type": "handoff.started",
+        "ticket_id": ticket.pk,
+        "ticket": ticket.pk,
+        "position": 1,
+        "expected_wait_minutes": 5,
+        "business_hours_open": True,
+        "opens_at": None,
+        "time_zone": "Asia/Shanghai",
+    }
+    assert (notice["role"], notice["text"]) == ("system", "A person will join this conversation shortly.")
     assert (ticket.status, ticket.reason) == ("open", "I want a person")
     assert (await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)).status == "handed_off"
     assert accepted["type"] == "message.accepted"
