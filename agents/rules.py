@@ -18,6 +18,7 @@ from agents.phrases import asks_for_a_person
 from conversations import handoff_rules
 from conversations.handoff_rules import HandoffDecision, HandoffMoment, TeamAvailability
 from conversations.models import Conversation, Feedback, Message, Ticket
+from knowledge.models import Article
 
 __all__ = [
     "SettingsSchedule",
@@ -65,6 +66,10 @@ def knowledge_miss_rule(conversation: Conversation, reply: Message) -> HandoffDe
     """The knowledge base had nothing for the last N complete replies in a row."""
     handoff_settings = HandoffSettings.current()
     if not handoff_settings.knowledge_miss_trigger_enabled or not reply.is_unanswered:
+        return None
+    # With no published article there is no knowledge base to miss: every reply would count, and every
+    # conversation of a platform not yet given one would go to a person after two messages.
+    if not Article.objects.filter(status=Article.Status.PUBLISHED).exists():
         return None
     turns = handoff_settings.knowledge_miss_turns
     replies = Message.objects.filter(

@@ -18,6 +18,7 @@ from agents.demo import handoff_demo_load
 from agents.models import HandoffSettings, Holiday, WeeklyHours
 from conversations import events, handoff_rules, replies, selectors, services
 from conversations.models import Conversation, Feedback, Message, Ticket
+from knowledge.models import Article
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -152,6 +153,25 @@ def test_it_does_not_open_a_second_ticket_when_a_handed_off_customer_asks_again(
 
 
 # --- the knowledge-miss trigger ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def knowledge_base() -> None:
+    """A knowledge base to miss: one published article (the knowledge-miss rule needs one)."""
+    factories.ArticleFactory()
+
+
+def test_it_does_not_count_misses_when_there_is_no_knowledge_base_at_all() -> None:
+    Article.objects.all().delete()
+    conversation = ConversationFactory()
+
+    reply_answered(conversation, text="Do you sell boats?", unanswered=True)
+    reply_answered(conversation, text="And planes?", unanswered=True)
+    third = reply_answered(conversation, text="And trains?", unanswered=True)
+
+    assert Ticket.objects.count() == 0
+    assert third is not None
+    assert conversation.status == Conversation.Status.OPEN
 
 
 def test_it_hands_off_after_the_second_reply_in_a_row_the_knowledge_base_could_not_answer() -> None:
