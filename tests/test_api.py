@@ -387,7 +387,18 @@ def test_it_lists_the_messages_oldest_first_in_the_contract_shape() -> None:
         second.reply.pk,
     ]
     assert [set(message) for message in messages] == [
-        {"id", "role", "text", "status", "attachments", "source", "citations", "truncated", "error", "created_at"}
+        {
+            "id",
+            "role",
+            "text",
+            "status",
+            "attachments",
+            "source",
+            "citations",
+            "truncated",
+            "error",
+            "created_at",
+        }
     ] * 4
     assert [m["error"] for m in messages] == [None] * 4
     assert [(m["role"], m["text"], m["status"], m["citations"]) for m in messages] == [
