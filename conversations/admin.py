@@ -18,44 +18,20 @@ from markdown_it import MarkdownIt
 from conversations import services
 from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import attachment_url
+from cs_platform.markdown_html import MARKDOWN_TAGS, MARKDOWN_URL_SCHEMES
 
 # The model's Markdown is rendered without raw HTML, then sanitised again. `breaks` as in the widget's
 # markdown-it: a single newline is a line break, so staff see the lines the customer saw.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table")
-_ALLOWED_TAGS = {
-    "p",
-    "br",
-    "strong",
-    "em",
-    "code",
-    "pre",
-    "ul",
-    "ol",
-    "li",
-    "blockquote",
-    "a",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-    "hr",
-    "del",
-}
 
 
 def render_markdown(text: str) -> SafeString:
     """Markdown to HTML that cannot run anything: no raw HTML, no scripts, only http(s)/mailto links."""
     html = nh3.clean(
         _markdown.render(text),
-        tags=_ALLOWED_TAGS,
+        tags=set(MARKDOWN_TAGS),
         attributes={"a": {"href", "title"}},
-        url_schemes={"http", "https", "mailto"},
+        url_schemes=set(MARKDOWN_URL_SCHEMES),
         link_rel="noopener noreferrer nofollow",
     )
     return mark_safe(html)  # noqa: S308 - sanitised by nh3 just above

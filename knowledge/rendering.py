@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from cs_platform.markdown_html import MARKDOWN_TAGS, MARKDOWN_URL_SCHEMES
 from knowledge.anchors import HEADING_LINE, heading_anchors
 
 __all__ = ["article_body_html", "article_headings", "markdown_html"]
@@ -23,30 +24,7 @@ __all__ = ["article_body_html", "article_headings", "markdown_html"]
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": False}).enable("table")
 
 _HEADING_TAGS = {"h2", "h3", "h4", "h5", "h6"}
-_ALLOWED_TAGS = {
-    "p",
-    "br",
-    "strong",
-    "em",
-    "code",
-    "pre",
-    "ul",
-    "ol",
-    "li",
-    "blockquote",
-    "a",
-    "img",
-    "h1",
-    *_HEADING_TAGS,
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-    "hr",
-    "del",
-}
+_ALLOWED_TAGS = {*MARKDOWN_TAGS, "img", *_HEADING_TAGS}
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "img": {"src", "alt", "title"},
@@ -65,7 +43,7 @@ def _clean(html: str) -> SafeString:
         html,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
+        url_schemes=set(MARKDOWN_URL_SCHEMES),
         link_rel="noopener noreferrer nofollow",
         filter_style_properties=_ALLOWED_STYLE_PROPERTIES,
     )
