@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -11,7 +10,6 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from agents import events, selectors
 from agents.permissions import user_is_agent, user_is_supervisor
@@ -21,6 +19,7 @@ from agents.serializers import (
     display_name,
     queue_item_data,
 )
+from conversations.consumers import JsonFrameConsumer
 from conversations.events import conversation_group, error_frame
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def _conversation_id(value: Any) -> uuid.UUID | None:
         return None
 
 
-class AgentConsumer(AsyncJsonWebsocketConsumer):
+class AgentConsumer(JsonFrameConsumer):
     """One console socket: the waiting queue, and the conversations the agent opened, live."""
 
     user: Any
@@ -144,19 +143,6 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             except Exception as error:
                 # The membership expires by itself (channels-redis group_expiry).
                 logger.warning("Leaving %s failed: %s", group, error)
-
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
-    ) -> None:
-        if text_data is None:
-            await self.send_error("invalid_frame", "Frames are JSON text, not binary.")
-            return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.send_error("invalid_json", "The frame is not valid JSON.")
-            return
-        await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not getattr(self, "joined", False):

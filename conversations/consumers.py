@@ -115,7 +115,28 @@ def _reply_cancel(conversation: Conversation, reply_id: int) -> dict[str, Any] |
     return events.reply_done_event(outcome.reply)
 
 
-class ConversationConsumer(AsyncJsonWebsocketConsumer):
+class JsonFrameConsumer(AsyncJsonWebsocketConsumer):
+    """A websocket whose frames are JSON objects: a binary or broken frame is answered with an error
+    frame and the socket stays open (the customer's and the agent console's sockets alike)."""
+
+    async def send_error(self, code: str, detail: str) -> None:
+        raise NotImplementedError
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if text_data is None:
+            await self.send_error("invalid_frame", "Frames are JSON text, not binary.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", "The frame is not valid JSON.")
+            return
+        await self.receive_json(content)
+
+
+class ConversationConsumer(JsonFrameConsumer):
     """One customer socket on one conversation; replies reach it through the conversation's group."""
 
     conversation: Conversation | None
@@ -163,19 +184,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             except Exception as error:
                 # The group's membership expires by itself (channels-redis group_expiry).
                 logger.warning("Leaving the conversation's group failed: %s", error)
-
-    async def receive(
-        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
-    ) -> None:
-        if text_data is None:
-            await self.send_error("invalid_frame", "Frames are JSON text, not binary.")
-            return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.send_error("invalid_json", "The frame is not valid JSON.")
-            return
-        await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
