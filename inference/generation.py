@@ -437,8 +437,12 @@ class ReplyGeneration:
 def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatRequest | InstantAnswer:
     """The reply's instant answer if it has one (an FAQ entry, quote mode), else the model's prompt."""
     try:
-        return instant_answer_find(reply_id=reply_id, reply=reply) or prompt_build(
-            reply_id=reply_id, reply=reply
+        if reply is None or reply.pk != reply_id:
+            reply = selectors.reply_get_for_prompt(reply_id=reply_id)
+        # Read once for both: the instant answer looks at the latest message, the prompt at all of them.
+        history = selectors.prompt_history_list(reply=reply)
+        return instant_answer_find(reply_id=reply_id, reply=reply, history=history) or prompt_build(
+            reply_id=reply_id, reply=reply, history=history
         )
     finally:
         # This thread is borrowed from a pool: give its database connection back.

@@ -185,7 +185,9 @@ class InstantAnswer:
     is_unanswered: bool = False
 
 
-def instant_answer_find(*, reply_id: int, reply: Message | None = None) -> InstantAnswer | None:
+def instant_answer_find(
+    *, reply_id: int, reply: Message | None = None, history: list[Message] | None = None
+) -> InstantAnswer | None:
     """The answer that needs no model, if there is one; None when the model should write the reply.
 
     An FAQ entry matching the customer's latest message answers it (quick-entry clicks are such
@@ -196,7 +198,8 @@ def instant_answer_find(*, reply_id: int, reply: Message | None = None) -> Insta
     if reply is None or reply.pk != reply_id:
         reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     locale = reply.conversation.locale
-    history = selectors.prompt_history_list(reply=reply)
+    if history is None:
+        history = selectors.prompt_history_list(reply=reply)
     latest = next((message for message in history if message.role == Message.Role.CUSTOMER), None)
     if latest is not None and latest.text.strip() and not latest.attachments.all():
         match = faq_find(question=latest.text.strip(), locale=locale)
@@ -254,19 +257,22 @@ def _data_url(attachment: Attachment) -> str:
     return f"data:{attachment.content_type};base64,{encoded}"
 
 
-def prompt_build(*, reply_id: int, reply: Message | None = None) -> ChatRequest:
+def prompt_build(
+    *, reply_id: int, reply: Message | None = None, history: list[Message] | None = None
+) -> ChatRequest:
     """The chat request for a reply: instructions and sources, then as much recent history as fits.
 
     `reply`, when the caller has already read it with its conversation (the generator's claim), is
-    not read again. Sources count against INFERENCE_CONTEXT_TOKENS before the history does, after a
-    share kept for the customer's latest message.
+    not read again, nor `history` (`selectors.prompt_history_list`) when it is given. Sources count
+    against INFERENCE_CONTEXT_TOKENS before the history does, after a share kept for the customer's
+    latest message.
     """
     if reply is None or reply.pk != reply_id:
         reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     profile = active_profile()
     locale = reply.conversation.locale
     base_system = system_prompt(profile=profile, locale=locale)
-    messages_newest_first = selectors.prompt_history_list(reply=reply)
+    messages_newest_first = history if history is not None else selectors.prompt_history_list(reply=reply)
     found = sources_find(query=retrieval_query(messages_newest_first), locale=locale)
     latest_cost = next(
         (
