@@ -441,8 +441,8 @@ def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatReq
             reply = selectors.reply_get_for_prompt(reply_id=reply_id)
         # Read once for both: the instant answer looks at the latest message, the prompt at all of them.
         history = selectors.prompt_history_list(reply=reply)
-        return instant_answer_find(reply_id=reply_id, reply=reply, history=history) or prompt_build(
-            reply_id=reply_id, reply=reply, history=history
+        return instant_answer_find(reply_id=reply_id, reply=reply, history_messages=history) or prompt_build(
+            reply_id=reply_id, reply=reply, history_messages=history
         )
     finally:
         # This thread is borrowed from a pool: give its database connection back.

@@ -186,7 +186,7 @@ class InstantAnswer:
 
 
 def instant_answer_find(
-    *, reply_id: int, reply: Message | None = None, history: list[Message] | None = None
+    *, reply_id: int, reply: Message | None = None, history_messages: list[Message] | None = None
 ) -> InstantAnswer | None:
     """The answer that needs no model, if there is one; None when the model should write the reply.
 
@@ -198,8 +198,7 @@ def instant_answer_find(
     if reply is None or reply.pk != reply_id:
         reply = selectors.reply_get_for_prompt(reply_id=reply_id)
     locale = reply.conversation.locale
-    if history is None:
-        history = selectors.prompt_history_list(reply=reply)
+    history = history_messages if history_messages is not None else selectors.prompt_history_list(reply=reply)
     latest = next((message for message in history if message.role == Message.Role.CUSTOMER), None)
     if latest is not None and latest.text.strip() and not latest.attachments.all():
         match = faq_find(question=latest.text.strip(), locale=locale)
@@ -258,12 +257,12 @@ def _data_url(attachment: Attachment) -> str:
 
 
 def prompt_build(
-    *, reply_id: int, reply: Message | None = None, history: list[Message] | None = None
+    *, reply_id: int, reply: Message | None = None, history_messages: list[Message] | None = None
 ) -> ChatRequest:
     """The chat request for a reply: instructions and sources, then as much recent history as fits.
 
     `reply`, when the caller has already read it with its conversation (the generator's claim), is
-    not read again, nor `history` (`selectors.prompt_history_list`) when it is given. Sources count
+    not read again, nor `history_messages` (`selectors.prompt_history_list`) when it is given. Sources count
     against INFERENCE_CONTEXT_TOKENS before the history does, after a share kept for the customer's
     latest message.
     """
@@ -272,7 +271,9 @@ def prompt_build(
     profile = active_profile()
     locale = reply.conversation.locale
     base_system = system_prompt(profile=profile, locale=locale)
-    messages_newest_first = history if history is not None else selectors.prompt_history_list(reply=reply)
+    messages_newest_first = (
+        history_messages if history_messages is not None else selectors.prompt_history_list(reply=reply)
+    )
     found = sources_find(query=retrieval_query(messages_newest_first), locale=locale)
     latest_cost = next(
         (
