@@ -1,9 +1,11 @@
-"""Agents' own records: handoff settings, business hours and holidays (the ticket lives in conversations)."""
+"""Agents' records: handoff settings, hours, holidays, presence, canned replies (tickets: conversations)."""
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -49,6 +51,18 @@ class HandoffSettings(models.Model):
         default=5,
         validators=[MinValueValidator(1)],
         help_text="Minutes per waiting customer until enough first responses are recorded to measure it.",
+    )
+    auto_assign_enabled = models.BooleanField(
+        default=False,
+        help_text=(
+            "Give each waiting conversation to the online agent with the fewest open ones, "
+            "instead of waiting for someone to claim it."
+        ),
+    )
+    max_conversations_per_agent = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Auto-assignment gives an agent no more open conversations than this.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,4 +133,70 @@ class Holiday(models.Model):
         return f"{self.date:%Y-%m-%d} {self.name}".strip()
 
 
-__all__ = ["DEFAULT_TIME_ZONE", "HandoffSettings", "Holiday", "WeeklyHours", "time_zone_validate"]
+class AgentPresence(models.Model):
+    """Whether an agent is at the console and taking conversations (one row per agent).
+
+    `online_until` is pushed forward by the console's socket while it is open, so an agent whose
+    browser died stops being offered conversations within a minute without anyone logging them out.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_presence"
+    )
+    accepting = models.BooleanField(default=True, help_text="The agent takes auto-assigned conversations.")
+    online_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "agent presence"
+        verbose_name_plural = "agent presence"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({'accepting' if self.accepting else 'away'})"
+
+
+def shortcode_validate(value: str) -> None:
+    """A shortcode is what the agent types after '/': letters, digits, '-' and '_', no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", value):
+        raise ValidationError("A shortcode is 1 to 40 letters, digits, '-' or '_' (typed after '/').")
+
+
+class CannedReply(models.Model):
+    """A reply agents insert by typing /shortcode in the console, edited before it is sent."""
+
+    class Locale(models.TextChoices):
+        ANY = "", "Any language"
+        EN = "en", "English"
+        ZH_HANS = "zh-Hans", "简体中文"
+
+    shortcode = models.CharField(max_length=40, validators=[shortcode_validate])
+    locale = models.CharField(max_length=8, choices=Locale.choices, blank=True, default=Locale.ANY)
+    title = models.CharField(max_length=200)
+    text = models.TextField(max_length=4000)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "canned replies"
+        ordering = ["shortcode", "locale"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shortcode", "locale"], name="canned_reply_unique_shortcode_locale"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"/{self.shortcode} {self.title}"
+
+
+__all__ = [
+    "DEFAULT_TIME_ZONE",
+    "AgentPresence",
+    "CannedReply",
+    "HandoffSettings",
+    "Holiday",
+    "WeeklyHours",
+    "shortcode_validate",
+    "time_zone_validate",
+]
