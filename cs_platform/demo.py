@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 
 from agents.demo import handoff_demo_load
@@ -83,10 +84,34 @@ def demo_data_load() -> str | None:
     handoff_demo_load()
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
+        # A platform set up before the demo had agents gets them, with the admin's saved password.
+        if admin_password_file().exists():
+            demo_agents_create(password=admin_password_file().read_text().strip())
         return None
     password = secrets.token_urlsafe(12)
     user_model.objects.create_superuser(username="admin", email="admin@example.com", password=password)
     settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
     admin_password_file().write_text(password)
     admin_password_file().chmod(0o600)
+    demo_agents_create(password=password)
     return password
+
+
+# Two agents, so that a newcomer can watch a claim race or a hand-over between two browsers.
+DEMO_AGENTS = (("lin", "Lin", "Wei"), ("sam", "Sam", "Taylor"))
+
+
+def demo_agents_create(*, password: str) -> list[str]:
+    """Create the demo's agents (in the Agent group) that do not exist yet; returns their usernames."""
+    user_model = get_user_model()
+    group, _ = Group.objects.get_or_create(name="Agent")
+    created = []
+    for username, first_name, last_name in DEMO_AGENTS:
+        if user_model.objects.filter(username=username).exists():
+            continue
+        user = user_model.objects.create_user(
+            username=username, password=password, first_name=first_name, last_name=last_name
+        )
+        user.groups.add(group)
+        created.append(username)
+    return created
