@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from agents.models import CannedReply
 from conversations import handoff_rules
 from conversations import services as conversation_services
 from conversations.errors import ServiceError
@@ -18,6 +19,7 @@ from conversations.models import Message, Ticket
 
 __all__ = [
     "TicketAlreadyClaimed",
+    "canned_reply_save",
     "ticket_claim",
     "ticket_first_response_record",
     "ticket_resolution_record",
@@ -91,8 +93,25 @@ def ticket_resolution_record(*, ticket: Ticket) -> bool:
 
 
 def ticket_resolve(*, ticket: Ticket) -> bool:
-    """Resolve the ticket (conversations' service: the assistant answers again) and record its timer."""
+    """Resolve the ticket (conversations' service: the assistant answers again, its timer recorded).
+
+    The caller (the console) tells the customer and the queues itself, as a resolve or a hand back.
+    """
     with transaction.atomic():
-        changed = conversation_services.ticket_resolve(ticket=ticket)
+        changed = conversation_services.ticket_resolve(ticket=ticket, announce=False)
+        # A ticket resolved before the service recorded resolution times gets one now.
         ticket_resolution_record(ticket=ticket)
     return changed
+
+
+def canned_reply_save(*, shortcode: str, locale: str, title: str, text: str, is_active: bool = True) -> bool:
+    """Save the canned reply of this shortcode and locale, validated as admin does; returns whether
+    it was new (an existing one gets this title and text)."""
+    reply = CannedReply.objects.filter(shortcode=shortcode, locale=locale).first()
+    created = reply is None
+    if reply is None:
+        reply = CannedReply(shortcode=shortcode, locale=locale)
+    reply.title, reply.text, reply.is_active = title, text, is_active
+    reply.full_clean(validate_unique=False)
+    reply.save()
+    return created

@@ -40,6 +40,7 @@ __all__ = [
     "HandoffStatus",
     "TeamAvailability",
     "TeamSchedule",
+    "group_send_on_commit",
     "handoff_open",
     "handoff_rules_clear",
     "handoff_rules_consult",
@@ -47,6 +48,9 @@ __all__ = [
     "handoff_started_payload",
     "handoff_status_get",
     "handoff_trigger_enabled",
+    "queue_listener_register",
+    "queue_listeners_notify",
+    "queue_listeners_notify_on_commit",
     "reply_finished_handoff",
     "team_back_sentence",
     "team_schedule_get",
@@ -120,6 +124,9 @@ class _AlwaysOpen:
 
 _rules: dict[HandoffMoment, list[HandoffRule]] = {moment: [] for moment in HandoffMoment}
 _schedule: TeamSchedule = _AlwaysOpen()
+# Called after a commit that may let a waiting ticket go to someone: a ticket opened, or one resolved
+# (its agent has room again). The agents app's auto-assignment registers here.
+_queue_listeners: list[Callable[[], None]] = []
 
 
 def handoff_rules_register(moment: HandoffMoment, rule: HandoffRule) -> None:
@@ -129,11 +136,32 @@ def handoff_rules_register(moment: HandoffMoment, rule: HandoffRule) -> None:
 
 
 def handoff_rules_clear() -> None:
-    """Forget every registered rule and the schedule (for tests that register their own)."""
+    """Forget every registered rule, listener and the schedule (for tests that register their own)."""
     global _schedule
     for rules in _rules.values():
         rules.clear()
+    _queue_listeners.clear()
     _schedule = _AlwaysOpen()
+
+
+def queue_listener_register(listener: Callable[[], None]) -> None:
+    """Call `listener` after each commit that opened or resolved a ticket (registering twice keeps one)."""
+    if listener not in _queue_listeners:
+        _queue_listeners.append(listener)
+
+
+def queue_listeners_notify() -> None:
+    """Run the queue listeners now; one that crashes is logged: what changed is saved already."""
+    for listener in list(_queue_listeners):
+        try:
+            listener()
+        except Exception:
+            logger.exception("Queue listener %r failed", listener)
+
+
+def queue_listeners_notify_on_commit() -> None:
+    """Run the queue listeners once the current transaction commits."""
+    transaction.on_commit(queue_listeners_notify)
 
 
 def handoff_rules_consult(
@@ -322,6 +350,11 @@ def _group_send(group: str, event: dict[str, Any]) -> None:
         logger.warning("Sending %s to %s failed: %s", event["type"], group, error)
 
 
+def group_send_on_commit(group: str, event: dict[str, Any]) -> None:
+    """Send an event to a group once the current transaction commits (best-effort)."""
+    transaction.on_commit(lambda: _group_send(group, event))
+
+
 @dataclass(frozen=True)
 class HandoffOpened:
     ticket: Ticket
@@ -365,6 +398,8 @@ def handoff_open(
         if announce_to_customer:
             frame = events.handoff_started_frame(ticket_id=ticket.pk, status=status, notice=notice)
             transaction.on_commit(lambda: _group_send(events.conversation_group(conversation_id), frame))
+        # After the customer heard of the handoff: an auto-assigned agent joins after it, not before.
+        queue_listeners_notify_on_commit()
     if conversation.status != Conversation.Status.HANDED_OFF:
         conversation.status = Conversation.Status.HANDED_OFF
         conversation.save(update_fields=["status", "updated_at"])

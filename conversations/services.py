@@ -7,6 +7,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from celery import current_app
@@ -16,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from conversations import handoff_rules, ocr, replies, selectors
+from conversations import events, handoff_rules, ocr, replies, selectors
 from conversations.errors import ServiceError
 from conversations.models import (
     Attachment,
@@ -30,6 +31,7 @@ from conversations.models import (
     token_hash,
 )
 from conversations.selectors import PostedMessage
+from conversations.serializers import message_data
 from conversations.uploads import image_normalise
 
 logger = logging.getLogger(__name__)
@@ -359,27 +361,58 @@ def _conversation_notice(*, conversation: Conversation, english: str, chinese: s
     )
 
 
-def _conversation_hand_back_if_done(*, conversation: Conversation) -> bool:
-    """A handed-off conversation with no unresolved ticket left goes back to the assistant."""
+def _conversation_hand_back_if_done(*, conversation: Conversation) -> Message | None:
+    """A handed-off conversation with no unresolved ticket left goes back to the assistant.
+
+    Returns the notice saying so, or None when it stays as it is.
+    """
     if conversation.status != Conversation.Status.HANDED_OFF:
-        return False
+        return None
     if conversation.tickets.exclude(status=Ticket.Status.RESOLVED).exists():
-        return False
+        return None
     conversation.status = Conversation.Status.OPEN
     conversation.save(update_fields=["status", "updated_at"])
-    _conversation_notice(
+    return _conversation_notice(
         conversation=conversation,
         english="The person helping you has finished; the assistant answers again.",
         chinese="人工客服已处理完毕，智能助手将继续为您服务。",
     )
-    return True
 
 
-def ticket_resolve(*, ticket: Ticket) -> bool:
+def _ticket_resolved_save(ticket: Ticket, *, at: datetime) -> None:
+    """Mark the ticket resolved with its resolution time, in business hours as the agents' timers count."""
+    ticket.status = Ticket.Status.RESOLVED
+    ticket.resolved_at = at
+    ticket.resolution_seconds = handoff_rules.team_schedule_get().business_seconds_between(
+        ticket.created_at, at
+    )
+    ticket.save(update_fields=["status", "resolved_at", "resolution_seconds", "updated_at"])
+
+
+def _conversation_resolved_frame(*, conversation_id: uuid.UUID, notice: Message | None) -> dict[str, Any]:
+    # The shape of agents.events.conversation_resolved_event (this app may not import agents).
+    return {
+        "type": "conversation.resolved",
+        "conversation": str(conversation_id),
+        "message": message_data(notice) if notice is not None else None,
+        "csat_requested": True,
+    }
+
+
+def _queue_changed_notify_on_commit() -> None:
+    """The agents' queues read the waiting list again, and auto-assignment may give out a ticket."""
+    handoff_rules.group_send_on_commit(events.AGENTS_QUEUE_GROUP, events.queue_changed_event())
+    handoff_rules.queue_listeners_notify_on_commit()
+
+
+def ticket_resolve(*, ticket: Ticket, announce: bool = True) -> bool:
     """Resolve a ticket; once none is left unresolved, the assistant answers the conversation again.
 
-    Returns whether anything changed. Resolving a resolved ticket still hands back a conversation
-    left handed off without an open ticket (as an edit in admin once could).
+    The resolution time is recorded in business hours. With `announce`, on commit the agents' queues
+    hear of it and the customer gets conversation.resolved (and the CSAT prompt); the console, which
+    says more than this itself, resolves with `announce=False`. Returns whether anything changed. Resolving a
+    resolved ticket still hands back a conversation left handed off without an open ticket (as an
+    edit in admin once could).
     """
     with transaction.atomic():
         # The conversation first, in the same order as handoff_request, so the two cannot deadlock.
@@ -387,25 +420,34 @@ def ticket_resolve(*, ticket: Ticket) -> bool:
         ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
         resolved_here = ticket.status != Ticket.Status.RESOLVED
         if resolved_here:
-            ticket.status = Ticket.Status.RESOLVED
-            ticket.resolved_at = timezone.now()
-            ticket.save(update_fields=["status", "resolved_at", "updated_at"])
-        handed_back = _conversation_hand_back_if_done(conversation=conversation)
-    return resolved_here or handed_back
+            _ticket_resolved_save(ticket, at=timezone.now())
+        notice = _conversation_hand_back_if_done(conversation=conversation)
+        if resolved_here and announce:
+            handoff_rules.group_send_on_commit(events.AGENTS_QUEUE_GROUP, events.queue_changed_event())
+            handoff_rules.group_send_on_commit(
+                events.conversation_group(conversation.pk),
+                _conversation_resolved_frame(conversation_id=conversation.pk, notice=notice),
+            )
+        if resolved_here:
+            # The agent has room again: auto-assignment may give them (or another) a waiting ticket.
+            handoff_rules.queue_listeners_notify_on_commit()
+    return resolved_here or notice is not None
 
 
 def conversation_close(*, conversation: Conversation) -> bool:
     """Close a conversation and resolve its open tickets; the assistant no longer answers it.
 
-    Returns whether it was open (or handed off) before.
+    Each ticket resolved here gets its resolution time (business hours); the agents' queues hear of
+    it on commit. Returns whether it was open (or handed off) before.
     """
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if conversation.status == Conversation.Status.CLOSED:
             return False
-        conversation.tickets.exclude(status=Ticket.Status.RESOLVED).update(
-            status=Ticket.Status.RESOLVED, resolved_at=timezone.now(), updated_at=timezone.now()
-        )
+        now = timezone.now()
+        unresolved = list(conversation.tickets.select_for_update().exclude(status=Ticket.Status.RESOLVED))
+        for ticket in unresolved:
+            _ticket_resolved_save(ticket, at=now)
         conversation.status = Conversation.Status.CLOSED
         conversation.save(update_fields=["status", "updated_at"])
         _conversation_notice(
@@ -413,6 +455,8 @@ def conversation_close(*, conversation: Conversation) -> bool:
             english="This conversation was closed.",
             chinese="本次会话已结束。",
         )
+        if unresolved:
+            _queue_changed_notify_on_commit()
     return True
 
 

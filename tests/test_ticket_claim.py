@@ -198,13 +198,29 @@ def test_resolving_records_the_resolution_time_in_business_hours(
     assert conversation.status == conversation.Status.OPEN
 
 
-def test_a_ticket_resolved_elsewhere_gets_its_time_filled_in_once(
+def test_a_ticket_resolved_by_conversations_service_has_its_time_already(
     frozen_now: Callable[[datetime], None],
 ) -> None:
     frozen_now(datetime(2026, 12, 4, 10, 0, tzinfo=SHANGHAI))
     ticket = services.handoff_request(conversation=ConversationFactory())
     frozen_now(datetime(2026, 12, 4, 10, 30, tzinfo=SHANGHAI))
     services.ticket_resolve(ticket=ticket)
+
+    assert agent_services.ticket_resolution_record(ticket=ticket) is False
+
+    ticket.refresh_from_db()
+    assert ticket.resolution_seconds == 1800
+
+
+def test_a_ticket_resolved_without_a_time_gets_it_filled_in_once(
+    frozen_now: Callable[[datetime], None],
+) -> None:
+    frozen_now(datetime(2026, 12, 4, 10, 0, tzinfo=SHANGHAI))
+    ticket = services.handoff_request(conversation=ConversationFactory())
+    frozen_now(datetime(2026, 12, 4, 10, 30, tzinfo=SHANGHAI))
+    services.ticket_resolve(ticket=ticket)
+    # As a ticket resolved before resolution times were recorded.
+    Ticket.objects.filter(pk=ticket.pk).update(resolution_seconds=None)
 
     assert agent_services.ticket_resolution_record(ticket=ticket) is True
     assert agent_services.ticket_resolution_record(ticket=ticket) is False
