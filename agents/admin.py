@@ -1,4 +1,4 @@
-"""Admin for handoff settings (one row), the weekly opening hours and the holidays."""
+"""Admin for handoff settings (one row), opening hours, holidays, canned replies and agents' presence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from agents.models import HandoffSettings, Holiday, WeeklyHours
+from agents.models import AgentPresence, CannedReply, HandoffSettings, Holiday, WeeklyHours
 
 
 @admin.register(HandoffSettings)
@@ -28,6 +28,7 @@ class HandoffSettingsAdmin(admin.ModelAdmin):
             },
         ),
         ("Team", {"fields": ("time_zone", "expected_handle_minutes", "updated_at")}),
+        ("Auto-assignment", {"fields": ("auto_assign_enabled", "max_conversations_per_agent")}),
     )
     readonly_fields = ("updated_at",)
 
@@ -70,3 +71,34 @@ class HolidayAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     date_hierarchy = "date"
     ordering = ("-date",)
+
+
+@admin.register(CannedReply)
+class CannedReplyAdmin(admin.ModelAdmin):
+    """Replies agents insert with /shortcode; a blank language fits every conversation."""
+
+    list_display = ("shortcode", "locale", "title", "is_active", "updated_at")
+    list_filter = ("locale", "is_active")
+    search_fields = ("shortcode", "title", "text")
+    ordering = ("shortcode", "locale")
+    fields = ("shortcode", "locale", "title", "text", "is_active")
+
+
+@admin.register(AgentPresence)
+class AgentPresenceAdmin(admin.ModelAdmin):
+    """Who has the console open and takes auto-assigned conversations: written by the socket only."""
+
+    list_display = ("user", "accepting", "online_until", "updated_at")
+    list_filter = ("accepting",)
+    search_fields = ("user__username", "user__first_name", "user__last_name")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "accepting", "online_until", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -20,6 +20,7 @@ from agents.permissions import AgentPermission, AgentSessionAuthentication, csrf
 from agents.serializers import (
     agent_data,
     agent_message_data,
+    canned_reply_data,
     conversation_detail_data,
     queue_item_data,
     ticket_data,
@@ -220,3 +221,10 @@ class HandBackApi(AgentApiView):
         except ServiceError as error:
             raise _service_error(error) from error
         return Response({"ticket": ticket_data(ticket)})
+
+
+class CannedReplyListApi(AgentApiView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"canned_replies": [canned_reply_data(reply) for reply in selectors.canned_replies_list()]}
+        )

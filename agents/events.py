@@ -41,12 +41,16 @@ __all__ = [
     "agent_left_event",
     "agent_message_event",
     "agent_typing_event",
+    "agent_user_group",
     "agents_conversation_group",
+    "conversation_assigned_event",
     "conversation_events_send_on_commit",
     "conversation_message_event",
     "conversation_opened_frame",
     "conversation_resolved_event",
     "group_send_on_commit",
+    "presence_changed_event",
+    "presence_updated_frame",
     "queue_changed_event",
     "queue_changed_notify",
     "queue_updated_frame",
@@ -69,6 +73,11 @@ TYPING_SHOWN_SECONDS = 6
 def agents_conversation_group(conversation_id: uuid.UUID | str) -> str:
     """The group of the console sockets that opened one conversation (never a customer's)."""
     return f"agents.conversation.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def agent_user_group(user_id: int) -> str:
+    """The group of every console socket of one agent (auto-assignment and presence speak to it)."""
+    return f"agents.user.{int(user_id)}"
 
 
 # --- to the customer (through the conversation's group; the console's sockets hear them too) ------
@@ -168,6 +177,25 @@ def ticket_updated_event(*, conversation_id: uuid.UUID, ticket: Ticket) -> dict[
         "conversation": str(conversation_id),
         "ticket": serializers.ticket_data(ticket),
     }
+
+
+def conversation_assigned_event(*, conversation_id: uuid.UUID, ticket: Ticket) -> dict[str, Any]:
+    """To the agent's own group: auto-assignment gave them this conversation."""
+    return {
+        "type": "conversation.assigned",
+        "conversation": str(conversation_id),
+        "ticket": serializers.ticket_data(ticket),
+    }
+
+
+def presence_changed_event() -> dict[str, Any]:
+    """To the agent's own group: their presence changed on another socket; each reads it again."""
+    return {"type": "presence.changed"}
+
+
+def presence_updated_frame(*, accepting: bool, online_agents: int) -> dict[str, Any]:
+    """Whether this agent takes auto-assigned conversations, and how many agents are online."""
+    return {"type": "presence.updated", "accepting": accepting, "online_agents": online_agents}
 
 
 def typing_frame(

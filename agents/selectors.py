@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
+from agents.models import AgentPresence, CannedReply
+from agents.permissions import AGENT_GROUPS
 from conversations.models import Attachment, Conversation, Message, SatisfactionRating, Ticket
 
 __all__ = [
     "QUEUES",
     "ConversationDetail",
     "QueueItem",
+    "agent_presence_get",
+    "assignable_agents_list",
+    "canned_replies_list",
     "conversation_detail_get",
     "conversation_get",
     "message_for_agents_get",
+    "online_agents_count",
     "queue_counts_get",
     "queue_list",
+    "ticket_oldest_waiting_get",
     "ticket_unresolved_get",
 ]
 
@@ -123,3 +132,67 @@ def conversation_detail_get(*, conversation: Conversation) -> ConversationDetail
 def message_for_agents_get(*, message_id: int) -> Message | None:
     """One message with what the console shows beside it (for frames that name a message by id)."""
     return _messages_for_agents().filter(pk=message_id).first()
+
+
+# --- canned replies, presence and auto-assignment ---------------------------------------------------
+
+
+def canned_replies_list() -> list[CannedReply]:
+    """The active canned replies, by shortcode (the any-language one before the translations)."""
+    return list(CannedReply.objects.filter(is_active=True).order_by("shortcode", "locale", "id"))
+
+
+def agent_presence_get(*, user: Any) -> AgentPresence | None:
+    """The agent's presence row, or None before their first connection to the console."""
+    return AgentPresence.objects.filter(user=user).first()
+
+
+def _online_presence(*, now: datetime) -> QuerySet[AgentPresence]:
+    # Someone taken out of the agent groups (or deactivated) is not offered conversations, socket or not.
+    return AgentPresence.objects.filter(
+        online_until__gt=now, user__is_active=True, user__groups__name__in=AGENT_GROUPS
+    ).distinct()
+
+
+def online_agents_count(*, now: datetime) -> int:
+    """How many agents have the console open now (accepting or not)."""
+    return _online_presence(now=now).count()
+
+
+def ticket_oldest_waiting_get() -> Ticket | None:
+    """The ticket that has waited longest for anyone (open, unassigned), as the waiting queue's first."""
+    return (
+        Ticket.objects.filter(status=Ticket.Status.OPEN, assignee__isnull=True)
+        .select_related("conversation")
+        .order_by("created_at", "id")
+        .first()
+    )
+
+
+def assignable_agents_list(*, now: datetime, cap: int) -> list[AgentPresence]:
+    """Online accepting agents below `cap` unresolved tickets: the fewest first, then who was given one
+    least recently (never first), then the oldest account; each row's `load` is its ticket count."""
+    unresolved = (
+        Ticket.objects.filter(assignee_id=OuterRef("user_id"))
+        .exclude(status=Ticket.Status.RESOLVED)
+        .order_by()
+        .values("assignee_id")
+        .annotate(total=Count("id"))
+        .values("total")
+    )
+    last_claimed = (
+        Ticket.objects.filter(assignee_id=OuterRef("user_id"), claimed_at__isnull=False)
+        .order_by("-claimed_at")
+        .values("claimed_at")[:1]
+    )
+    return list(
+        _online_presence(now=now)
+        .filter(accepting=True)
+        .select_related("user")
+        .annotate(
+            load=Coalesce(Subquery(unresolved, output_field=IntegerField()), Value(0)),
+            last_claimed_at=Subquery(last_claimed),
+        )
+        .filter(Q(load__lt=cap))
+        .order_by("load", F("last_claimed_at").asc(nulls_first=True), "user_id")
+    )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.models import CannedReply
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import message_data
 
 __all__ = [
     "agent_data",
     "agent_message_data",
+    "canned_reply_data",
     "conversation_detail_data",
     "customer_agent_message_data",
     "display_name",
@@ -133,4 +135,15 @@ def conversation_detail_data(
         "ticket": ticket_data(current or (tickets[0] if tickets else None)),
         "tickets": [ticket_data(ticket) for ticket in tickets],
         "messages": [agent_message_data(message) for message in messages],
+    }
+
+
+def canned_reply_data(reply: CannedReply) -> dict[str, Any]:
+    """A canned reply as GET /api/agent/canned-replies lists it (locale "" fits any conversation)."""
+    return {
+        "id": reply.pk,
+        "shortcode": reply.shortcode,
+        "locale": reply.locale,
+        "title": reply.title,
+        "text": reply.text,
     }

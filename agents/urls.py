@@ -6,6 +6,7 @@ from agents import api
 
 urlpatterns = [
     path("session", api.SessionApi.as_view(), name="agent-session"),
+    path("canned-replies", api.CannedReplyListApi.as_view(), name="agent-canned-reply-list"),
     path("conversations", api.ConversationListApi.as_view(), name="agent-conversation-list"),
     path(
         "conversations/<uuid:conversation_id>",
