@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 
-from agents import events, selectors
+from agents import events, presence, selectors
 from agents.permissions import user_is_agent, user_is_supervisor
 from agents.serializers import (
     agent_message_data,
@@ -35,6 +36,9 @@ CUSTOMER_ONLY_EVENTS = frozenset({"agent.joined", "agent.message"})
 
 # How many replies a socket remembers the conversation of (to name it on their deltas).
 REPLIES_REMEMBERED = 50
+
+# Console sockets open in this process, per agent: the last one to close marks the agent offline.
+_sockets_per_agent: dict[int, int] = {}
 
 
 def _queue_frame(user: Any) -> dict[str, Any]:
@@ -128,13 +132,33 @@ class AgentConsumer(JsonFrameConsumer):
         self.agent_name = display_name(self.user)
         # Join first, then read: a change is then in the list sent, or announced after it, or both.
         await self.channel_layer.group_add(events.AGENTS_QUEUE_GROUP, self.channel_name)
+        await self.channel_layer.group_add(events.agent_user_group(self.user.pk), self.channel_name)
         self.joined = True
+        _sockets_per_agent[self.user.pk] = _sockets_per_agent.get(self.user.pk, 0) + 1
         await self._send_queue()
+        # Marking the agent online may auto-assign them waiting conversations: after the queue frame,
+        # so the console knows the queue the assignments come out of.
+        state = await database_sync_to_async(presence.presence_mark_online)(user=self.user)
+        await self._send_presence(state)
+        self.heartbeat = asyncio.create_task(self._presence_heartbeat())
 
     async def disconnect(self, code: int) -> None:
         if not getattr(self, "joined", False):
             return
-        groups = [events.AGENTS_QUEUE_GROUP]
+        heartbeat = getattr(self, "heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+        remaining = _sockets_per_agent.get(self.user.pk, 1) - 1
+        if remaining > 0:
+            _sockets_per_agent[self.user.pk] = remaining
+        else:
+            _sockets_per_agent.pop(self.user.pk, None)
+            try:
+                await database_sync_to_async(presence.presence_mark_offline)(user=self.user)
+            except Exception as error:
+                # online_until runs out by itself within the horizon.
+                logger.warning("Marking agent %s offline failed: %s", self.user.pk, error)
+        groups = [events.AGENTS_QUEUE_GROUP, events.agent_user_group(self.user.pk)]
         for conversation_id in self.open_conversations:
             groups += [conversation_group(conversation_id), events.agents_conversation_group(conversation_id)]
         for group in groups:
@@ -155,6 +179,7 @@ class AgentConsumer(JsonFrameConsumer):
             "open": self.frame_open,
             "leave": self.frame_leave,
             "typing": self.frame_typing,
+            "presence": self.frame_presence,
         }
         handler = handlers.get(content["type"])
         if handler is None:
@@ -167,6 +192,25 @@ class AgentConsumer(JsonFrameConsumer):
 
     async def _send_queue(self) -> None:
         await self.send_json(await database_sync_to_async(_queue_frame)(self.user))
+
+    async def _send_presence(self, state: presence.PresenceState) -> None:
+        self.online_agents_sent = state.online_agents
+        await self.send_json(
+            events.presence_updated_frame(accepting=state.accepting, online_agents=state.online_agents)
+        )
+
+    async def _presence_heartbeat(self) -> None:
+        """Keep the agent online while the socket is open; say so when the number online changed."""
+        while True:
+            await asyncio.sleep(presence.PRESENCE_HEARTBEAT_SECONDS)
+            try:
+                state = await database_sync_to_async(presence.presence_mark_online)(user=self.user)
+            except Exception as error:
+                # The next beat tries again; until the horizon passes the agent still counts as online.
+                logger.warning("Presence heartbeat of agent %s failed: %s", self.user.pk, error)
+                continue
+            if state.online_agents != self.online_agents_sent:
+                await self._send_presence(state)
 
     async def _frame_conversation_id(self, frame: dict[str, Any]) -> uuid.UUID | None:
         conversation_id = _conversation_id(frame.get("conversation"))
@@ -246,7 +290,31 @@ class AgentConsumer(JsonFrameConsumer):
         )
         await self.channel_layer.group_send(group, event)
 
+    async def frame_presence(self, frame: dict[str, Any]) -> None:
+        accepting = frame.get("accepting")
+        if not isinstance(accepting, bool):
+            await self.send_error("invalid_frame", '"accepting" must be true or false.')
+            return
+        state = await database_sync_to_async(presence.presence_mark_online)(
+            user=self.user, accepting=accepting
+        )
+        await self._send_presence(state)
+        # The agent's other consoles (another tab) show the same switch.
+        await self.channel_layer.group_send(
+            events.agent_user_group(self.user.pk),
+            {**events.presence_changed_event(), "sender": self.channel_name},
+        )
+
     # Events, named after their types.
+
+    async def presence_changed(self, event: dict[str, Any]) -> None:
+        if event.get("sender") == self.channel_name:
+            return
+        await self._send_presence(await database_sync_to_async(presence.presence_state_get)(user=self.user))
+
+    async def conversation_assigned(self, event: dict[str, Any]) -> None:
+        """Auto-assignment gave this agent a conversation (ticket.updated follows to its openers)."""
+        await self.send_json(event)
 
     async def queue_changed(self, event: dict[str, Any]) -> None:
         await self._send_queue()

@@ -82,8 +82,11 @@ async def agent_socket(session: str | None) -> WebsocketCommunicator:
 
 
 async def connected_agent(session: str) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    """A console socket and the queue.updated it got on connecting (its presence.updated read past)."""
     communicator = await agent_socket(session)
-    return communicator, await communicator.receive_json_from(timeout=5)
+    queue = await communicator.receive_json_from(timeout=5)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "presence.updated"
+    return communicator, queue
 
 
 async def customer_socket(conversation: Conversation) -> tuple[WebsocketCommunicator, dict[str, Any]]:
