@@ -170,9 +170,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  Admin:  {address}/admin/   (user: admin, password: {self._password(password)})"
             )
-            self.stdout.write(
-                f"  Agents: {address}/agent/   (users: lin and sam, the admin's password; admin works too)"
-            )
             self.stdout.write("Press Ctrl+C to stop.\n")
             self._watch(server, model_server)
         except StopRequested as stop:
