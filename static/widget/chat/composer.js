@@ -7,6 +7,7 @@ import { ApiError, ensureConversation } from "./api.js";
 import { bridge } from "./bridge.js";
 import { SMALL_IMAGE_BYTES, config, framed } from "./config.js";
 import { h, icon, nextKey, uuid } from "./dom.js";
+import { noteCustomerTyping } from "./handoff.js";
 import { showCsatPrompt } from "./feedback.js";
 import { formatBytes, joinSentences, strings, t } from "./messages.js";
 import { disconnect, handleInvalidToken, resetConversationState, sendFrame } from "./socket.js";
@@ -160,7 +161,10 @@ export function resizeInput() {
 }
 
 export function wireComposer() {
-  ui.input.addEventListener("input", resizeInput);
+  ui.input.addEventListener("input", () => {
+    resizeInput();
+    noteCustomerTyping();
+  });
   ui.input.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
     // An IME composition (Chinese, Japanese…) uses Enter to confirm a candidate, not to send.

@@ -9,7 +9,7 @@ import { renderDrafts, sendMessage } from "./composer.js";
 import { RECENT_MESSAGE_MS, config } from "./config.js";
 import { absoluteHttpUrl } from "./dom.js";
 import { maybeOfferCsat, onCsatSaved, onFeedbackSaved } from "./feedback.js";
-import { onAgentJoined, onAgentMessage, onHandoffStarted } from "./handoff.js";
+import { hideAgentTyping, onAgentJoined, onAgentLeft, onAgentMessage, onAgentTyping, onConversationResolved, onHandoffStarted, renderHandoffStatus, restoreHandoff } from "./handoff.js";
 import { assistantTitle, joinSentences, strings, t } from "./messages.js";
 import { state } from "./state.js";
 import { forgetConversation } from "./storage.js";
@@ -227,6 +227,8 @@ export function resetConversationState() {
   state.outbox = new Map();
   state.pendingFrames = [];
   state.handoff = null;
+  hideAgentTyping();
+  renderHandoffStatus();
   state.feedback = {};
   state.csatDone = false;
   state.completedRepliesThisVisit = 0;
@@ -253,6 +255,9 @@ export function handleFrame(frame) {
     case "handoff.started": return onHandoffStarted(frame);
     case "agent.joined": return onAgentJoined(frame);
     case "agent.message": return onAgentMessage(frame);
+    case "agent.typing": return onAgentTyping(frame);
+    case "agent.left": return onAgentLeft(frame);
+    case "conversation.resolved": return onConversationResolved(frame);
     case "error": return onErrorFrame(frame);
     default:
       // Frames added to the contract later that carry a message are shown as such.
@@ -279,6 +284,8 @@ export function onReady(frame) {
   state.byClientId = new Map();
   state.replies = new Map();
   state.awaiting = null;
+  // Before anything is drawn: a conversation with a person shows no "thinking" for the assistant.
+  restoreHandoff(frame.handoff);
 
   for (const message of history) {
     if (!message || typeof message !== "object") continue;
@@ -379,6 +386,8 @@ export function onMessageAccepted(frame) {
     attachments: (outboxItem && outboxItem.frame.attachments) || [],
   });
   if (state.handoff) return;
+  // No reply was queued (the message itself handed off, or the conversation is closed): none comes.
+  if (frame.reply_id === null) return;
   if (state.awaiting || currentStreamingReply()) return;
   const index = state.entries.indexOf(entry);
   const answered = state.entries.slice(index + 1).some((later) => later.role === "assistant" || later.role === "agent");

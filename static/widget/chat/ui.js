@@ -8,7 +8,7 @@ import { cancelReply, startNewConversation, wireComposer } from "./composer.js";
 import { NOTICE_HIDE_MS, config, framed } from "./config.js";
 import { h, icon } from "./dom.js";
 import { buildCsatDialog, openCsatDialog } from "./feedback.js";
-import { requestHandoff } from "./handoff.js";
+import { renderHandoffStatus, requestHandoff } from "./handoff.js";
 import { assistantTitle, t } from "./messages.js";
 import { isConnected } from "./socket.js";
 import { state } from "./state.js";
@@ -105,7 +105,19 @@ export function buildInterface() {
     class: "cs-transcript", role: "region", "aria-label": t("conversationLabel"), tabindex: "0",
   });
   ui.transcriptInner = h("div", { class: "cs-transcript__inner" });
-  ui.transcript.append(ui.transcriptInner);
+  // Outside transcriptInner, which renderAll rebuilds: it stays below the last message.
+  ui.agentTypingText = h("span", { class: "cs-agent-typing__text" });
+  ui.agentTyping = h("div", { class: "cs-agent-typing", testid: "agent-typing", role: "status", hidden: true },
+    h("span", { class: "cs-thinking cs-thinking--agent", "aria-hidden": "true" }, h("span"), h("span"), h("span")),
+    ui.agentTypingText);
+  ui.transcript.append(ui.transcriptInner, ui.agentTyping);
+  // While the customer waits for a person: where they stand in the queue, or when the team is back.
+  ui.handoffStatusTitle = h("p", { class: "cs-handoff-status__title", testid: "handoff-status-title" });
+  ui.handoffStatusText = h("p", { class: "cs-handoff-status__text", testid: "handoff-status-text" });
+  ui.handoffStatusTicket = h("p", { class: "cs-handoff-status__ticket", testid: "handoff-status-ticket" });
+  ui.handoffStatus = h("div", { class: "cs-handoff-status", testid: "handoff-status", role: "status", hidden: true },
+    h("span", { class: "cs-handoff-status__icon", "aria-hidden": "true" }, icon("headset")),
+    h("div", { class: "cs-handoff-status__body" }, ui.handoffStatusTitle, ui.handoffStatusText, ui.handoffStatusTicket));
   ui.stopButton = h("button", {
     type: "button", class: "cs-stop", testid: "stop-button", hidden: true, onclick: () => cancelReply(),
   }, icon("stop"), h("span", { text: t("stop") }));
@@ -113,7 +125,7 @@ export function buildInterface() {
     h("div", { class: "cs-drop__box" }, icon("image"), h("span", { text: t("dropHere") })));
   ui.live = h("div", { class: "cs-visually-hidden", "aria-live": "polite", "aria-atomic": "true", testid: "live-region" });
   ui.conversation = h("section", { class: "cs-conversation" },
-    ui.banner, ui.transcript, ui.stopButton, ui.dropOverlay, ui.live);
+    ui.banner, ui.handoffStatus, ui.transcript, ui.stopButton, ui.dropOverlay, ui.live);
 
   // Composer
   ui.notice = h("div", { class: "cs-notice", testid: "error-notice", role: "alert", hidden: true },
@@ -155,6 +167,7 @@ export function buildInterface() {
 
   wireComposer();
   updateHeader();
+  renderHandoffStatus();
 }
 
 // The assistant's name in the page title and the header (it may change once the host page says hello).
