@@ -60,11 +60,14 @@ FINISHED_REPLIES_REMEMBERED = 20
 def _ready_frame(conversation: Conversation) -> dict[str, Any]:
     messages = selectors.message_list(conversation=conversation)
     pending = selectors.reply_pending_get(messages=messages)
+    ticket = selectors.ticket_unresolved_get(conversation=conversation)
     return events.ready_frame(
         conversation_id=conversation.pk,
         messages=messages,
         pending=pending,
         progress=selectors.reply_text_get(reply_id=pending.pk) if pending else None,
+        handoff_ticket=ticket,
+        handoff_status=handoff_rules.handoff_status_get(ticket=ticket) if ticket is not None else None,
     )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from conversations.models import Message
+from conversations.models import Message, Ticket
 from conversations.progress import ReplyText
-from conversations.serializers import message_data
+from conversations.serializers import author_display_name, message_data
 
 if TYPE_CHECKING:
     from conversations.handoff_rules import HandoffStatus
@@ -32,8 +32,12 @@ def ready_frame(
     messages: list[Message],
     pending: Message | None,
     progress: ReplyText | None,
+    handoff_ticket: Ticket | None = None,
+    handoff_status: HandoffStatus | None = None,
 ) -> dict[str, Any]:
-    """The answer to `hello`: the saved history and the reply still in progress with its text so far."""
+    """The answer to `hello`: the saved history, the reply still in progress with its text so far, and
+    the handoff under way (null without an unresolved ticket), so a reloaded widget waits or shows
+    the agent as it did before."""
     pending_reply = None
     if pending is not None:
         progress = progress or ReplyText(text="", seq=-1)
@@ -43,6 +47,26 @@ def ready_frame(
         "conversation": str(conversation_id),
         "messages": [message_data(message) for message in messages],
         "pending_reply": pending_reply,
+        "handoff": (
+            handoff_data(ticket=handoff_ticket, status=handoff_status)
+            if handoff_ticket is not None and handoff_status is not None
+            else None
+        ),
+    }
+
+
+def handoff_data(*, ticket: Ticket, status: HandoffStatus) -> dict[str, Any]:
+    """An unresolved ticket as the customer sees it: handoff.started's fields, its state, its agent."""
+    return {
+        "ticket": ticket.pk,
+        "status": ticket.status,
+        "position": status.position,
+        "expected_wait_minutes": status.expected_wait_minutes,
+        "business_hours_open": status.business_hours_open,
+        "opens_at": status.opens_at.isoformat() if status.opens_at is not None else None,
+        "time_zone": status.time_zone,
+        # The assignee's name only (the console's agent data has ids and usernames; not for customers).
+        "agent": {"name": author_display_name(ticket.assignee)} if ticket.assignee is not None else None,
     }
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.db.models import Prefetch, prefetch_related_objects
 
 from conversations import progress
-from conversations.models import Attachment, Conversation, Message, token_hash
+from conversations.models import Attachment, Conversation, Message, Ticket, token_hash
 from conversations.progress import ReplyText
 
 
@@ -52,7 +52,19 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     return list(
         conversation.messages.filter(internal=False)
         .order_by("created_at", "id")
+        # Agents' messages name their author: in the same query, not one per message.
+        .select_related("author")
         .prefetch_related("attachments")
+    )
+
+
+def ticket_unresolved_get(*, conversation: Conversation) -> Ticket | None:
+    """The conversation's ticket still open or assigned (at most one), with its assignee; else None."""
+    return (
+        Ticket.objects.filter(conversation=conversation)
+        .exclude(status=Ticket.Status.RESOLVED)
+        .select_related("assignee")
+        .first()
     )
 
 

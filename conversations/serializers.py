@@ -30,9 +30,19 @@ def attachment_data(attachment: Attachment) -> dict[str, Any]:
     }
 
 
+def author_display_name(user: Any) -> str:
+    """What the customer sees of an agent: the full name, or the username without one.
+
+    The agents app's `display_name` says the same; conversations may not import it (agents imports
+    conversations), and the widget's history must name an agent as its live frames do.
+    """
+    return str(user.get_full_name().strip() or user.get_username())
+
+
 def message_data(message: Message) -> dict[str, Any]:
-    """A message as clients see it; attachments should be prefetched by the caller."""
-    return {
+    """A message as clients see it; attachments should be prefetched, and an agent message's author
+    selected, by the caller (selectors do)."""
+    data: dict[str, Any] = {
         "id": message.pk,
         "role": message.role,
         "text": message.text,
@@ -56,3 +66,9 @@ def message_data(message: Message) -> dict[str, Any]:
         ),
         "created_at": message.created_at.isoformat(),
     }
+    if message.role == Message.Role.AGENT:
+        # Who wrote it, as the live agent.message names them; null for an author deleted since.
+        data["agent"] = (
+            {"name": author_display_name(message.author)} if message.author_id is not None else None
+        )
+    return data

@@ -122,7 +122,13 @@ async def test_it_opens_the_websocket_at_ws_path_with_the_token() -> None:
     ready = await communicator.receive_json_from(timeout=5)
     await communicator.disconnect()
 
-    assert ready == {"type": "ready", "conversation": body["id"], "messages": [], "pending_reply": None}
+    assert ready == {
+        "type": "ready",
+        "conversation": body["id"],
+        "messages": [],
+        "pending_reply": None,
+        "handoff": None,
+    }
     intruder = WebsocketCommunicator(application, body["ws_path"], headers=[(b"origin", b"http://localhost")])
     connected, _ = await intruder.connect()
     assert connected

@@ -139,6 +139,7 @@ async def test_it_refuses_frames_before_hello_and_keeps_the_socket_open():
         "conversation": str(conversation.pk),
         "messages": [],
         "pending_reply": None,
+        "handoff": None,
     }
     assert await message_rows(conversation) == []
     await communicator.disconnect()
@@ -269,6 +270,7 @@ async def test_it_streams_a_reply_whose_deltas_add_up_to_the_saved_text(
         "conversation": str(conversation.pk),
         "messages": [],
         "pending_reply": None,
+        "handoff": None,
     }
 
     client_id = str(uuid.uuid4())
@@ -443,6 +445,7 @@ async def test_it_gives_a_socket_that_reconnects_after_the_reply_the_saved_histo
         "conversation": str(conversation.pk),
         "messages": [accepted["message"], done["message"]],
         "pending_reply": None,
+        "handoff": None,
     }
     assert ready["messages"][1]["text"] == "All done"
     await assert_next_frame_answers_a_barrier(second)
