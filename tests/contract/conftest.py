@@ -1,0 +1,87 @@
+"""The platform as a separate daphne process, through the production entry point, on the test
+PostgreSQL database and the tests' Redis database; replies are generated in-process against a
+scripted OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+
+from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
+from tests.scripted_inference import ScriptedInferenceServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "contract-password-1"
+
+
+@dataclass
+class Server:
+    url: str
+    inference: ScriptedInferenceServer
+    log: Path
+
+
+@pytest.fixture
+def server(
+    transactional_db: None, scripted_inference: ScriptedInferenceServer, tmp_path: Path
+) -> Iterator[Server]:
+    """daphne started as `python -m cs_platform.serve_web`, as the Dockerfile and compose run it."""
+    database = settings.DATABASES["default"]
+    assert settings.REDIS_URL, "the contract tests need REDIS_URL (the tests' own Redis database)"
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    port = free_port()
+    log = tmp_path / "daphne.log"
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "SECRET_KEY": "contract-test-secret",
+        "REPLY_GENERATION_IN_PROCESS": "true",
+        "INFERENCE_BASE_URL": scripted_inference.base_url,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "PYTHONUNBUFFERED": "1",
+        "DAPHNE_BIND": "127.0.0.1",
+        "DAPHNE_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cs_platform.serve_web"],
+        cwd=ROOT,
+        env=environment,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_answering(f"{url}/healthz", timeout=60, process=process, what="daphne")
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{log.read_text()}") from error
+        yield Server(url=url, inference=scripted_inference, log=log)
+    finally:
+        stop_process_group(process)
+        print(log.read_text()[-6000:])
+
+
+def staff_user_create(username: str, first_name: str, last_name: str, group: str | None = "Agent") -> User:
+    """A user with the suite's password, in `group` (None: in no staff group)."""
+    user = User.objects.create_user(
+        username=username,
+        password=PASSWORD,
+        first_name=first_name,
+        last_name=last_name,
+        is_staff=group is not None,
+    )
+    if group is not None:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
