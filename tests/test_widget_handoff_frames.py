@@ -27,8 +27,8 @@ def agent(username: str = "mei", first_name: str = "", last_name: str = "") -> A
     )
 
 
-def handed_off(**fields: Any) -> tuple[Conversation, Ticket]:
-    conversation = ConversationFactory(**fields)
+def handed_off(**fields: Any) -> tuple[Any, Ticket]:
+    conversation: Any = ConversationFactory(**fields)
     MessageFactory(conversation=conversation, text="My parcel never arrived.")
     ticket = services.handoff_request(conversation=conversation, reason="customer_request")
     conversation.refresh_from_db()
@@ -36,7 +36,7 @@ def handed_off(**fields: Any) -> tuple[Conversation, Ticket]:
 
 
 def test_it_says_no_handoff_in_ready_without_a_ticket() -> None:
-    conversation = ConversationFactory()
+    conversation: Any = ConversationFactory()
 
     assert _ready_frame(conversation)["handoff"] is None
 
