@@ -7,6 +7,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
+from agents.views import console_page
 from conversations.views import chat_page
 from cs_platform import health, metrics
 
@@ -56,6 +57,7 @@ urlpatterns = [
     path("chat/", chat_page, name="chat"),
     path("favicon.ico", favicon, name="favicon"),
     path("api/widget/", include("conversations.urls")),
+    path("agent/", console_page, name="agent-console"),
     path("api/agent/", include("agents.urls")),
     path("kb/", include("knowledge.urls")),
     path("admin/", admin.site.urls),
