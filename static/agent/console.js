@@ -344,8 +344,9 @@ function startConsole(root, config) {
       claimShortcut();
     }
   });
-  // Read-only hooks for the browser tests.
-  window.__agentConsole = { state, connectionState, dropConnection };
+  // Hooks for the browser tests: `deliver` handles a frame as if the socket had sent it (they play
+  // the contract's assist frames with it, whatever the server in front of them drafts).
+  window.__agentConsole = { state, connectionState, dropConnection, deliver: onFrame };
 }
 
 function boot() {
