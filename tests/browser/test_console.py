@@ -3,7 +3,6 @@ a customer and an agent in two browsers at once, Chinese, and the keyboard alone
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from agents.models import CannedReply
 from conversations import services
 from conversations.models import Attachment, Conversation, Feedback, Message, Ticket
 from tests import factories
-from tests.browser.conftest import ROOT, SCREENSHOTS, Platform
+from tests.browser.conftest import SCREENSHOTS, Platform
 from tests.factories import attachment_for
 
 pytestmark = pytest.mark.browser
@@ -33,7 +32,6 @@ MessageFactory: Any = factories.MessageFactory
 
 DESKTOP = ViewportSize(width=1280, height=800)
 PASSWORD = "a-long-test-password"
-DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 def make_agent(username: str, first_name: str, last_name: str, group: str = "Agent") -> User:
@@ -121,10 +119,8 @@ def screenshots() -> Path:
 
 
 def save_screenshot(page: Page, screenshots: Path, name: str) -> None:
-    """The test run's copy, and the one docs/ keeps for the README."""
+    """Into the test run's screenshots (`make screenshots` copies the README's into docs/)."""
     page.screenshot(path=str(screenshots / name))
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(screenshots / name, DOCS_SCREENSHOTS / name)
 
 
 def earlier_turns(conversation: Conversation) -> None:
