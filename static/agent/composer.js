@@ -20,7 +20,7 @@ let cannedLoading = null;
 // Shows a message the API saved (conversation.js's, set by console.js: the two would import each other).
 let showSaved = () => {};
 
-export function onMessageSaved(callback) {
+export function setSavedMessageHandler(callback) {
   showSaved = callback;
 }
 

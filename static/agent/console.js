@@ -4,12 +4,12 @@
  */
 
 import { api, configureApi } from "./api.js";
-import { composerElement, composerShortcut, onAssistFrame, onMessageSaved, onSocketError, renderComposer } from "./composer.js";
+import { composerElement, composerShortcut, onAssistFrame, onSocketError, renderComposer, setSavedMessageHandler } from "./composer.js";
 import {
   claimShortcut,
   onConversationMessage,
   onConversationOpened,
-  onMessageSaved as showSavedMessage,
+  onMessageSaved,
   onReplyDelta,
   onTicketUpdated,
   onTyping,
@@ -324,7 +324,7 @@ function startConsole(root, config) {
   configureApi({ base: config.apiBase, csrfToken: config.csrfToken });
   loadSeen();
   setQueueOpener((id) => openConversation(id));
-  onMessageSaved(showSavedMessage);
+  setSavedMessageHandler(onMessageSaved);
   drawConsole(root);
   startSocket({ onFrame, onStatus });
   window.setInterval(tickClocks, 1000);
