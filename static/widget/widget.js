@@ -27,6 +27,7 @@
 import { loadQuickEntries } from "./chat/api.js";
 import { handleHostMessage } from "./chat/bridge.js";
 import { config, framed } from "./chat/config.js";
+import { renderHandoffStatus } from "./chat/handoff.js";
 import { connect, connectionState, watchConnectivity } from "./chat/socket.js";
 import { loadConversationState, state } from "./chat/state.js";
 import { renderAll } from "./chat/transcript.js";
@@ -40,6 +41,9 @@ function start() {
   loadConversationState();
   renderAll();
   updateHeader();
+  // A handoff remembered from before the reload shows its waiting bar now, not once the socket is
+  // ready (nor never, when it cannot connect).
+  renderHandoffStatus();
   loadQuickEntries();
   if (state.conversation) connect();
   if (framed) window.parent.postMessage({ source: "cs-widget", type: "widget.ready", payload: null }, "*");

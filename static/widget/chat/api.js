@@ -5,6 +5,7 @@
 
 import { renderQuickEntries } from "./composer.js";
 import { STORAGE_KEY, config } from "./config.js";
+import { renderHandoffStatus } from "./handoff.js";
 import { connect } from "./socket.js";
 import { loadConversationState, state } from "./state.js";
 import { storage } from "./storage.js";
@@ -48,6 +49,7 @@ export function ensureConversation() {
       storage.set(STORAGE_KEY, conversation);
       loadConversationState();
       updateHeader();
+      renderHandoffStatus();
       connect();
       return conversation;
     } finally {

@@ -214,11 +214,16 @@ export function teamBackText(handoff) {
 
 // One sentence of where the customer stands: the queue and the wait, or when the team is back.
 export function waitingSentence(handoff) {
-  if (!handoff.businessHoursOpen) return teamBackText(handoff);
+  if (teamAway(handoff)) return teamBackText(handoff);
   const parts = [];
   if (handoff.position) parts.push(t("queuePosition", { position: handoff.position }));
   if (handoff.expectedWaitMinutes) parts.push(t("expectedWait", { minutes: handoff.expectedWaitMinutes }));
   return parts.length ? parts.join(t("listSeparator")) : t("subtitleWaiting");
+}
+
+// Closed only when the server said so: a handoff stored by an earlier widget has no such field.
+function teamAway(handoff) {
+  return handoff.businessHoursOpen === false;
 }
 
 // The bar above the transcript while the customer waits for a person; hidden once one has joined.
@@ -228,8 +233,9 @@ export function renderHandoffStatus() {
   const waiting = Boolean(handoff) && !handoff.agentName;
   ui.handoffStatus.hidden = !waiting;
   if (!waiting) return;
-  ui.handoffStatus.dataset.hours = handoff.businessHoursOpen ? "open" : "closed";
-  ui.handoffStatusTitle.textContent = handoff.businessHoursOpen ? t("waitingTitle") : t("waitingClosedTitle");
+  const away = teamAway(handoff);
+  ui.handoffStatus.dataset.hours = away ? "closed" : "open";
+  ui.handoffStatusTitle.textContent = away ? t("waitingClosedTitle") : t("waitingTitle");
   ui.handoffStatusText.textContent = waitingSentence(handoff);
   ui.handoffStatusTicket.textContent = handoff.ticketId != null ? t("handoffTicket", { ticket: handoff.ticketId }) : "";
 }
