@@ -71,7 +71,8 @@ function handoffFromFrame(frame, previous) {
   const ticket = frame.ticket != null ? frame.ticket : frame.ticket_id;
   return {
     ticketId: ticket == null ? (previous ? previous.ticketId : null) : ticket,
-    status: typeof frame.status === "string" ? frame.status : "open",
+    // A later handoff.started without a status (the queue moved) keeps the one the widget knows.
+    status: typeof frame.status === "string" ? frame.status : previous ? previous.status : "open",
     position: numberOrNull(frame.position),
     expectedWaitMinutes: numberOrNull(frame.expected_wait_minutes),
     businessHoursOpen: frame.business_hours_open !== false,
@@ -226,11 +227,17 @@ function teamAway(handoff) {
   return handoff.businessHoursOpen === false;
 }
 
+// Waiting until a person has it: an agent who joined without a name (or a reload that finds the
+// ticket assigned with no agent named) still ends the wait.
+function isWaiting(handoff) {
+  return Boolean(handoff) && handoff.status !== "assigned" && !handoff.agentName;
+}
+
 // The bar above the transcript while the customer waits for a person; hidden once one has joined.
 export function renderHandoffStatus() {
   if (!ui.handoffStatus) return;
   const handoff = state.handoff;
-  const waiting = Boolean(handoff) && !handoff.agentName;
+  const waiting = isWaiting(handoff);
   ui.handoffStatus.hidden = !waiting;
   if (!waiting) return;
   const away = teamAway(handoff);
