@@ -53,13 +53,15 @@ export function removePendingHandoffNotice() {
 // The handoff as the widget keeps it (and stores it, so that a page shown before the socket is ready
 // already knows): null, or the ticket with where the customer stands and who has it.
 export function setHandoff(value) {
+  const appearedOrEnded = Boolean(state.handoff) !== Boolean(value);
   state.handoff = value;
   if (state.conversation) storage.set(conversationKey("handoff", state.conversation.id), value);
   if (!value || value.agentName) hideAgentTyping();
   updateHeader();
   renderHandoffStatus();
-  // Retry and "talk to a person" offers inside failed replies change with the handoff state.
-  for (const entry of state.entries) if (entry.status === "failed") renderEntry(entry);
+  // The "talk to a person" offer inside failed replies depends only on whether there is a handoff: a
+  // queue update leaves them as they are (redrawing them would move focus and re-announce them).
+  if (appearedOrEnded) for (const entry of state.entries) if (entry.status === "failed") renderEntry(entry);
 }
 
 function numberOrNull(value) {
@@ -138,7 +140,9 @@ let agentTypingTimer = null;
 export function onAgentTyping(frame) {
   if (frame.internal) return;
   const name = (frame.agent && frame.agent.name) || (state.handoff && state.handoff.agentName) || null;
-  ui.agentTypingText.textContent = t("agentTyping", { name: name || t("someone") });
+  // The element is a live region: rewriting the same sentence on every frame would re-announce it.
+  const text = t("agentTyping", { name: name || t("someone") });
+  if (ui.agentTypingText.textContent !== text) ui.agentTypingText.textContent = text;
   const wasHidden = ui.agentTyping.hidden;
   ui.agentTyping.hidden = false;
   clearTimeout(agentTypingTimer);
