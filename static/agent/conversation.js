@@ -65,10 +65,16 @@ export function onConversationOpened(frame) {
   state.loading = false;
   state.loadError = null;
   state.detail = { conversation, ticket: frame.ticket || null, tickets: frame.tickets || [] };
-  const streaming = [...state.messages.values()].filter((message) => message.status === "streaming");
+  const streaming = new Map([...state.messages.values()].filter((message) => message.status === "streaming").map((message) => [message.id, message]));
   state.messages = new Map();
-  for (const message of frame.messages || []) state.messages.set(message.id, message);
-  for (const message of streaming) if (!state.messages.has(message.id)) state.messages.set(message.id, message);
+  for (const message of frame.messages || []) {
+    const local = streaming.get(message.id);
+    // A reply still streaming is saved without its text so far: the deltas already shown (and the
+    // last seq they reached) stay, or the next delta would build on "" and the start would vanish.
+    if (local && message.status === "streaming") state.messages.set(message.id, { ...message, text: local.text, lastSeq: local.lastSeq });
+    else state.messages.set(message.id, message);
+  }
+  for (const [id, message] of streaming) if (!state.messages.has(id)) state.messages.set(id, message);
   renderConversation();
   markLastSeen();
 }
