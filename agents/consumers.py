@@ -20,8 +20,9 @@ from agents.serializers import (
     display_name,
     queue_item_data,
 )
+from conversations import selectors as conversation_selectors
 from conversations.consumers import JsonFrameConsumer
-from conversations.events import conversation_group, error_frame
+from conversations.events import conversation_group, error_frame, pending_reply_data
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,19 @@ def _opened_frame(conversation_id: uuid.UUID) -> dict[str, Any] | None:
     if conversation is None:
         return None
     detail = selectors.conversation_detail_get(conversation=conversation)
+    # The reply still streaming, with its text so far, as the customer's `ready` has it: a console
+    # opening (or reopening) mid-reply shows the text already sent and appends the deltas after `seq`.
+    pending = conversation_selectors.reply_pending_get(messages=detail.messages)
     return events.conversation_opened_frame(
-        conversation_detail_data(
-            detail.conversation, messages=detail.messages, tickets=detail.tickets, csat=detail.csat
-        )
+        {
+            **conversation_detail_data(
+                detail.conversation, messages=detail.messages, tickets=detail.tickets, csat=detail.csat
+            ),
+            "pending_reply": pending_reply_data(
+                pending=pending,
+                progress=conversation_selectors.reply_text_get(reply_id=pending.pk) if pending else None,
+            ),
+        }
     )
 
 

@@ -38,21 +38,26 @@ def ready_frame(
     """The answer to `hello`: the saved history, the reply still in progress with its text so far, and
     the handoff under way (null without an unresolved ticket), so a reloaded widget waits or shows
     the agent as it did before."""
-    pending_reply = None
-    if pending is not None:
-        progress = progress or ReplyText(text="", seq=-1)
-        pending_reply = {"reply_id": pending.pk, "text": progress.text, "seq": progress.seq}
     return {
         "type": "ready",
         "conversation": str(conversation_id),
         "messages": [message_data(message) for message in messages],
-        "pending_reply": pending_reply,
+        "pending_reply": pending_reply_data(pending=pending, progress=progress),
         "handoff": (
             handoff_data(ticket=handoff_ticket, status=handoff_status)
             if handoff_ticket is not None and handoff_status is not None
             else None
         ),
     }
+
+
+def pending_reply_data(*, pending: Message | None, progress: ReplyText | None) -> dict[str, Any] | None:
+    """The reply still streaming with its text so far (the last delta it includes is `seq`; -1 before
+    the first), or None: later deltas with a higher seq follow it."""
+    if pending is None:
+        return None
+    progress = progress or ReplyText(text="", seq=-1)
+    return {"reply_id": pending.pk, "text": progress.text, "seq": progress.seq}
 
 
 def handoff_data(*, ticket: Ticket, status: HandoffStatus) -> dict[str, Any]:

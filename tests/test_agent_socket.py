@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from conversations import services
+from conversations import progress, services
 from conversations.events import AGENTS_QUEUE_GROUP
 from conversations.models import Conversation, Message, Ticket
 from cs_platform.asgi import application
@@ -247,6 +247,39 @@ async def test_it_sends_the_whole_conversation_when_an_agent_opens_it():
     assert opened["conversation"]["id"] == str(conversation.pk)
     assert opened["messages"][0]["text"] == "My parcel never arrived."
     assert opened["ticket"]["reason"] == "Wants a person"
+    await communicator.disconnect()
+
+
+async def test_it_sends_the_reply_still_streaming_with_its_text_so_far_when_an_agent_opens_it():
+    conversation = await database_sync_to_async(ConversationFactory)()
+    question = await database_sync_to_async(MessageFactory)(conversation=conversation, text="Where is it?")
+    reply = await database_sync_to_async(MessageFactory)(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        text="",
+        reply_to=question,
+    )
+    # A generation that has sent deltas 0 and 1, as a worker records them before sending each.
+    await database_sync_to_async(progress.reply_text_append)(reply.pk, ["Hel", "lo"])
+    _, session = await make_agent(group="Supervisor")
+    communicator, _ = await connected_agent(session)
+
+    opened = await open_conversation(communicator, conversation)
+
+    assert opened["pending_reply"] == {"reply_id": reply.pk, "text": "Hello", "seq": 1}
+    assert [message["id"] for message in opened["messages"]] == [question.pk, reply.pk]
+    await communicator.disconnect()
+
+
+async def test_it_sends_no_pending_reply_when_no_reply_is_streaming():
+    conversation = await handed_off()
+    _, session = await make_agent()
+    communicator, _ = await connected_agent(session)
+
+    opened = await open_conversation(communicator, conversation)
+
+    assert opened["pending_reply"] is None
     await communicator.disconnect()
 
 
