@@ -111,11 +111,12 @@ def test_a_cap_of_zero_conversations_is_refused(admin_client_logged_in: Client) 
     )
 
     assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["max_conversations_per_agent"]
     assert HandoffSettings.objects.count() == 0
 
 
 def test_agent_presence_is_listed_and_cannot_be_edited(admin_client_logged_in: Client) -> None:
-    agent = get_user_model().objects.create_user(username="lin", password="unused-password")
+    agent = get_user_model().objects.create_user(username="presence-agent-qinghe", password="unused-password")
     presence = AgentPresence.objects.create(user=agent, accepting=False)
 
     listing = admin_client_logged_in.get("/admin/agents/agentpresence/")
@@ -124,7 +125,7 @@ def test_agent_presence_is_listed_and_cannot_be_edited(admin_client_logged_in: C
     )
 
     assert listing.status_code == 200
-    assert "lin" in listing.content.decode()
+    assert "presence-agent-qinghe" in listing.content.decode()
     assert edit.status_code == 403
     presence.refresh_from_db()
     assert presence.accepting is False
@@ -150,6 +151,7 @@ def test_a_canned_reply_with_a_space_in_its_shortcode_is_refused(admin_client_lo
     )
 
     assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["shortcode"]
     assert CannedReply.objects.count() == 0
 
 
