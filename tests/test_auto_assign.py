@@ -303,6 +303,7 @@ def test_concurrent_assigners_never_give_one_ticket_twice_nor_exceed_the_cap() -
     for thread in threads:
         thread.join(timeout=30)
 
+    assert [thread for thread in threads if thread.is_alive()] == []
     assert errors == []
     assert sorted(ticket.pk for ticket in given) == [ticket.pk for ticket in tickets[:6]]
     loads = Counter(Ticket.objects.filter(assignee__isnull=False).values_list("assignee_id", flat=True))
