@@ -8,7 +8,7 @@ import { api, reloadIfSignedOut } from "./api.js";
 import { announce, h } from "./dom.js";
 import { isConnected, send } from "./socket.js";
 import { mayReply, state } from "./state.js";
-import { t } from "./strings.js";
+import { locale, t } from "./strings.js";
 
 // The server relays one typing frame per 2 s at most; sending more often is wasted.
 const TYPING_INTERVAL_MS = 2000;
@@ -77,10 +77,17 @@ export function renderComposer() {
   renderAssist();
 }
 
+let shownAssist = { element: null, assist: null, text: null };
+
 function renderAssist() {
   const element = document.getElementById("ac-assist-status");
   if (!element) return;
   const assist = state.assist && state.assist.conversation === state.selected ? state.assist : null;
+  // The region is role=status: drawn again only for another draft or when what it says changes, or
+  // screen readers would say it again on every render of the composer.
+  const shown = assist ? JSON.stringify([assist.error, Boolean(assist.streaming), Boolean(assist.stale), locale()]) : "";
+  if (shownAssist.element === element && shownAssist.assist === assist && shownAssist.text === shown) return;
+  shownAssist = { element, assist, text: shown };
   element.replaceChildren();
   element.className = "ac-assist";
   element.hidden = !assist;
@@ -356,8 +363,10 @@ export function onAssistFrame(frame) {
         assist.lastSeq = frame.seq;
       }
       assist.text += typeof frame.text === "string" ? frame.text : "";
+      // Only the draft's text changes: the status region is left alone (redrawing it would have
+      // screen readers say "Drafting a reply…" again with every token).
       showDraftText(assist);
-      break;
+      return;
     case "assist.done":
       assist.streaming = false;
       assist.pending = false;

@@ -146,7 +146,8 @@ export function onReplyDelta(frame) {
     message.lastSeq = frame.seq;
   }
   message.text += typeof frame.text === "string" ? frame.text : "";
-  upsertMessageElement(message);
+  if (elements.has(message.id)) scheduleTextRender(message.id);
+  else upsertMessageElement(message);
 }
 
 export function onTyping(frame) {
@@ -445,6 +446,11 @@ function feedbackElement(message) {
 
 function bodyElement(message) {
   const body = h("div", { class: "ac-message__text", testid: "message-text" });
+  fillBody(body, message);
+  return body;
+}
+
+function fillBody(body, message) {
   if (message.role === "assistant") {
     renderMarkdownInto(body, message.text || "");
     const citations = Array.isArray(message.citations) ? message.citations : [];
@@ -458,7 +464,6 @@ function bodyElement(message) {
   } else {
     body.textContent = message.text || "";
   }
-  return body;
 }
 
 function messageElement(message) {
@@ -517,23 +522,62 @@ function scrollToBottom(container) {
   container.scrollTop = container.scrollHeight;
 }
 
+// The transcript's elements by message id, so that a delta finds its message without a query.
+const elements = new Map();
+// Messages whose streamed text changed since the last frame was drawn.
+const dirtyTexts = new Set();
+let textFrameScheduled = false;
+
+// A whole message (new, or its status changed): built again and put in place of the old one.
 function upsertMessageElement(message) {
   const list = document.getElementById("ac-messages");
   const scroller = document.getElementById("ac-transcript");
   if (!list || !scroller) return;
+  dirtyTexts.delete(message.id);
   const stick = nearBottom(scroller);
-  const existing = list.querySelector(`[data-message="${CSS.escape(String(message.id))}"]`);
+  const existing = elements.get(message.id);
   const element = messageElement(message);
-  if (existing) existing.replaceWith(element);
+  elements.set(message.id, element);
+  if (existing && existing.isConnected) existing.replaceWith(element);
   else list.append(element);
   if (stick || message.role === "agent") scrollToBottom(scroller);
+}
+
+// Streamed text is drawn at most once per frame (as the widget's transcript does), however fast the
+// deltas come: only the text of the message changes, not the element around it.
+function scheduleTextRender(id) {
+  dirtyTexts.add(id);
+  if (textFrameScheduled) return;
+  textFrameScheduled = true;
+  window.requestAnimationFrame(() => {
+    textFrameScheduled = false;
+    const scroller = document.getElementById("ac-transcript");
+    const stick = scroller ? nearBottom(scroller) : false;
+    for (const dirty of dirtyTexts) {
+      const message = state.messages.get(dirty);
+      const element = elements.get(dirty);
+      if (!message) continue;
+      const body = element && element.isConnected ? element.querySelector('[data-testid="message-text"]') : null;
+      if (body) fillBody(body, message);
+      else upsertMessageElement(message);
+    }
+    dirtyTexts.clear();
+    if (scroller && stick) scrollToBottom(scroller);
+  });
 }
 
 export function renderTranscript() {
   const list = document.getElementById("ac-messages");
   const scroller = document.getElementById("ac-transcript");
   if (!list || !scroller) return;
-  list.replaceChildren(...sortedMessages().map(messageElement));
+  elements.clear();
+  dirtyTexts.clear();
+  const rendered = sortedMessages().map((message) => {
+    const element = messageElement(message);
+    elements.set(message.id, element);
+    return element;
+  });
+  list.replaceChildren(...rendered);
   scrollToBottom(scroller);
 }
 
