@@ -112,15 +112,21 @@ def agent_message_post(*, conversation: Conversation, agent: Any, text: str, int
             author=agent,
             internal=internal,
         )
+        agents_events: list[dict[str, Any]] = []
         if ticket is not None:
             conversation.last_message_at = message.created_at
             conversation.save(update_fields=["last_message_at", "updated_at"])
-            services.ticket_first_response_record(ticket=ticket, message=message)
+            if services.ticket_first_response_record(ticket=ticket, message=message):
+                # The console shows the first response time: it hears it here rather than refetching.
+                ticket.refresh_from_db()
+                agents_events.append(
+                    events.ticket_updated_event(conversation_id=conversation.pk, ticket=ticket)
+                )
         message = selectors.message_for_agents_get(message_id=message.pk) or message
         events.conversation_events_send_on_commit(
             conversation.pk,
             customer=[] if internal else [events.agent_message_event(message)],
-            agents=[events.conversation_message_event(message)],
+            agents=[events.conversation_message_event(message), *agents_events],
         )
     return message
 

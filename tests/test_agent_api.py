@@ -18,6 +18,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from agents.events import agents_conversation_group
 from conversations import services
 from conversations.events import conversation_group
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
@@ -514,6 +515,41 @@ def test_it_sends_a_public_message_to_the_customer_and_records_the_first_respons
     # The first public message is the first response; the second does not move it.
     assert ticket.first_response_at == message.created_at
     assert second.status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_tells_the_conversations_agents_of_the_first_response_once():
+    agent = make_user()
+    conversation = handed_off()
+    client = AgentClient(agent)
+    client.post(url(conversation, "claim"))
+    agents = GroupListener(agents_conversation_group(conversation.pk))
+    try:
+        first = client.post(url(conversation, "messages"), {"text": "Checking now."})
+        received = [agents.receive(), agents.receive()]
+        second = client.post(url(conversation, "messages"), {"text": "Found it."})
+        received.append(agents.receive())
+        # Group events arrive in order: a marker sent now comes next unless a second ticket.updated did.
+        async_to_sync(agents.layer.group_send)(agents.group, {"type": "test.marker"})
+        received.append(agents.receive())
+    finally:
+        agents.close()
+
+    ticket = Ticket.objects.get(conversation=conversation)
+    assert ticket.first_response_at is not None
+    assert [event["type"] for event in received] == [
+        "conversation.message",
+        "ticket.updated",
+        "conversation.message",
+        "test.marker",
+    ]
+    assert received[0]["message"]["id"] == first.json()["id"]
+    assert received[1]["conversation"] == str(conversation.pk)
+    assert received[1]["ticket"]["id"] == ticket.pk
+    assert received[1]["ticket"]["first_response_at"] == ticket.first_response_at.isoformat()
+    assert received[1]["ticket"]["first_response_seconds"] == ticket.first_response_seconds
+    assert received[1]["ticket"]["assignee"]["id"] == agent.pk
+    assert received[2]["message"]["id"] == second.json()["id"]
 
 
 @pytest.mark.django_db(transaction=True)
