@@ -12,6 +12,7 @@ const connection = {
   everReady: false,
   attempt: 0,
   reconnectTimer: null,
+  handshakeTimer: null,
   onFrame: () => {},
   onStatus: () => {},
 };
@@ -34,16 +35,18 @@ export function startSocket({ onFrame, onStatus }) {
   connection.onFrame = onFrame;
   connection.onStatus = onStatus;
   window.addEventListener("online", () => {
-    if (!connection.ready) {
-      connection.attempt = 0;
-      connect();
-    }
+    if (connection.ready) return;
+    // A socket still connecting is left to finish: closing it would only start the wait again.
+    if (connection.socket && connection.socket.readyState === WebSocket.CONNECTING) return;
+    connection.attempt = 0;
+    connect();
   });
   connect();
 }
 
 function connect() {
   window.clearTimeout(connection.reconnectTimer);
+  window.clearTimeout(connection.handshakeTimer);
   if (connection.socket) {
     const previous = connection.socket;
     connection.socket = null;
@@ -62,8 +65,13 @@ function connect() {
     return;
   }
   connection.socket = socket;
+  // A socket that does not open within 15 s is given up and retried (as the widget's is).
+  connection.handshakeTimer = window.setTimeout(() => {
+    if (connection.socket === socket && !connection.ready) socket.close(4000);
+  }, 15000);
   socket.addEventListener("open", () => {
     if (connection.socket !== socket) return;
+    window.clearTimeout(connection.handshakeTimer);
     const reconnected = connection.everReady;
     connection.ready = true;
     connection.everReady = true;
@@ -94,6 +102,7 @@ function connect() {
     if (connection.socket !== socket) return;
     connection.socket = null;
     connection.ready = false;
+    window.clearTimeout(connection.handshakeTimer);
     if (event.code === 4401 || event.code === 4403) {
       // Signed out, or no longer an agent: the page says which.
       window.location.reload();
