@@ -11,6 +11,8 @@ import { formatDuration, t } from "./strings.js";
 
 let onOpen = () => {};
 let allRefetch = null;
+// The All tab's list is older than the last queue.updated: read again when the tab is next shown.
+let allStale = true;
 
 export function setQueueOpener(callback) {
   onOpen = callback;
@@ -37,7 +39,12 @@ export function onQueueUpdated(frame) {
       }
     }
   }
-  if (state.supervisor) refetchAll();
+  if (state.supervisor) {
+    // Read only while someone looks at it (and once at the start, for its count): every change of
+    // any queue would otherwise cost a read. Its count is the one of the last read meanwhile.
+    if (state.tab === "all" || firstLoad) refetchAll();
+    else allStale = true;
+  }
   renderQueue();
 }
 
@@ -48,6 +55,7 @@ function refetchAll() {
     return;
   }
   allRefetch = { again: false };
+  allStale = false;
   api
     .queue("all")
     .then((data) => {
@@ -56,6 +64,7 @@ function refetchAll() {
       renderQueue();
     })
     .catch((error) => {
+      allStale = true;
       reloadIfSignedOut(error);
     })
     .finally(() => {
@@ -205,6 +214,7 @@ export function selectTab(name, { focus = true } = {}) {
   if (!tabs().includes(name)) return;
   state.tab = name;
   focusedIndex = 0;
+  if (name === "all" && allStale) refetchAll();
   renderQueue();
   if (focus) {
     const tab = document.getElementById(`ac-tab-${name}`);
