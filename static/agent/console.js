@@ -7,6 +7,7 @@ import { api, configureApi } from "./api.js";
 import { composerElement, composerShortcut, onAssistFrame, onSocketError, renderComposer, setSavedMessageHandler } from "./composer.js";
 import {
   claimShortcut,
+  markLastSeen,
   onConversationMessage,
   onConversationOpened,
   onMessageSaved,
@@ -18,7 +19,7 @@ import {
   showNotice,
 } from "./conversation.js";
 import { announce, h } from "./dom.js";
-import { markSeen, onQueueUpdated, renderQueue, selectTab, setQueueOpener, tickClocks, updateTitle, wireQueueKeys } from "./queue.js";
+import { onQueueUpdated, renderQueue, selectTab, setQueueOpener, tickClocks, updateTitle, wireQueueKeys } from "./queue.js";
 import { connectionState, dropConnection, isConnected, send, startSocket } from "./socket.js";
 import { loadSeen, state } from "./state.js";
 import { LOCALES, locale, setLocale, t } from "./strings.js";
@@ -330,8 +331,7 @@ function startConsole(root, config) {
   window.setInterval(tickClocks, 1000);
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState !== "visible" || !state.selected) return;
-    const ids = [...state.messages.keys()].filter(Number.isInteger);
-    if (ids.length) markSeen(state.selected, Math.max(...ids));
+    markLastSeen();
     updateTitle();
   });
   document.addEventListener("keydown", (event) => {

@@ -85,7 +85,8 @@ function lastMessageId() {
   return last;
 }
 
-function markLastSeen() {
+// The agent read the open conversation as far as its last saved message.
+export function markLastSeen() {
   const last = lastMessageId();
   if (last !== null) markSeen(state.selected, last);
 }
