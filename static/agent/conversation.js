@@ -338,7 +338,7 @@ export function renderHeader() {
     const claimable = !isMine(ticket);
     if (claimable) {
       actions.push(
-        h("button", { type: "button", class: "ac-button ac-button--primary", testid: "claim-button", "aria-keyshortcuts": "Alt+C", onclick: claim, text: t("action.claim") }),
+        h("button", { type: "button", class: "ac-button ac-button--primary", testid: "claim-button", "aria-keyshortcuts": "Alt+C", disabled: busy, onclick: claim, text: t("action.claim") }),
       );
     }
     const mayAct = isMine(ticket) || state.supervisor;
