@@ -38,14 +38,12 @@ def console_locale(request: HttpRequest) -> str:
     return _DJANGO_TO_CONSOLE.get(get_language_from_request(request).lower(), "en")
 
 
-def _console_config(request: HttpRequest, user: Any) -> dict[str, Any]:
+def _console_config(user: Any) -> dict[str, Any]:
     return {
         "apiBase": "/api/agent",
         "wsPath": "/ws/agent/",
-        "locale": console_locale(request),
         "agent": agent_data(user),
         "supervisor": user_is_supervisor(user),
-        "csrfToken": get_token(request),
     }
 
 
@@ -60,20 +58,15 @@ def console_page(request: HttpRequest) -> HttpResponse:
     """
     user = request.user
     locale = console_locale(request)
+    config: dict[str, Any] = {"locale": locale, "csrfToken": get_token(request)}
+    status = 200
     if not user.is_authenticated:
-        config: dict[str, Any] = {"page": "login", "locale": locale, "csrfToken": get_token(request)}
-        status = 200
+        config["page"] = "login"
     elif not user_is_agent(user):
-        config = {
-            "page": "forbidden",
-            "locale": locale,
-            "csrfToken": get_token(request),
-            "username": user.get_username(),
-        }
+        config.update(page="forbidden", username=user.get_username())
         status = 403
     else:
-        config = {"page": "console", **_console_config(request, user)}
-        status = 200
+        config.update(page="console", **_console_config(user))
     response = render(
         request, "agents/console.html", {"locale": locale, "console_config": config}, status=status
     )

@@ -78,6 +78,8 @@ def test_it_gives_each_agent_group_the_console(group: str, supervisor: bool) -> 
     assert config["supervisor"] is supervisor
     assert config["apiBase"] == "/api/agent"
     assert config["wsPath"] == "/ws/agent/"
+    assert config["locale"] == "en"
+    assert config["csrfToken"]
 
 
 def test_it_gives_a_superuser_in_no_group_the_supervisors_console() -> None:
