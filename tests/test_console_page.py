@@ -78,6 +78,8 @@ def test_it_gives_each_agent_group_the_console(group: str, supervisor: bool) -> 
     assert config["supervisor"] is supervisor
     assert config["apiBase"] == "/api/agent"
     assert config["wsPath"] == "/ws/agent/"
+    # No assist.* handler on the server yet: the console hides its AI draft button.
+    assert config["assist"] is False
     assert config["locale"] == "en"
     assert config["csrfToken"]
 

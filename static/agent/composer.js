@@ -24,6 +24,11 @@ export function setSavedMessageHandler(callback) {
   showSaved = callback;
 }
 
+// Whether the server drafts with AI (the page's config says): if not, no button and no Alt+D.
+export function assistAvailable() {
+  return Boolean(state.config && state.config.assist);
+}
+
 function input() {
   return document.getElementById("ac-composer-input");
 }
@@ -68,9 +73,11 @@ export function renderComposer() {
   sendButton.textContent = state.composer.sending ? t("composer.sending") : t(note ? "composer.saveNote" : "composer.send");
   sendButton.disabled = state.composer.sending || (!note && !replyAllowed);
   const assistButton = document.getElementById("ac-assist");
-  const streaming = Boolean(state.assist && state.assist.streaming);
-  assistButton.textContent = streaming ? t("assist.cancel") : t("assist.button");
-  assistButton.disabled = !streaming && (!replyAllowed || note);
+  if (assistButton) {
+    const streaming = Boolean(state.assist && state.assist.streaming);
+    assistButton.textContent = streaming ? t("assist.cancel") : t("assist.button");
+    assistButton.disabled = !streaming && (!replyAllowed || note);
+  }
   const error = document.getElementById("ac-composer-error");
   error.textContent = state.composer.error || "";
   error.hidden = !state.composer.error;
@@ -391,10 +398,14 @@ export function onAssistFrame(frame) {
   renderComposer();
 }
 
-// An `error` frame while a draft was asked for and not started: the server does not draft (yet).
+// The codes an assist.request may be refused with (error frames do not say which frame they answer).
+const ASSIST_REQUEST_ERRORS = new Set(["unknown_type", "not_open", "not_found", "not_claimed"]);
+
+// An `error` frame while a draft was asked for and not started, with a code that refuses one: the
+// server does not draft (yet) or not here. Any other error is someone else's.
 export function onSocketError(frame) {
   const assist = state.assist;
-  if (assist && assist.pending) {
+  if (assist && assist.pending && ASSIST_REQUEST_ERRORS.has(frame.code)) {
     assist.pending = false;
     assist.streaming = false;
     assist.error = t("assist.unavailable", { detail: frame.detail || frame.code });
@@ -439,7 +450,7 @@ export function composerElement() {
     "aria-controls": "ac-canned",
     "aria-expanded": "false",
     "aria-describedby": "ac-composer-hint ac-assist-status",
-    "aria-keyshortcuts": "Enter Alt+D Alt+N",
+    "aria-keyshortcuts": assistAvailable() ? "Enter Alt+D Alt+N" : "Enter Alt+N",
   });
   textarea.addEventListener("input", () => {
     state.composer.text = textarea.value;
@@ -510,15 +521,17 @@ export function composerElement() {
       "div",
       { class: "ac-composer__bar" },
       h("fieldset", { class: "ac-modes" }, h("legend", { class: "ac-visually-hidden", text: t("composer.mode") }), modeRadio("reply"), modeRadio("note")),
-      h("button", {
-        type: "button",
-        id: "ac-assist",
-        class: "ac-button ac-button--assist",
-        testid: "assist-button",
-        "aria-keyshortcuts": "Alt+D",
-        onclick: requestAssist,
-        text: t("assist.button"),
-      }),
+      assistAvailable()
+        ? h("button", {
+            type: "button",
+            id: "ac-assist",
+            class: "ac-button ac-button--assist",
+            testid: "assist-button",
+            "aria-keyshortcuts": "Alt+D",
+            onclick: requestAssist,
+            text: t("assist.button"),
+          })
+        : null,
     ),
     h("label", { for: "ac-composer-input", class: "ac-visually-hidden", text: t("composer.label") }),
     h("div", { class: "ac-composer__field" }, textarea, h("ul", { id: "ac-canned", class: "ac-canned", role: "listbox", "aria-label": t("canned.label"), testid: "canned-list", hidden: true })),
@@ -534,6 +547,7 @@ export function composerShortcut(event) {
   if (!event.altKey || event.ctrlKey || event.metaKey || !state.detail) return false;
   const key = event.code === "KeyD" ? "d" : event.code === "KeyN" ? "n" : null;
   if (key === "d") {
+    if (!assistAvailable()) return false;
     requestAssist();
     return true;
   }

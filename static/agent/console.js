@@ -4,7 +4,7 @@
  */
 
 import { api, configureApi } from "./api.js";
-import { composerElement, composerShortcut, onAssistFrame, onSocketError, renderComposer, setSavedMessageHandler } from "./composer.js";
+import { assistAvailable, composerElement, composerShortcut, onAssistFrame, onSocketError, renderComposer, setSavedMessageHandler } from "./composer.js";
 import {
   claimShortcut,
   markLastSeen,
@@ -173,7 +173,9 @@ function shortcutsHelp() {
     h(
       "ul",
       null,
-      ["shortcuts.queue", "shortcuts.send", "shortcuts.canned", "shortcuts.assist", "shortcuts.note", "shortcuts.claim"].map((key) => h("li", { text: t(key) })),
+      ["shortcuts.queue", "shortcuts.send", "shortcuts.canned", assistAvailable() ? "shortcuts.assist" : null, "shortcuts.note", "shortcuts.claim"]
+        .filter(Boolean)
+        .map((key) => h("li", { text: t(key) })),
     ),
   );
 }
