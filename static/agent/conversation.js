@@ -75,6 +75,12 @@ export function onConversationOpened(frame) {
     else state.messages.set(message.id, message);
   }
   for (const [id, message] of streaming) if (!state.messages.has(id)) state.messages.set(id, message);
+  // The server's progress of that reply (text so far, last seq): wins over a local copy that is behind.
+  const pending = frame.pending_reply;
+  const reply = pending && state.messages.get(pending.reply_id);
+  if (reply && reply.status === "streaming" && typeof pending.text === "string" && Number.isInteger(pending.seq) && pending.seq > (reply.lastSeq ?? -1)) {
+    state.messages.set(reply.id, { ...reply, text: pending.text, lastSeq: pending.seq });
+  }
   renderConversation();
   markLastSeen();
 }
