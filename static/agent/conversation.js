@@ -114,19 +114,10 @@ export function onConversationMessage(frame) {
   markLastSeen();
 }
 
-// A message this console saved: shown at once (the socket's copy is the same id), and a first public
-// answer reads the ticket again, since the first-response time it recorded comes with no event.
+// A message this console saved: shown at once (the socket's copy is the same id). A first public
+// answer's first-response time comes with the ticket.updated the server sends for it.
 export function onMessageSaved(frame) {
   onConversationMessage(frame);
-  const ticket = state.detail && state.detail.ticket;
-  if (!ticket || frame.message.internal || ticket.first_response_at) return;
-  const id = state.selected;
-  api
-    .conversation(id)
-    .then((detail) => {
-      if (state.selected === id && state.detail && detail.ticket) onTicketUpdated({ conversation: id, ticket: detail.ticket });
-    })
-    .catch(() => {});
 }
 
 export function onTicketUpdated(frame) {
