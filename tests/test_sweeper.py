@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,10 +21,9 @@ from django.utils import timezone
 from websockets.typing import Origin
 
 from conversations.models import Message
-from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, stop_process_group
 from tests import factories
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import daphne_start, database_url
 
 ConversationFactory: Any = factories.ConversationFactory
 MessageFactory: Any = factories.MessageFactory
@@ -37,40 +34,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _database_url() -> str:
-    database = settings.DATABASES["default"]
-    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
-    return f"postgres://{database['USER']}{password}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-
-
 @pytest.fixture
 def web_alone(transactional_db: None, tmp_path: Path) -> Iterator[str]:
     """The production web server on the test database, with no worker and no beat anywhere."""
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL or "redis://127.0.0.1:6379/1",
         "SECRET_KEY": "sweeper-test-secret",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "REPLY_HEARTBEAT_SECONDS": "1",
         "REPLY_STALLED_AFTER_SECONDS": "3",
         "REPLY_SWEEP_INTERVAL_SECONDS": "1",
-        "DAPHNE_BIND": "127.0.0.1",
-        "DAPHNE_PORT": str(port),
     }
     log = tmp_path / "daphne.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cs_platform.serve_web"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=parent_death_signal(),
-    )
+    process = daphne_start(port=port, environment=env, log=log)
     try:
-        wait_until_answering(f"http://127.0.0.1:{port}/healthz", timeout=60, process=process, what="daphne")
         yield f"127.0.0.1:{port}"
     finally:
         stop_process_group(process)

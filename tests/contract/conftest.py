@@ -5,8 +5,6 @@ scripted OpenAI-compatible server."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,10 @@ import redis
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 
-from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
+from cs_platform.processes import free_port, stop_process_group
+from tests.processes import daphne_start, database_url
 from tests.scripted_inference import ScriptedInferenceServer
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "contract-password-1"
 
 
@@ -35,39 +33,23 @@ def server(
     transactional_db: None, scripted_inference: ScriptedInferenceServer, tmp_path: Path
 ) -> Iterator[Server]:
     """daphne started as `python -m cs_platform.serve_web`, as the Dockerfile and compose run it."""
-    database = settings.DATABASES["default"]
     assert settings.REDIS_URL, "the contract tests need REDIS_URL (the tests' own Redis database)"
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     port = free_port()
     log = tmp_path / "daphne.log"
     environment = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SECRET_KEY": "contract-test-secret",
         "REPLY_GENERATION_IN_PROCESS": "true",
         "INFERENCE_BASE_URL": scripted_inference.base_url,
         "MEDIA_ROOT": str(tmp_path / "media"),
         "PYTHONUNBUFFERED": "1",
-        "DAPHNE_BIND": "127.0.0.1",
-        "DAPHNE_PORT": str(port),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cs_platform.serve_web"],
-        cwd=ROOT,
-        env=environment,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=parent_death_signal(),
-    )
-    url = f"http://127.0.0.1:{port}"
+    process = daphne_start(port=port, environment=environment, log=log)
     try:
-        try:
-            wait_until_answering(f"{url}/healthz", timeout=60, process=process, what="daphne")
-        except RuntimeError as error:
-            raise RuntimeError(f"{error}:\n{log.read_text()}") from error
-        yield Server(url=url, inference=scripted_inference, log=log)
+        yield Server(url=f"http://127.0.0.1:{port}", inference=scripted_inference, log=log)
     finally:
         stop_process_group(process)
         print(log.read_text()[-6000:])
