@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ def enqueued_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     queued: list[int] = []
     monkeypatch.setattr(replies, "reply_generation_enqueue", lambda *, reply_id: queued.append(reply_id))
     return queued
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
+    """Set the clock every `timezone.now()` reads (auto_now fields too)."""
+
+    def freeze(at: datetime) -> None:
+        monkeypatch.setattr("django.utils.timezone.now", lambda: at)
+
+    return freeze
 
 
 @pytest.fixture

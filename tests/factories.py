@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import factory
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
 from PIL import Image
 
-from conversations.models import Attachment, Conversation, Message
+from conversations import services
+from conversations.models import Attachment, Conversation, Message, Ticket
 from conversations.services import attachment_create, token_hash
 from inference.models import AssistantProfile
 from knowledge.models import Article, FaqEntry
@@ -93,3 +101,54 @@ def attachment_for(
         source=io.BytesIO(jpeg_bytes(width, height, **kwargs)),
         original_name="photo.jpg",
     )
+
+
+_usernames = itertools.count()
+
+
+def make_user(
+    group: str | None = "Agent", *, first_name: str = "", last_name: str = "", **fields: Any
+) -> User:
+    """A user with a password, in `group` (None: in no group)."""
+    username = fields.pop("username", None) or f"agent{next(_usernames)}"
+    user = User.objects.create_user(
+        username=username,
+        password="a-long-test-password",
+        first_name=first_name,
+        last_name=last_name,
+        **fields,
+    )
+    if group is not None:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+def handed_off(*, reason: str = "Wants a person", minutes_ago: int = 0, **fields: Any) -> Conversation:
+    """A conversation with a customer message, handed off to a person `minutes_ago` (its waiting
+    ticket is `conversation.tickets.get()`)."""
+    conversation: Any = ConversationFactory(**fields)
+    MessageFactory(conversation=conversation, text="My parcel never arrived.")
+    ticket = services.handoff_request(conversation=conversation, reason=reason)
+    if minutes_ago:
+        Ticket.objects.filter(pk=ticket.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
+    conversation.refresh_from_db()
+    return conversation
+
+
+class GroupListener:
+    """A channel in a group, as a socket in it would be: what reaches the sockets in that group."""
+
+    def __init__(self, group: str) -> None:
+        self.layer = get_channel_layer()
+        self.group = group
+        self.channel = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(group, self.channel)
+
+    def receive(self) -> dict[str, Any]:
+        async def receive_with_timeout() -> dict[str, Any]:
+            return await asyncio.wait_for(self.layer.receive(self.channel), timeout=5)
+
+        return async_to_sync(receive_with_timeout)()
+
+    def close(self) -> None:
+        async_to_sync(self.layer.group_discard)(self.group, self.channel)

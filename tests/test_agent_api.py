@@ -6,24 +6,21 @@ import itertools
 import json
 import random
 import threading
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from agents.events import agents_conversation_group
 from conversations import services
 from conversations.events import conversation_group
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
 from tests import factories
-from tests.factories import attachment_for
+from tests.factories import GroupListener, attachment_for, handed_off, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -31,29 +28,11 @@ ConversationFactory: Any = factories.ConversationFactory
 MessageFactory: Any = factories.MessageFactory
 
 _addresses = itertools.count(random.randrange(1, 2**20) * 8)
-_usernames = itertools.count()
 
 
 def unique_address() -> str:
     number = next(_addresses) % 2**24
     return f"10.{number >> 16}.{(number >> 8) & 255}.{number & 255}"
-
-
-def make_user(
-    group: str | None = "Agent", *, first_name: str = "", last_name: str = "", **fields: Any
-) -> User:
-    """A user with a password, in `group` (None: in no group)."""
-    username = fields.pop("username", None) or f"agent{next(_usernames)}"
-    user = User.objects.create_user(
-        username=username,
-        password="a-long-test-password",
-        first_name=first_name,
-        last_name=last_name,
-        **fields,
-    )
-    if group is not None:
-        user.groups.add(Group.objects.get_or_create(name=group)[0])
-    return user
 
 
 class AgentClient:
@@ -76,41 +55,9 @@ class AgentClient:
         )
 
 
-def handed_off(*, reason: str = "Wants a person", minutes_ago: int = 0, **fields: Any) -> Conversation:
-    """A conversation with a customer message, handed off to a person `minutes_ago`."""
-    conversation = ConversationFactory(**fields)
-    MessageFactory(conversation=conversation, text="My parcel never arrived.")
-    ticket = services.handoff_request(conversation=conversation, reason=reason)
-    if minutes_ago:
-        Ticket.objects.filter(pk=ticket.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
-    conversation.refresh_from_db()
-    return conversation
-
-
 def url(conversation: Conversation, action: str = "") -> str:
     base = f"/api/agent/conversations/{conversation.pk}"
     return f"{base}/{action}" if action else base
-
-
-class GroupListener:
-    """A channel in a conversation's group, as a customer's socket is: what reaches the customer."""
-
-    def __init__(self, group: str) -> None:
-        self.layer = get_channel_layer()
-        self.group = group
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(group, self.channel)
-
-    def receive(self) -> dict[str, Any]:
-        async def receive_with_timeout() -> dict[str, Any]:
-            import asyncio
-
-            return await asyncio.wait_for(self.layer.receive(self.channel), timeout=5)
-
-        return async_to_sync(receive_with_timeout)()
-
-    def close(self) -> None:
-        async_to_sync(self.layer.group_discard)(self.group, self.channel)
 
 
 # --- who may use it ---------------------------------------------------------------------------------

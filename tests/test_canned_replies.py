@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.test import Client
 
 from agents import services
 from agents.demo import DEMO_CANNED_REPLIES, canned_replies_demo_load
 from agents.models import CannedReply
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 
-_usernames = itertools.count()
-
 
 def logged_in(group: str | None) -> Client:
-    user = User.objects.create_user(username=f"canned{next(_usernames)}", password="a-long-test-password")
-    if group is not None:
-        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    user = make_user(group)
     client = Client()
     client.force_login(user)
     return client

@@ -29,16 +29,6 @@ MessageFactory: Any = factories.MessageFactory
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-@pytest.fixture
-def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
-    """Set the clock every `timezone.now()` reads (auto_now fields too)."""
-
-    def freeze(at: datetime) -> None:
-        monkeypatch.setattr("django.utils.timezone.now", lambda: at)
-
-    return freeze
-
-
 def settings_save(**fields: Any) -> HandoffSettings:
     handoff_settings = HandoffSettings.current()
     for name, value in fields.items():

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import Client
 
@@ -19,6 +16,7 @@ from conversations import services
 from conversations.events import AGENTS_QUEUE_GROUP, conversation_group
 from conversations.models import Conversation, Message, Ticket
 from tests import factories
+from tests.factories import GroupListener
 
 pytestmark = pytest.mark.django_db
 
@@ -166,33 +164,6 @@ def run_action(client: Client, model: str, action: str, *rows: Any) -> Any:
     )
     assert response.status_code == 200
     return response
-
-
-class GroupListener:
-    """A channel in a group, as a socket in it would be."""
-
-    def __init__(self, group: str) -> None:
-        self.layer = get_channel_layer()
-        self.group = group
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(group, self.channel)
-
-    def receive(self) -> dict[str, Any]:
-        async def receive_with_timeout() -> dict[str, Any]:
-            return await asyncio.wait_for(self.layer.receive(self.channel), timeout=5)
-
-        return async_to_sync(receive_with_timeout)()
-
-    def close(self) -> None:
-        async_to_sync(self.layer.group_discard)(self.group, self.channel)
-
-
-@pytest.fixture
-def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def freeze(at: datetime) -> None:
-        monkeypatch.setattr("django.utils.timezone.now", lambda: at)
-
-    return freeze
 
 
 def test_the_resolve_action_records_business_hours_and_tells_the_queue_and_the_customer(

@@ -32,14 +32,6 @@ def agent_create(username: str, first_name: str = "", last_name: str = "") -> An
     )
 
 
-@pytest.fixture
-def frozen_now(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
-    def freeze(at: datetime) -> None:
-        monkeypatch.setattr("django.utils.timezone.now", lambda: at)
-
-    return freeze
-
-
 def test_an_agent_claims_an_open_ticket() -> None:
     ticket = services.handoff_request(conversation=ConversationFactory())
     agent = agent_create("li")

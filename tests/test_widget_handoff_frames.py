@@ -5,34 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from agents import console
-from conversations import services
 from conversations.consumers import _ready_frame
-from conversations.models import Conversation, Message, Ticket
-from tests.factories import ConversationFactory, MessageFactory
+from conversations.models import Conversation, Message
+from tests.factories import ConversationFactory, MessageFactory, handed_off, make_user
 
 pytestmark = pytest.mark.django_db
-
-User = get_user_model()
-
-
-def agent(username: str = "mei", first_name: str = "", last_name: str = "") -> Any:
-    return User.objects.create_user(
-        username=username, password="x", first_name=first_name, last_name=last_name
-    )
-
-
-def handed_off(**fields: Any) -> tuple[Any, Ticket]:
-    conversation: Any = ConversationFactory(**fields)
-    MessageFactory(conversation=conversation, text="My parcel never arrived.")
-    ticket = services.handoff_request(conversation=conversation, reason="customer_request")
-    conversation.refresh_from_db()
-    return conversation, ticket
 
 
 def test_it_says_no_handoff_in_ready_without_a_ticket() -> None:
@@ -43,7 +25,8 @@ def test_it_says_no_handoff_in_ready_without_a_ticket() -> None:
 
 def test_it_puts_the_waiting_ticket_in_ready_with_its_queue_position() -> None:
     handed_off()
-    conversation, ticket = handed_off()
+    conversation = handed_off()
+    ticket = conversation.tickets.get()
 
     handoff = _ready_frame(conversation)["handoff"]
 
@@ -60,8 +43,9 @@ def test_it_puts_the_waiting_ticket_in_ready_with_its_queue_position() -> None:
 
 
 def test_it_names_the_agent_who_claimed_the_ticket_in_ready() -> None:
-    conversation, ticket = handed_off()
-    console.conversation_claim(conversation=conversation, agent=agent(first_name="Mei", last_name="Lin"))
+    conversation = handed_off()
+    ticket = conversation.tickets.get()
+    console.conversation_claim(conversation=conversation, agent=make_user(first_name="Mei", last_name="Lin"))
 
     handoff = _ready_frame(conversation)["handoff"]
 
@@ -70,8 +54,8 @@ def test_it_names_the_agent_who_claimed_the_ticket_in_ready() -> None:
 
 
 def test_it_says_no_handoff_in_ready_once_the_ticket_is_resolved() -> None:
-    conversation, _ = handed_off()
-    person = agent()
+    conversation = handed_off()
+    person = make_user()
     console.conversation_claim(conversation=conversation, agent=person)
     console.conversation_resolve(conversation=conversation, agent=person)
 
@@ -79,8 +63,8 @@ def test_it_says_no_handoff_in_ready_once_the_ticket_is_resolved() -> None:
 
 
 def test_it_names_agents_in_the_history_and_keeps_internal_notes_out() -> None:
-    conversation, _ = handed_off()
-    person = agent(username="wang")
+    conversation = handed_off()
+    person = make_user(username="wang")
     console.conversation_claim(conversation=conversation, agent=person)
     console.agent_message_post(conversation=conversation, agent=person, text="Looking now.", internal=False)
     console.agent_message_post(conversation=conversation, agent=person, text="VIP, refund", internal=True)
@@ -112,14 +96,16 @@ def test_it_reads_the_history_with_agent_names_in_the_same_queries_however_many_
         return len(queries)
 
     # One agent message against five by five agents: names are read with the history, whatever the count.
-    short, _ = handed_off()
-    console.conversation_claim(conversation=short, agent=agent(username="one"))
-    MessageFactory(conversation=short, role=Message.Role.AGENT, author=agent(username="a-short"), text="Hi")
-    long, _ = handed_off()
-    console.conversation_claim(conversation=long, agent=agent(username="two"))
+    short = handed_off()
+    console.conversation_claim(conversation=short, agent=make_user(username="one"))
+    MessageFactory(
+        conversation=short, role=Message.Role.AGENT, author=make_user(username="a-short"), text="Hi"
+    )
+    long = handed_off()
+    console.conversation_claim(conversation=long, agent=make_user(username="two"))
     for number in range(5):
         MessageFactory(
-            conversation=long, role=Message.Role.AGENT, author=agent(username=f"a{number}"), text="Hi"
+            conversation=long, role=Message.Role.AGENT, author=make_user(username=f"a{number}"), text="Hi"
         )
 
     assert queries_for_ready(long) == queries_for_ready(short)
