@@ -21,6 +21,12 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+# httpx imports its transport (httpcore, and with it anyio) only when the first client is made. That
+# happened on the first reply, on the runtime's thread, while retrieval was warming up on another,
+# and anyio's lazy importer compiles source as it is imported: CPython 3.11's compiler is not safe
+# to run on two threads at once ("SystemError: AST constructor recursion depth mismatch"), and the
+# reply failed. Imported here, with this module, before any of those threads starts.
+import httpcore  # noqa: F401
 import httpx
 from django.conf import settings
 
