@@ -63,7 +63,7 @@ def test_it_says_no_handoff_in_ready_once_the_ticket_is_resolved() -> None:
 
 
 def test_it_names_agents_in_the_history_and_keeps_internal_notes_out() -> None:
-    conversation = handed_off()
+    conversation: Any = handed_off()  # the factory keeps the customer's token on it
     person = make_user(username="wang")
     console.conversation_claim(conversation=conversation, agent=person)
     console.agent_message_post(conversation=conversation, agent=person, text="Looking now.", internal=False)
