@@ -9,6 +9,7 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Conversations consults the rules without importing agents (dependencies point towards it).
+        import agents.tasks  # noqa: F401  (conversations queues auto-assignment by the task's name)
         from agents import rules
 
         rules.register()

@@ -1,16 +1,15 @@
 """Auto-assignment: waiting tickets go to online, accepting agents under a per-agent cap.
 
-Run after a ticket opens, after one is resolved or handed back (its agent has room again), and when an
-agent comes online or starts accepting. Assigners are serialised on the HandoffSettings row (locked
-for update), so two of them never both count an agent at cap − 1 and give them one each; the ticket
+Run by the `agents.tasks.auto_assign` task, queued on commit by
+`handoff_rules.auto_assign_request_on_commit` after a ticket opens, after one is resolved or handed
+back (its agent has room again), when an agent comes online or starts accepting, and when
+auto-assignment is switched on. Assigners are serialised on the HandoffSettings row (locked for
+update), so two of them never both count an agent at cap − 1 and give them one each; the ticket
 itself is taken with the claim's conditional UPDATE, so a person claiming it at the same moment and
 an assigner can never both have it.
 """
 
 from __future__ import annotations
-
-import logging
-from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,28 +19,11 @@ from agents.models import HandoffSettings
 from conversations.errors import ServiceError
 from conversations.models import Ticket
 
-__all__ = ["ASSIGNMENTS_PER_RUN", "auto_assign", "auto_assign_on_commit"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ASSIGNMENTS_PER_RUN", "auto_assign"]
 
 # One run gives out at most this many tickets (each in its own short transaction); a longer queue is
 # taken on by the next run (the next handoff, resolve or agent coming online).
 ASSIGNMENTS_PER_RUN = 50
-
-
-def _claim_announce(*, ticket: Ticket, agent: Any) -> None:
-    """What a claim in the console says (agents.console.conversation_claim), and the assignee's frame."""
-    conversation_id = ticket.conversation_id
-    events.conversation_events_send_on_commit(
-        conversation_id,
-        customer=[events.agent_joined_event(conversation_id=conversation_id, agent=agent)],
-        agents=[events.ticket_updated_event(conversation_id=conversation_id, ticket=ticket)],
-    )
-    events.group_send_on_commit(
-        events.agent_user_group(agent.pk),
-        events.conversation_assigned_event(conversation_id=conversation_id, ticket=ticket),
-    )
-    events.queue_changed_notify()
 
 
 def _assign_next() -> Ticket | bool:
@@ -64,7 +46,11 @@ def _assign_next() -> Ticket | bool:
             claimed = services.ticket_claim(ticket=ticket, agent=agent)
         except ServiceError:
             return True  # claimed by a person (or resolved) since it was read: try the next one
-        _claim_announce(ticket=claimed, agent=agent)
+        events.claim_events_send_on_commit(ticket=claimed, agent=agent)
+        events.group_send_on_commit(
+            events.agent_user_group(agent.pk),
+            events.conversation_assigned_event(conversation_id=claimed.conversation_id, ticket=claimed),
+        )
     return claimed
 
 
@@ -77,17 +63,7 @@ def auto_assign() -> list[Ticket]:
             break
         if isinstance(outcome, Ticket):
             assigned.append(outcome)
+    if assigned:
+        # Once for the run: every console socket reads its lists again on each queue.changed.
+        events.queue_changed_notify()
     return assigned
-
-
-def auto_assign_on_commit() -> None:
-    """Run auto-assignment once the current transaction commits (a no-op while it is switched off)."""
-    transaction.on_commit(auto_assign_safely)
-
-
-def auto_assign_safely() -> None:
-    """Auto-assignment from a listener: a failure is logged, the change that triggered it stands."""
-    try:
-        auto_assign()
-    except Exception:
-        logger.exception("Auto-assignment failed")

@@ -74,11 +74,7 @@ def conversation_claim(*, conversation: Conversation, agent: Any) -> ClaimOutcom
     with transaction.atomic():
         # Raises TicketAlreadyClaimed (already_claimed, naming who has it) when another agent won.
         ticket = services.ticket_claim(ticket=ticket, agent=agent)
-        events.conversation_events_send_on_commit(
-            conversation.pk,
-            customer=[events.agent_joined_event(conversation_id=conversation.pk, agent=agent)],
-            agents=[events.ticket_updated_event(conversation_id=conversation.pk, ticket=ticket)],
-        )
+        events.claim_events_send_on_commit(ticket=ticket, agent=agent)
         events.queue_changed_notify()
     return ClaimOutcome(ticket=ticket, claimed_here=True)
 

@@ -43,6 +43,7 @@ __all__ = [
     "agent_typing_event",
     "agent_user_group",
     "agents_conversation_group",
+    "claim_events_send_on_commit",
     "conversation_assigned_event",
     "conversation_events_send_on_commit",
     "conversation_message_event",
@@ -238,6 +239,17 @@ def conversation_events_send_on_commit(
         group_send_on_commit(conversation_group(conversation_id), event)
     for event in agents:
         group_send_on_commit(agents_conversation_group(conversation_id), event)
+
+
+def claim_events_send_on_commit(*, ticket: Ticket, agent: Any) -> None:
+    """What a claim says, by a person or by auto-assignment: the customer hears who joined, the
+    conversation's agents get the ticket."""
+    conversation_id = ticket.conversation_id
+    conversation_events_send_on_commit(
+        conversation_id,
+        customer=[agent_joined_event(conversation_id=conversation_id, agent=agent)],
+        agents=[ticket_updated_event(conversation_id=conversation_id, ticket=ticket)],
+    )
 
 
 def queue_changed_notify() -> None:

@@ -15,8 +15,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from agents import assignment, selectors
+from agents import selectors
 from agents.models import AgentPresence
+from conversations import handoff_rules
 
 __all__ = [
     "PRESENCE_HEARTBEAT_SECONDS",
@@ -58,7 +59,7 @@ def presence_mark_online(*, user: Any, accepting: bool | None = None) -> Presenc
             presence.accepting = accepting
         presence.save(update_fields=["online_until", "accepting", "updated_at"])
         if _available(presence, now) and not was_available:
-            assignment.auto_assign_on_commit()
+            handoff_rules.auto_assign_request_on_commit()
     return PresenceState(accepting=presence.accepting, online_agents=selectors.online_agents_count(now=now))
 
 

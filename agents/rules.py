@@ -140,12 +140,8 @@ class SettingsSchedule:
 
 
 def register() -> None:
-    """Register the rules, the schedule and auto-assignment with conversations (from AgentsConfig.ready)."""
+    """Register the rules and the schedule with conversations (from AgentsConfig.ready)."""
     handoff_rules.handoff_rules_register(HandoffMoment.CUSTOMER_MESSAGE, phrase_rule)
     handoff_rules.handoff_rules_register(HandoffMoment.REPLY_FINISHED, knowledge_miss_rule)
     handoff_rules.handoff_rules_register(HandoffMoment.FEEDBACK, thumbs_down_rule)
     handoff_rules.team_schedule_register(SettingsSchedule())
-    # Imported here: assignment imports the services, which import conversations' services.
-    from agents import assignment
-
-    handoff_rules.queue_listener_register(assignment.auto_assign_safely)

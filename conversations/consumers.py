@@ -74,6 +74,9 @@ def _ready_frame(conversation: Conversation) -> dict[str, Any]:
 def _handoff_request(conversation: Conversation, reason: str) -> dict[str, Any]:
     """The customer pressed "talk to a person": hand off, and say where they are in the queue (one hop)."""
     ticket = services.handoff_request(conversation=conversation, reason=reason)
+    # Read again after the commit: auto-assignment (queued on it) may have given the ticket to an agent
+    # already, and the frame then says so (position 0) rather than what the ticket was when opened.
+    ticket.refresh_from_db()
     return handoff_rules.handoff_started_payload(ticket=ticket)
 
 

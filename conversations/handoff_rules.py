@@ -16,16 +16,19 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
 import zoneinfo
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from asgiref.sync import async_to_sync
+from celery import current_app
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from conversations import events
@@ -34,12 +37,14 @@ from conversations.models import Conversation, Message, Ticket
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AUTO_ASSIGN_TASK",
     "HandoffDecision",
     "HandoffMoment",
     "HandoffOpened",
     "HandoffStatus",
     "TeamAvailability",
     "TeamSchedule",
+    "auto_assign_request_on_commit",
     "group_send_on_commit",
     "handoff_open",
     "handoff_rules_clear",
@@ -48,9 +53,6 @@ __all__ = [
     "handoff_started_payload",
     "handoff_status_get",
     "handoff_trigger_enabled",
-    "queue_listener_register",
-    "queue_listeners_notify",
-    "queue_listeners_notify_on_commit",
     "reply_finished_handoff",
     "team_back_sentence",
     "team_schedule_get",
@@ -124,9 +126,6 @@ class _AlwaysOpen:
 
 _rules: dict[HandoffMoment, list[HandoffRule]] = {moment: [] for moment in HandoffMoment}
 _schedule: TeamSchedule = _AlwaysOpen()
-# Called after a commit that may let a waiting ticket go to someone: a ticket opened, or one resolved
-# (its agent has room again). The agents app's auto-assignment registers here.
-_queue_listeners: list[Callable[[], None]] = []
 
 
 def handoff_rules_register(moment: HandoffMoment, rule: HandoffRule) -> None:
@@ -136,32 +135,11 @@ def handoff_rules_register(moment: HandoffMoment, rule: HandoffRule) -> None:
 
 
 def handoff_rules_clear() -> None:
-    """Forget every registered rule, listener and the schedule (for tests that register their own)."""
+    """Forget every registered rule and the schedule (for tests that register their own)."""
     global _schedule
     for rules in _rules.values():
         rules.clear()
-    _queue_listeners.clear()
     _schedule = _AlwaysOpen()
-
-
-def queue_listener_register(listener: Callable[[], None]) -> None:
-    """Call `listener` after each commit that opened or resolved a ticket (registering twice keeps one)."""
-    if listener not in _queue_listeners:
-        _queue_listeners.append(listener)
-
-
-def queue_listeners_notify() -> None:
-    """Run the queue listeners now; one that crashes is logged: what changed is saved already."""
-    for listener in list(_queue_listeners):
-        try:
-            listener()
-        except Exception:
-            logger.exception("Queue listener %r failed", listener)
-
-
-def queue_listeners_notify_on_commit() -> None:
-    """Run the queue listeners once the current transaction commits."""
-    transaction.on_commit(queue_listeners_notify)
 
 
 def handoff_rules_consult(
@@ -200,6 +178,58 @@ def handoff_trigger_enabled(trigger: str) -> bool:
     except Exception:
         logger.exception("Reading whether handoff trigger %s is enabled failed", trigger)
         return False
+
+
+# --- auto-assignment ---------------------------------------------------------------------------------
+
+# The agents app's task, queued by name as OCR is: this app does not import agents, and a worker
+# knows the task by this name. Without the agents app nothing answers to it: no auto-assignment.
+AUTO_ASSIGN_TASK = "agents.tasks.auto_assign"
+
+# The embedded default runs Celery tasks eagerly, in the caller: auto-assignment there runs on this
+# thread instead, one run at a time (the runs queue on the settings row's lock anyway), so that a
+# socket connecting or a resolve does not wait for up to ASSIGNMENTS_PER_RUN transactions.
+_assignment_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auto-assign")
+_assignment_lock = threading.Lock()
+# A run is queued on the thread and has not started: a further request is answered by that run.
+_assignment_queued = False
+
+
+def auto_assign_request_on_commit() -> None:
+    """Queue one auto-assignment run once the current transaction commits (a ticket opened or was
+    resolved, an agent became available, auto-assignment was switched on)."""
+    transaction.on_commit(_auto_assign_enqueue)
+
+
+def _auto_assign_enqueue() -> None:
+    global _assignment_queued
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        with _assignment_lock:
+            if _assignment_queued:
+                return
+            _assignment_queued = True
+        _assignment_thread.submit(_auto_assign_in_thread)
+        return
+    try:
+        current_app.send_task(AUTO_ASSIGN_TASK)
+    except Exception:
+        # What triggered it is saved; the next ticket, resolve or agent coming online runs it again.
+        logger.exception("Auto-assignment could not be queued")
+
+
+def _auto_assign_in_thread() -> None:
+    global _assignment_queued
+    with _assignment_lock:
+        # From now on a change this run may not see queues the next one.
+        _assignment_queued = False
+    try:
+        task = current_app.tasks.get(AUTO_ASSIGN_TASK)
+        if task is not None:
+            task.run()
+    except Exception:
+        logger.exception("Auto-assignment failed")
+    finally:
+        close_old_connections()
 
 
 # --- what the customer is told ----------------------------------------------------------------------
@@ -398,8 +428,8 @@ def handoff_open(
         if announce_to_customer:
             frame = events.handoff_started_frame(ticket_id=ticket.pk, status=status, notice=notice)
             transaction.on_commit(lambda: _group_send(events.conversation_group(conversation_id), frame))
-        # After the customer heard of the handoff: an auto-assigned agent joins after it, not before.
-        queue_listeners_notify_on_commit()
+        # Queued after the customer's handoff.started is sent: an agent it assigns joins after it.
+        auto_assign_request_on_commit()
     if conversation.status != Conversation.Status.HANDED_OFF:
         conversation.status = Conversation.Status.HANDED_OFF
         conversation.save(update_fields=["status", "updated_at"])

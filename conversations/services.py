@@ -402,7 +402,7 @@ def _conversation_resolved_frame(*, conversation_id: uuid.UUID, notice: Message 
 def _queue_changed_notify_on_commit() -> None:
     """The agents' queues read the waiting list again, and auto-assignment may give out a ticket."""
     handoff_rules.group_send_on_commit(events.AGENTS_QUEUE_GROUP, events.queue_changed_event())
-    handoff_rules.queue_listeners_notify_on_commit()
+    handoff_rules.auto_assign_request_on_commit()
 
 
 def ticket_resolve(*, ticket: Ticket, announce: bool = True) -> bool:
@@ -430,7 +430,7 @@ def ticket_resolve(*, ticket: Ticket, announce: bool = True) -> bool:
             )
         if resolved_here:
             # The agent has room again: auto-assignment may give them (or another) a waiting ticket.
-            handoff_rules.queue_listeners_notify_on_commit()
+            handoff_rules.auto_assign_request_on_commit()
     return resolved_here or notice is not None
 
 

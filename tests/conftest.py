@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import redis
+from celery import current_app
 from django.conf import settings as django_settings
 
-from conversations import replies
+from conversations import handoff_rules, replies
 from cs_platform.health import forget_readiness
 from inference.client import server_registry
 from tests.scripted_inference import ScriptedInferenceServer
@@ -53,6 +54,24 @@ def enqueued_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     queued: list[int] = []
     monkeypatch.setattr(replies, "reply_generation_enqueue", lambda *, reply_id: queued.append(reply_id))
     return queued
+
+
+@pytest.fixture
+def auto_assignment_runs_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A broker that delivers the auto-assignment task at once, in the thread that queued it: the task
+    is still queued by name on commit, as on a worker, and its work is done when the commit returns.
+    Returns the runs queued (other tasks are sent as usual)."""
+    real_send_task = current_app.send_task
+    runs: list[str] = []
+
+    def send_task(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name != handoff_rules.AUTO_ASSIGN_TASK:
+            return real_send_task(name, *args, **kwargs)
+        runs.append(name)
+        return current_app.tasks[name].apply(throw=True)
+
+    monkeypatch.setattr(current_app, "send_task", send_task)
+    return runs
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from django.utils import timezone
 from agents import presence
 from agents.models import AgentPresence, HandoffSettings
 from conversations.models import Ticket
+from tests import factories
 from tests.test_agent_socket import (
     agent_socket,
     assert_agent_got_nothing_more,
@@ -23,6 +24,8 @@ from tests.test_agent_socket import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ConversationFactory: Any = factories.ConversationFactory
 
 
 @database_sync_to_async
@@ -155,9 +158,11 @@ async def test_the_heartbeat_keeps_the_agent_online_and_reports_a_new_count(
     await communicator.disconnect()
 
 
-async def test_an_agent_connecting_is_assigned_the_waiting_conversation_and_the_customer_sees_them_join() -> (
-    None
-):
+async def test_an_agent_connecting_is_assigned_the_waiting_conversation_and_the_customer_sees_them_join(
+    settings: Any,
+) -> None:
+    # As the embedded default runs it: on auto-assignment's own thread, not the socket's.
+    settings.CELERY_TASK_ALWAYS_EAGER = True
     await auto_assignment()
     conversation = await handed_off()
     customer, _ = await customer_socket(conversation)
@@ -178,7 +183,7 @@ async def test_an_agent_connecting_is_assigned_the_waiting_conversation_and_the_
     await communicator.disconnect()
 
 
-async def test_a_new_handoff_goes_to_the_connected_agent() -> None:
+async def test_a_new_handoff_goes_to_the_connected_agent(auto_assignment_runs_here: list[str]) -> None:
     await auto_assignment()
     user, session = await make_agent()
     communicator, _, _ = await console(session)
@@ -188,6 +193,28 @@ async def test_a_new_handoff_goes_to_the_connected_agent() -> None:
 
     assert assigned["conversation"] == str(conversation.pk)
     assert (await ticket_of(conversation)).assignee_id == user.pk
+    await communicator.disconnect()
+
+
+async def test_a_customer_assigned_at_once_hears_handoff_started_with_the_ticket_as_assigned(
+    auto_assignment_runs_here: list[str],
+) -> None:
+    await auto_assignment()
+    user, session = await make_agent(first_name="Lin")
+    communicator, _, _ = await console(session)
+    conversation = await database_sync_to_async(ConversationFactory)()
+    customer, _ = await customer_socket(conversation)
+
+    await customer.send_json_to({"type": "handoff", "reason": "I want a person"})
+    started = await receive_type(customer, "handoff.started")
+
+    ticket = await ticket_of(conversation)
+    assert (ticket.status, ticket.assignee_id) == (Ticket.Status.ASSIGNED, user.pk)
+    # Built from the ticket as saved once the assignment queued on the handoff's commit had run.
+    assert (started["ticket"], started["position"], started["expected_wait_minutes"]) == (ticket.pk, 0, 0)
+    # One queued when the agent came online (nothing waited then), one on the handoff's commit.
+    assert auto_assignment_runs_here == ["agents.tasks.auto_assign", "agents.tasks.auto_assign"]
+    await customer.disconnect()
     await communicator.disconnect()
 
 

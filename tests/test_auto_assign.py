@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from celery import current_app
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.utils import timezone
 
-from agents import assignment, events, presence
+from agents import assignment, events, presence, tasks
 from agents.models import AgentPresence, HandoffSettings
-from conversations import services
+from conversations import handoff_rules, services
 from conversations.events import conversation_group
 from conversations.models import Conversation, Ticket
 from tests import factories
+from tests.factories import GroupListener, handed_off, make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("auto_assignment_runs_here")]
 
 ConversationFactory: Any = factories.ConversationFactory
-
-_usernames = itertools.count()
 
 
 def auto_assignment(*, enabled: bool = True, cap: int = 2) -> None:
@@ -37,11 +35,7 @@ def auto_assignment(*, enabled: bool = True, cap: int = 2) -> None:
 def agent(
     *, online: bool = True, accepting: bool = True, group: str | None = "Agent", first_name: str = ""
 ) -> User:
-    user = User.objects.create_user(
-        username=f"assignee{next(_usernames)}", password="unused-password", first_name=first_name
-    )
-    if group is not None:
-        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    user = make_user(group, first_name=first_name)
     online_until = timezone.now() + timedelta(seconds=60) if online else timezone.now() - timedelta(seconds=1)
     AgentPresence.objects.create(user=user, accepting=accepting, online_until=online_until)
     return user
@@ -49,31 +43,13 @@ def agent(
 
 def waiting_ticket(**fields: Any) -> Ticket:
     """A handed-off conversation's ticket, opened without running the listeners (no commit here)."""
-    return services.handoff_request(conversation=ConversationFactory(**fields))
+    ticket: Ticket = handed_off(**fields).tickets.get()
+    return ticket
 
 
 def assignee_of(ticket: Ticket) -> int | None:
     ticket.refresh_from_db()
     return ticket.assignee_id
-
-
-class GroupListener:
-    """A channel in a group, as a socket in it would be."""
-
-    def __init__(self, group: str) -> None:
-        self.layer = get_channel_layer()
-        self.group = group
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(group, self.channel)
-
-    def receive(self) -> dict[str, Any]:
-        async def receive_with_timeout() -> dict[str, Any]:
-            return await asyncio.wait_for(self.layer.receive(self.channel), timeout=5)
-
-        return async_to_sync(receive_with_timeout)()
-
-    def close(self) -> None:
-        async_to_sync(self.layer.group_discard)(self.group, self.channel)
 
 
 def test_it_gives_a_new_ticket_to_the_online_accepting_agent(django_capture_on_commit_callbacks: Any) -> None:
@@ -262,6 +238,60 @@ def test_the_assignment_tells_the_customer_the_console_and_the_agent(
         "ticket": updated["ticket"],
     }
     assert queue_event == {"type": "queue.changed"}
+
+
+def test_a_run_that_assigns_several_tickets_tells_the_queues_once(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    auto_assignment(cap=5)
+    agent()
+    tickets = [waiting_ticket(), waiting_ticket()]
+    queue = GroupListener(events.AGENTS_QUEUE_GROUP)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert assignment.auto_assign() == tickets
+        # Group events arrive in order: a marker sent now comes next unless a second queue.changed did.
+        async_to_sync(queue.layer.group_send)(queue.group, {"type": "test.marker"})
+        received = [queue.receive(), queue.receive()]
+    finally:
+        queue.close()
+
+    assert received == [{"type": "queue.changed"}, {"type": "test.marker"}]
+
+
+def test_a_run_that_assigns_nothing_tells_the_queues_nothing(django_capture_on_commit_callbacks: Any) -> None:
+    auto_assignment()
+    ticket = waiting_ticket()
+    queue = GroupListener(events.AGENTS_QUEUE_GROUP)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert assignment.auto_assign() == []
+        async_to_sync(queue.layer.group_send)(queue.group, {"type": "test.marker"})
+        received = queue.receive()
+    finally:
+        queue.close()
+
+    assert received == {"type": "test.marker"}
+    assert assignee_of(ticket) is None
+
+
+def test_it_queues_the_assignment_task_by_name_on_commit_and_runs_nothing_itself(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    auto_assignment()
+    agent()
+
+    with (
+        mock.patch.object(current_app, "send_task") as send_task,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        ticket = waiting_ticket()
+
+    send_task.assert_called_once_with(handoff_rules.AUTO_ASSIGN_TASK)
+    # The name a worker knows the task by.
+    assert tasks.auto_assign.name == handoff_rules.AUTO_ASSIGN_TASK == "agents.tasks.auto_assign"
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.assignee_id) == (Ticket.Status.OPEN, None)
 
 
 def test_a_closed_conversations_ticket_is_not_assigned() -> None:
