@@ -15,10 +15,10 @@ from django.db import transaction
 
 from agents import events, selectors, services
 from agents.permissions import user_is_supervisor
-from agents.serializers import display_name
 from conversations import services as conversation_services
 from conversations.errors import ServiceError
 from conversations.models import Conversation, Message, Ticket
+from conversations.serializers import author_display_name
 
 __all__ = [
     "ActionRefused",
@@ -58,7 +58,7 @@ def _ensure_may_act(*, ticket: Ticket, agent: Any) -> None:
         raise ActionRefused("not_claimed", "Claim this conversation before answering or resolving it.")
     raise ActionRefused(
         "claimed_by_other",
-        f"{display_name(ticket.assignee)} has this conversation.",
+        f"{author_display_name(ticket.assignee)} has this conversation.",
     )
 
 

@@ -17,12 +17,12 @@ from agents.permissions import user_is_agent, user_is_supervisor
 from agents.serializers import (
     agent_message_data,
     conversation_detail_data,
-    display_name,
     queue_item_data,
 )
 from conversations import selectors as conversation_selectors
 from conversations.consumers import JsonFrameConsumer
 from conversations.events import conversation_group, error_frame, pending_reply_data
+from conversations.serializers import author_display_name
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class AgentConsumer(JsonFrameConsumer):
         if not await database_sync_to_async(user_is_agent)(self.user):
             await self.close(code=CLOSE_CODE_NOT_AN_AGENT)
             return
-        self.agent_name = display_name(self.user)
+        self.agent_name = author_display_name(self.user)
         # Join first, then read: a change is then in the list sent, or announced after it, or both.
         await self.channel_layer.group_add(events.AGENTS_QUEUE_GROUP, self.channel_name)
         await self.channel_layer.group_add(events.agent_user_group(self.user.pk), self.channel_name)

@@ -31,7 +31,7 @@ from agents import serializers
 from conversations import events as conversations_events
 from conversations.events import conversation_group
 from conversations.models import Message, Ticket
-from conversations.serializers import message_data
+from conversations.serializers import author_display_name, message_data
 
 __all__ = [
     "AGENTS_QUEUE_GROUP",
@@ -89,7 +89,7 @@ def agent_joined_event(*, conversation_id: uuid.UUID, agent: Any) -> dict[str, A
     return {
         "type": "agent.joined",
         "conversation": str(conversation_id),
-        "agent": {"name": serializers.display_name(agent)},
+        "agent": {"name": author_display_name(agent)},
     }
 
 
@@ -114,7 +114,7 @@ def agent_typing_event(
     event: dict[str, Any] = {
         "type": "agent.typing",
         "conversation": str(conversation_id),
-        "agent": {"name": serializers.display_name(agent)},
+        "agent": {"name": author_display_name(agent)},
         "sender": sender,
     }
     if internal:
@@ -122,14 +122,8 @@ def agent_typing_event(
     return event
 
 
-def conversation_resolved_event(*, conversation_id: uuid.UUID, notice: Message | None) -> dict[str, Any]:
-    """The agent resolved the conversation: the widget shows the notice and asks for a CSAT rating."""
-    return {
-        "type": "conversation.resolved",
-        "conversation": str(conversation_id),
-        "message": message_data(notice) if notice is not None else None,
-        "csat_requested": True,
-    }
+# Conversations' own: an admin resolve sends it too.
+conversation_resolved_event = conversations_events.conversation_resolved_event
 
 
 def agent_left_event(*, conversation_id: uuid.UUID, agent: Any, notice: Message | None) -> dict[str, Any]:
@@ -137,7 +131,7 @@ def agent_left_event(*, conversation_id: uuid.UUID, agent: Any, notice: Message 
     return {
         "type": "agent.left",
         "conversation": str(conversation_id),
-        "agent": {"name": serializers.display_name(agent)},
+        "agent": {"name": author_display_name(agent)},
         "message": message_data(notice) if notice is not None else None,
     }
 

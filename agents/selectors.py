@@ -14,6 +14,9 @@ from agents.models import AgentPresence, CannedReply
 from agents.permissions import AGENT_GROUPS
 from conversations.models import Attachment, Conversation, Message, SatisfactionRating, Ticket
 
+# One selector for both apps: the console reads the unresolved ticket as the customer's socket does.
+from conversations.selectors import ticket_unresolved_get
+
 __all__ = [
     "QUEUES",
     "ConversationDetail",
@@ -107,16 +110,6 @@ def queue_counts_get(*, user: Any) -> dict[str, int]:
 def conversation_get(*, conversation_id: uuid.UUID) -> Conversation | None:
     """The conversation with this id, or None."""
     return Conversation.objects.filter(pk=conversation_id).first()
-
-
-def ticket_unresolved_get(*, conversation: Conversation) -> Ticket | None:
-    """The conversation's ticket that is not resolved yet (there is at most one), with its assignee."""
-    return (
-        Ticket.objects.select_related("assignee")
-        .filter(conversation=conversation)
-        .exclude(status=Ticket.Status.RESOLVED)
-        .first()
-    )
 
 
 def conversation_detail_get(*, conversation: Conversation) -> ConversationDetail:

@@ -11,7 +11,7 @@ from typing import Any
 
 from agents.models import CannedReply
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
-from conversations.serializers import message_data
+from conversations.serializers import author_display_name, message_data
 
 __all__ = [
     "agent_data",
@@ -19,22 +19,16 @@ __all__ = [
     "canned_reply_data",
     "conversation_detail_data",
     "customer_agent_message_data",
-    "display_name",
     "queue_item_data",
     "ticket_data",
 ]
-
-
-def display_name(user: Any) -> str:
-    """What customers and colleagues see of an agent: the full name, or the username without one."""
-    return str(user.get_full_name().strip() or user.get_username())
 
 
 def agent_data(user: Any) -> dict[str, Any] | None:
     """An agent as the console shows one: id, username and display name (None for nobody)."""
     if user is None:
         return None
-    return {"id": user.pk, "username": user.get_username(), "name": display_name(user)}
+    return {"id": user.pk, "username": user.get_username(), "name": author_display_name(user)}
 
 
 def _iso(value: Any) -> str | None:
@@ -88,9 +82,8 @@ def customer_agent_message_data(message: Message) -> dict[str, Any]:
     """
     if message.internal:
         raise ValueError(f"Message {message.pk} is an internal note; it is never sent to the customer.")
-    data = message_data(message)
-    data["agent"] = {"name": display_name(message.author)} if message.author_id is not None else None
-    return data
+    # message_data names the agent (`"agent": {"name"}`) for every agent message.
+    return message_data(message)
 
 
 def queue_item_data(

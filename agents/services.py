@@ -16,6 +16,7 @@ from conversations import handoff_rules
 from conversations import services as conversation_services
 from conversations.errors import ServiceError
 from conversations.models import Message, Ticket
+from conversations.serializers import author_display_name
 
 __all__ = [
     "TicketAlreadyClaimed",
@@ -28,7 +29,7 @@ __all__ = [
 
 
 def _display_name(user: Any) -> str:
-    return str(user.get_full_name().strip() or user.get_username()) if user is not None else "Someone"
+    return author_display_name(user) if user is not None else "Someone"
 
 
 class TicketAlreadyClaimed(ServiceError):

@@ -152,6 +152,17 @@ def handoff_started_frame(
     return frame
 
 
+def conversation_resolved_event(*, conversation_id: uuid.UUID, notice: Message | None) -> dict[str, Any]:
+    """The conversation's ticket was resolved (console or admin): the widget shows the notice and asks
+    for a CSAT rating."""
+    return {
+        "type": "conversation.resolved",
+        "conversation": str(conversation_id),
+        "message": message_data(notice) if notice is not None else None,
+        "csat_requested": True,
+    }
+
+
 def queue_changed_event() -> dict[str, Any]:
     """To AGENTS_QUEUE_GROUP: the waiting list changed (the agents app's queue.changed)."""
     return {"type": "queue.changed"}

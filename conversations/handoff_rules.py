@@ -275,8 +275,17 @@ def handoff_status_get(*, ticket: Ticket, at: datetime | None = None) -> Handoff
         )
     expected_wait_minutes: int | None = None
     if availability.is_open:
-        mean_minutes = _recent_mean_first_response_minutes(availability.expected_handle_minutes)
-        expected_wait_minutes = max(1, math.ceil(position * mean_minutes)) if position else 0
+        # An assigned ticket (position 0) waits for nobody: no need to measure the team's pace.
+        expected_wait_minutes = (
+            max(
+                1,
+                math.ceil(
+                    position * _recent_mean_first_response_minutes(availability.expected_handle_minutes)
+                ),
+            )
+            if position
+            else 0
+        )
     return HandoffStatus(
         ticket_id=ticket.pk,
         position=position,

@@ -31,10 +31,10 @@ def attachment_data(attachment: Attachment) -> dict[str, Any]:
 
 
 def author_display_name(user: Any) -> str:
-    """What the customer sees of an agent: the full name, or the username without one.
+    """What customers and colleagues see of an agent: the full name, or the username without one.
 
-    The agents app's `display_name` says the same; conversations may not import it (agents imports
-    conversations), and the widget's history must name an agent as its live frames do.
+    Here, not in agents, because the widget's history names agents as the live frames do; the agents
+    app uses this one too.
     """
     return str(user.get_full_name().strip() or user.get_username())
 

@@ -31,7 +31,6 @@ from conversations.models import (
     token_hash,
 )
 from conversations.selectors import PostedMessage
-from conversations.serializers import message_data
 from conversations.uploads import image_normalise
 
 logger = logging.getLogger(__name__)
@@ -389,16 +388,6 @@ def _ticket_resolved_save(ticket: Ticket, *, at: datetime) -> None:
     ticket.save(update_fields=["status", "resolved_at", "resolution_seconds", "updated_at"])
 
 
-def _conversation_resolved_frame(*, conversation_id: uuid.UUID, notice: Message | None) -> dict[str, Any]:
-    # The shape of agents.events.conversation_resolved_event (this app may not import agents).
-    return {
-        "type": "conversation.resolved",
-        "conversation": str(conversation_id),
-        "message": message_data(notice) if notice is not None else None,
-        "csat_requested": True,
-    }
-
-
 def _queue_changed_notify_on_commit() -> None:
     """The agents' queues read the waiting list again, and auto-assignment may give out a ticket."""
     handoff_rules.group_send_on_commit(events.AGENTS_QUEUE_GROUP, events.queue_changed_event())
@@ -426,7 +415,7 @@ def ticket_resolve(*, ticket: Ticket, announce: bool = True) -> bool:
             handoff_rules.group_send_on_commit(events.AGENTS_QUEUE_GROUP, events.queue_changed_event())
             handoff_rules.group_send_on_commit(
                 events.conversation_group(conversation.pk),
-                _conversation_resolved_frame(conversation_id=conversation.pk, notice=notice),
+                events.conversation_resolved_event(conversation_id=conversation.pk, notice=notice),
             )
         if resolved_here:
             # The agent has room again: auto-assignment may give them (or another) a waiting ticket.
