@@ -24,6 +24,7 @@ __all__ = [
     "ActionRefused",
     "ClaimOutcome",
     "agent_message_post",
+    "conversation_act_check",
     "conversation_claim",
     "conversation_hand_back",
     "conversation_resolve",
@@ -60,6 +61,14 @@ def _ensure_may_act(*, ticket: Ticket, agent: Any) -> None:
         "claimed_by_other",
         f"{author_display_name(ticket.assignee)} has this conversation.",
     )
+
+
+def conversation_act_check(*, conversation: Conversation, agent: Any) -> Ticket:
+    """The open ticket, if `agent` may act in the conversation now (answer it, draft with AI); else
+    ActionRefused: `no_ticket`, `not_claimed` or `claimed_by_other`."""
+    ticket = _ticket_for(conversation)
+    _ensure_may_act(ticket=ticket, agent=agent)
+    return ticket
 
 
 def conversation_claim(*, conversation: Conversation, agent: Any) -> ClaimOutcome:

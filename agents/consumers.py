@@ -7,12 +7,15 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from agents import events, presence, selectors
+from agents import assist, console, events, presence, selectors
 from agents.permissions import user_is_agent, user_is_supervisor
 from agents.serializers import (
     agent_message_data,
@@ -37,6 +40,10 @@ CUSTOMER_ONLY_EVENTS = frozenset({"agent.joined", "agent.message"})
 
 # How many replies a socket remembers the conversation of (to name it on their deltas).
 REPLIES_REMEMBERED = 50
+
+# How much longer than the inference timeouts a socket waits to hear from a draft before it ends it
+# itself (no worker took it, or the worker died mid-draft).
+DRAFT_WATCH_GRACE_SECONDS = 15.0
 
 # Console sockets open in this process, per agent: the last one to close marks the agent offline.
 _sockets_per_agent: dict[int, int] = {}
@@ -100,6 +107,31 @@ def _message_event(message_id: int) -> dict[str, Any] | None:
     }
 
 
+def _draft_check(conversation_id: uuid.UUID, user: Any) -> tuple[str, str] | int | None:
+    """Why the agent may not draft in the conversation now, as (code, detail); else the id of the
+    customer message a draft would answer (None before the customer wrote)."""
+    conversation = selectors.conversation_get(conversation_id=conversation_id)
+    if conversation is None:
+        return "not_found", "There is no such conversation."
+    try:
+        console.conversation_act_check(conversation=conversation, agent=user)
+    except console.ActionRefused as refused:
+        return refused.code, refused.detail
+    return conversation_selectors.latest_customer_message_id(conversation_id=conversation_id)
+
+
+@dataclass
+class _DraftWatch:
+    """A draft this socket asked for and has not heard the end of."""
+
+    conversation: str
+    based_on_message: int | None
+    heard_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.monotonic)
+    streaming: bool = False
+    task: asyncio.Task[None] | None = None
+
+
 def _conversation_id(value: Any) -> uuid.UUID | None:
     if not isinstance(value, str):
         return None
@@ -119,6 +151,8 @@ class AgentConsumer(JsonFrameConsumer):
     # The conversation of each assistant reply whose deltas this socket passed on (their events name
     # only the reply): looked up once per reply, not once per delta.
     reply_conversations: dict[int, str | None]
+    # Agent assist's drafts in progress, by draft id.
+    drafts: dict[str, _DraftWatch]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, except that an event this console has no use for is dropped: a group
@@ -132,6 +166,7 @@ class AgentConsumer(JsonFrameConsumer):
         self.open_conversations = set()
         self.typing_relayed_at = {}
         self.reply_conversations = {}
+        self.drafts = {}
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_CODE_NOT_AUTHENTICATED)
@@ -158,6 +193,8 @@ class AgentConsumer(JsonFrameConsumer):
         heartbeat = getattr(self, "heartbeat", None)
         if heartbeat is not None:
             heartbeat.cancel()
+        for draft_id in list(self.drafts):
+            await self._draft_forget(draft_id, cancel=True)
         remaining = _sockets_per_agent.get(self.user.pk, 1) - 1
         if remaining > 0:
             _sockets_per_agent[self.user.pk] = remaining
@@ -190,6 +227,8 @@ class AgentConsumer(JsonFrameConsumer):
             "leave": self.frame_leave,
             "typing": self.frame_typing,
             "presence": self.frame_presence,
+            "assist.request": self.frame_assist_request,
+            "assist.cancel": self.frame_assist_cancel,
         }
         handler = handlers.get(content["type"])
         if handler is None:
@@ -315,6 +354,151 @@ class AgentConsumer(JsonFrameConsumer):
             {**events.presence_changed_event(), "sender": self.channel_name},
         )
 
+    # --- agent assist ---------------------------------------------------------------------------
+
+    async def _assist_error(self, conversation: str, draft_id: str | None, code: str, detail: str) -> None:
+        await self.send_json(
+            {
+                "type": "assist.error",
+                "conversation": conversation,
+                "draft_id": draft_id,
+                "code": code,
+                "detail": detail,
+            }
+        )
+
+    async def frame_assist_request(self, frame: dict[str, Any]) -> None:
+        """Draft the agent's next message with AI: only this socket hears it, nothing is saved."""
+        conversation_id = await self._frame_conversation_id(frame)
+        if conversation_id is None:
+            return
+        key = str(conversation_id)
+        if not settings.AGENT_ASSIST_ENABLED:
+            await self._assist_error(key, None, "assist_disabled", "Drafting with AI is switched off here.")
+            return
+        if key not in self.open_conversations:
+            await self._assist_error(
+                key, None, "not_open", 'Open the conversation first: {"type": "open", "conversation": id}.'
+            )
+            return
+        checked = await database_sync_to_async(_draft_check)(conversation_id, self.user)
+        if isinstance(checked, tuple):
+            await self._assist_error(key, None, *checked)
+            return
+        # One draft per conversation at a time: a new request replaces the one streaming.
+        for draft_id, watch in list(self.drafts.items()):
+            if watch.conversation == key:
+                await self._draft_forget(draft_id, cancel=True)
+        request = assist.DraftRequest(
+            conversation_id=conversation_id,
+            draft_id=uuid.uuid4().hex,
+            channel_name=self.channel_name,
+            based_on_message=checked,
+        )
+        watch = _DraftWatch(conversation=key, based_on_message=checked)
+        self.drafts[request.draft_id] = watch
+        await self.send_json(
+            {
+                "type": "assist.started",
+                "conversation": key,
+                "draft_id": request.draft_id,
+                "based_on_message": checked,
+            }
+        )
+        try:
+            if settings.REPLY_GENERATION_IN_PROCESS:
+                assist.draft_generate_in_process(request)
+            else:
+                from agents.tasks import assist_draft
+
+                await sync_to_async(assist_draft.apply_async, thread_sensitive=False)(
+                    kwargs=request.as_task_kwargs(),
+                    # Past this a worker would draft for nobody: the socket has given up on it.
+                    expires=settings.INFERENCE_FIRST_TOKEN_TIMEOUT,
+                )
+        except Exception as error:
+            logger.warning("Queueing draft %s failed: %s", request.draft_id, error)
+            self.drafts.pop(request.draft_id, None)
+            await self._assist_error(
+                key, request.draft_id, "assist_unavailable", assist.ASSIST_ERROR_DETAILS["assist_unavailable"]
+            )
+            return
+        watch.task = asyncio.create_task(self._draft_watch(request.draft_id))
+
+    async def frame_assist_cancel(self, frame: dict[str, Any]) -> None:
+        draft_id = frame.get("draft_id")
+        if not isinstance(draft_id, str) or draft_id not in self.drafts:
+            # Already ended (its final frame crossed the cancel): nothing to stop.
+            return
+        watch = self.drafts[draft_id]
+        await self._draft_forget(draft_id, cancel=True)
+        await self.send_json(
+            {
+                "type": "assist.done",
+                "conversation": watch.conversation,
+                "draft_id": draft_id,
+                "cancelled": True,
+            }
+        )
+
+    async def _draft_forget(self, draft_id: str, *, cancel: bool) -> None:
+        watch = self.drafts.pop(draft_id, None)
+        if watch is None:
+            return
+        current = asyncio.current_task()
+        if watch.task is not None and watch.task is not current:
+            watch.task.cancel()
+        if cancel:
+            await sync_to_async(assist.draft_cancel, thread_sensitive=False)(draft_id)
+
+    async def _draft_watch(self, draft_id: str) -> None:
+        """End a draft this socket stops hearing from (no worker took it; the worker died)."""
+        while True:
+            watch = self.drafts.get(draft_id)
+            if watch is None:
+                return
+            if watch.streaming:
+                silence, code = settings.INFERENCE_TOKEN_TIMEOUT, "inference_timeout"
+            else:
+                silence, code = settings.INFERENCE_FIRST_TOKEN_TIMEOUT, "assist_unavailable"
+            deadline = (
+                min(
+                    watch.heard_at + silence,
+                    watch.started_at + settings.INFERENCE_TOTAL_TIMEOUT,
+                )
+                + DRAFT_WATCH_GRACE_SECONDS
+            )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning("Draft %s: nothing heard from its generation; ended", draft_id)
+                await self._draft_forget(draft_id, cancel=True)
+                await self._assist_error(
+                    watch.conversation, draft_id, code, assist.ASSIST_ERROR_DETAILS[code]
+                )
+                return
+            await asyncio.sleep(remaining)
+
+    async def assist_delta(self, event: dict[str, Any]) -> None:
+        watch = self.drafts.get(event.get("draft_id", ""))
+        if watch is None:
+            return  # stopped, replaced or timed out here: what it still sends is for nobody
+        watch.heard_at = time.monotonic()
+        watch.streaming = True
+        await self.send_json(event)
+
+    async def _draft_finished(self, event: dict[str, Any]) -> None:
+        draft_id = event.get("draft_id", "")
+        if draft_id not in self.drafts:
+            return
+        await self._draft_forget(draft_id, cancel=False)
+        await self.send_json(event)
+
+    async def assist_done(self, event: dict[str, Any]) -> None:
+        await self._draft_finished(event)
+
+    async def assist_error(self, event: dict[str, Any]) -> None:
+        await self._draft_finished(event)
+
     # Events, named after their types.
 
     async def presence_changed(self, event: dict[str, Any]) -> None:
@@ -336,6 +520,12 @@ class AgentConsumer(JsonFrameConsumer):
         await self.send_json(event)
 
     async def customer_message(self, event: dict[str, Any]) -> None:
+        # A draft under way answers an older message now: the console marks it out of date.
+        for draft_id, watch in self.drafts.items():
+            if watch.conversation == event["conversation"]:
+                await self.send_json(
+                    {"type": "assist.stale", "conversation": watch.conversation, "draft_id": draft_id}
+                )
         message = {**event["message"], "internal": False, "author": None, "feedback": None}
         message["conversation"] = event["conversation"]
         await self.send_json(

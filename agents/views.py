@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
@@ -14,17 +15,13 @@ from django.views.decorators.http import require_safe
 from agents.permissions import user_is_agent, user_is_supervisor
 from agents.serializers import agent_data
 
-__all__ = ["ASSIST_AVAILABLE", "CONSOLE_LOCALES", "console_locale", "console_page"]
+__all__ = ["CONSOLE_LOCALES", "console_locale", "console_page"]
 
 # The console's languages, as the widget and the conversations name them.
 CONSOLE_LOCALES = ("en", "zh-Hans")
 
 # Django's language codes are lower-case (zh-hans); the console's strings use the BCP 47 case.
 _DJANGO_TO_CONSOLE = {"en": "en", "zh-hans": "zh-Hans"}
-
-# Whether the console offers the AI draft: the server side (the assist.* frames of /ws/agent/) is
-# not built yet and answers them with unknown_type, so the button is hidden until it is.
-ASSIST_AVAILABLE = False
 
 # Only the console's own modules, the vendored libraries and its own socket: nothing from elsewhere.
 CONSOLE_CONTENT_SECURITY_POLICY = (
@@ -48,7 +45,7 @@ def _console_config(user: Any) -> dict[str, Any]:
         "wsPath": "/ws/agent/",
         "agent": agent_data(user),
         "supervisor": user_is_supervisor(user),
-        "assist": ASSIST_AVAILABLE,
+        "assist": settings.AGENT_ASSIST_ENABLED,
     }
 
 

@@ -6,7 +6,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from conversations import progress
 from conversations.models import Attachment, Conversation, Message, Ticket, token_hash
@@ -100,8 +100,28 @@ def prompt_history_list(*, reply: Message) -> list[Message]:
     System notes are left out, and so are failed replies: their partial text was never a real
     answer (a cancelled one was seen by the customer and is kept), and agents' internal notes.
     """
-    return list(
-        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk, internal=False)
+    return list(_prompt_messages(reply.conversation_id).filter(id__lt=reply.pk))
+
+
+def draft_history_list(*, conversation_id: uuid.UUID) -> list[Message]:
+    """The messages an agent's draft (agent assist) is written from, newest first: what a reply's
+    prompt would show, up to now, less a reply still streaming."""
+    return list(_prompt_messages(conversation_id).exclude(status=Message.Status.STREAMING))
+
+
+def latest_customer_message_id(*, conversation_id: uuid.UUID) -> int | None:
+    """The id of the conversation's newest customer message (what a draft answers), or None."""
+    return (
+        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.CUSTOMER)
+        .order_by("-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def _prompt_messages(conversation_id: uuid.UUID) -> QuerySet[Message]:
+    return (
+        Message.objects.filter(conversation_id=conversation_id, internal=False)
         .exclude(role=Message.Role.SYSTEM)
         .exclude(status=Message.Status.FAILED)
         .order_by("-id")

@@ -322,6 +322,8 @@ CELERY_WORKER_CONCURRENCY: int | None = (
 # Reply generation. In the embedded default it runs on the server's own event loop (the in-memory
 # channel layer is per process and per loop); otherwise a Celery worker runs it.
 REPLY_GENERATION_IN_PROCESS = env.bool("REPLY_GENERATION_IN_PROCESS", default=EMBEDDED)
+# Agent assist: the console's "Draft with AI" (drafts run where replies do, on the same model).
+AGENT_ASSIST_ENABLED = env.bool("AGENT_ASSIST_ENABLED", default=True)
 
 # Inference server(s): any OpenAI-compatible endpoint (vLLM, llama.cpp). Comma-separated for fail-over.
 INFERENCE_BASE_URLS: list[str] = env.list("INFERENCE_BASE_URL", default=["http://127.0.0.1:8081/v1"])

@@ -78,10 +78,21 @@ def test_it_gives_each_agent_group_the_console(group: str, supervisor: bool) -> 
     assert config["supervisor"] is supervisor
     assert config["apiBase"] == "/api/agent"
     assert config["wsPath"] == "/ws/agent/"
-    # No assist.* handler on the server yet: the console hides its AI draft button.
-    assert config["assist"] is False
+    # Agent assist is on by default: the console shows its AI draft button.
+    assert config["assist"] is True
     assert config["locale"] == "en"
     assert config["csrfToken"]
+
+
+def test_it_hides_the_ai_draft_when_agent_assist_is_switched_off(settings: Any) -> None:
+    settings.AGENT_ASSIST_ENABLED = False
+    client = Client()
+    client.force_login(make_user("lin", "Agent"))
+
+    config = console_config(client.get("/agent/"))
+
+    assert config["page"] == "console"
+    assert config["assist"] is False
 
 
 def test_it_gives_a_superuser_in_no_group_the_supervisors_console() -> None:

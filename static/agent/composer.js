@@ -377,6 +377,8 @@ export function onAssistFrame(frame) {
     case "assist.done":
       assist.streaming = false;
       assist.pending = false;
+      // Stopped by the agent: what was streamed stays, and nothing more is said.
+      if (frame.cancelled) break;
       if (typeof frame.text === "string") assist.text = frame.text;
       if (frame.stale) assist.stale = true;
       showDraftText(assist);
@@ -389,13 +391,20 @@ export function onAssistFrame(frame) {
     case "assist.error":
       assist.streaming = false;
       assist.pending = false;
-      assist.error = t("assist.error", { detail: frame.detail || frame.code || t("error.unknown") });
+      assist.error = t("assist.error", { detail: assistErrorDetail(frame) });
       announce(assist.error, { assertive: true });
       break;
     default:
       return;
   }
   renderComposer();
+}
+
+// The console's own sentence for a code it knows (in the agent's language), else the server's.
+function assistErrorDetail(frame) {
+  const key = `assist.code.${frame.code}`;
+  const known = typeof frame.code === "string" && t(key) !== key;
+  return known ? t(key) : frame.detail || frame.code || t("error.unknown");
 }
 
 // The codes an assist.request may be refused with (error frames do not say which frame they answer).

@@ -22,6 +22,7 @@ from conversations.models import Attachment, Conversation, Feedback, Message, Ti
 from tests import factories
 from tests.browser.conftest import SCREENSHOTS, Platform
 from tests.factories import attachment_for
+from tests.scripted_inference import Script
 
 pytestmark = pytest.mark.browser
 
@@ -84,28 +85,10 @@ def handed_off(
     return in_a_thread(hand_off)
 
 
-# The console page as it will be once the server drafts: its config says `"assist": true`. Set when
-# the page is parsed, before the deferred modules read it (a page served through page.route would be
-# a "public" document to Chromium, which then refuses its socket to 127.0.0.1).
-OFFER_ASSIST = """
-document.addEventListener("readystatechange", () => {
-  const element = document.getElementById("console-config");
-  if (document.readyState !== "interactive" || !element) return;
-  const config = JSON.parse(element.textContent);
-  if (config.page === "console") element.textContent = JSON.stringify({ ...config, assist: true });
-});
-"""
-
-
-def open_console(
-    browser: Browser, platform: Platform, username: str, *, locale: str = "en-US", assist: bool = False
-) -> Page:
-    """A browser of its own, signed in through the console's form (with the AI draft offered if
-    `assist`, for the tests that play the server's assist frames themselves)."""
+def open_console(browser: Browser, platform: Platform, username: str, *, locale: str = "en-US") -> Page:
+    """A browser of its own, signed in through the console's form."""
     context = browser.new_context(viewport=DESKTOP, locale=locale)
     page = context.new_page()
-    if assist:
-        page.add_init_script(OFFER_ASSIST)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors  # type: ignore[attr-defined]
@@ -408,7 +391,12 @@ def test_it_claims_and_answers_with_the_keyboard_alone(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_it_offers_no_ai_draft_while_the_server_cannot_draft(browser: Browser, platform: Platform) -> None:
+def test_it_offers_no_ai_draft_when_agent_assist_is_switched_off(
+    browser: Browser, platform: Platform
+) -> None:
+    platform.stop()
+    platform.env["AGENT_ASSIST_ENABLED"] = "false"
+    platform.start()
     make_agent("lin", "Lin", "Wei")
     conversation = handed_off("Hello?")
     page = open_console(browser, platform, "lin")
@@ -419,7 +407,7 @@ def test_it_offers_no_ai_draft_while_the_server_cannot_draft(browser: Browser, p
 
     page.get_by_test_id("composer-input").press("Alt+d")
 
-    # No button, no shortcut and nothing said about drafting: the server has no assist.* handler.
+    # No button, no shortcut and nothing said about drafting: the operator switched it off.
     expect(page.get_by_test_id("assist-button")).to_have_count(0)
     expect(page.get_by_test_id("assist-status")).to_be_hidden()
     expect(page.get_by_test_id("composer-input")).to_have_value("kept")
@@ -520,7 +508,7 @@ def test_it_streams_an_ai_draft_into_the_composer_and_marks_it_stale(
     make_agent("lin", "Lin", "Wei")
     conversation = handed_off("Where is my refund?")
     customer_message = Message.objects.get(conversation=conversation, role=Message.Role.CUSTOMER)
-    page = open_console(browser, platform, "lin", assist=True)
+    page = open_console(browser, platform, "lin")
     queue_item(page, conversation).click()
     # Drafting is for whoever may answer: not before the claim.
     expect(page.get_by_test_id("assist-button")).to_be_disabled()
@@ -625,8 +613,9 @@ def test_it_streams_an_ai_draft_into_the_composer_and_marks_it_stale(
             "detail": "The model is not answering.",
         }
     )
+    # In the console's own words for a code it knows (the server's detail for one it does not).
     expect(page.get_by_test_id("assist-error")).to_have_text(
-        "The AI draft failed: The model is not answering."
+        "The AI draft failed: The AI model cannot be reached right now."
     )
     # A server without assist refuses the request itself: that error is the draft's answer.
     page.get_by_test_id("assist-button").click()
@@ -635,4 +624,50 @@ def test_it_streams_an_ai_draft_into_the_composer_and_marks_it_stale(
     expect(page.get_by_test_id("assist-error")).to_have_text(
         "Drafting with AI is not available here: Unknown frame type 'assist.request'."
     )
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_an_agent_drafts_with_ai_edits_the_draft_and_sends_it(
+    browser: Browser, platform: Platform, screenshots: Path
+) -> None:
+    """Agent assist end to end: the console asks, the server grounds and streams a draft from the model,
+    the agent edits it, and only the agent's send makes it a message the customer gets."""
+    make_agent("lin", "Lin", "Wei")
+    conversation = handed_off("Where is my refund?")
+    page = open_console(browser, platform, "lin")
+    queue_item(page, conversation).click()
+    page.get_by_test_id("claim-button").click()
+    expect(page.get_by_test_id("ticket-assignee")).to_have_text("You (Lin Wei)")
+    platform.inference.enqueue(
+        Script(
+            tokens=["Your refund ", "was sent on Monday; ", "it reaches your card ", "in 5–7 working days."],
+            token_delay=0.1,
+        )
+    )
+
+    page.get_by_test_id("composer-input").press("Alt+d")
+
+    expect(page.get_by_test_id("composer-input")).to_have_value(
+        "Your refund was sent on Monday; it reaches your card in 5–7 working days.", timeout=15_000
+    )
+    expect(page.get_by_test_id("assist-state")).to_have_text(
+        "AI draft: edit it, then send. It is never sent without you."
+    )
+    save_screenshot(page, screenshots, "console-assist.png")
+    request = platform.inference.chat_requests[-1].json
+    assert request["messages"][-1] == {"role": "user", "content": "Where is my refund?"}
+    # A draft is not a message until the agent sends it.
+    assert not Message.objects.filter(conversation=conversation, role=Message.Role.AGENT).exists()
+
+    page.get_by_test_id("composer-input").press("End")
+    page.keyboard.type(" Sorry for the wait!")
+    page.keyboard.press("Enter")
+
+    sent = "Your refund was sent on Monday; it reaches your card in 5–7 working days. Sorry for the wait!"
+    expect(messages(page, "agent").get_by_test_id("message-text")).to_have_text([sent])
+    assert list(
+        Message.objects.filter(conversation=conversation, role=Message.Role.AGENT).values_list(
+            "text", flat=True
+        )
+    ) == [sent]
     assert page.errors == []  # type: ignore[attr-defined]
