@@ -343,6 +343,20 @@ async def test_it_runs_the_embedded_default_end_to_end(
     assert page.status_code == 200
     assert "Hi! Who are you?" in page.text
     assert "transcript-assistant" in page.text
+    # The agent console, as printed: a demo agent signs in with the admin's password.
+    assert f"Agents: {base_url}/agent/   (user: lin or sam, the admin's password)" in output
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        session = await http.get("/api/agent/session")
+        signed_in = await http.post(
+            "/api/agent/session",
+            json={"username": "lin", "password": password.group(1)},
+            headers={"X-CSRFToken": session.json()["csrf_token"], "Referer": f"{base_url}/agent/"},
+        )
+        console = await http.get("/agent/")
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["agent"]["name"] == "Lin Wei"
+    assert console.status_code == 200
+    assert '"page": "console"' in console.text
     assert process.poll() is None
 
 

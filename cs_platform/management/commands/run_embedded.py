@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.replies import replies_fail_stalled
-from cs_platform.demo import admin_password_file, demo_data_load
+from cs_platform.demo import DEMO_AGENTS, admin_password_file, demo_data_load
 from cs_platform.processes import (
     PortTakenByAnother,
     exit_description,
@@ -170,6 +170,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  Admin:  {address}/admin/   (user: admin, password: {self._password(password)})"
             )
+            agents = " or ".join(username for username, _, _ in DEMO_AGENTS)
+            self.stdout.write(f"  Agents: {address}/agent/   (user: {agents}, the admin's password)")
             self.stdout.write("Press Ctrl+C to stop.\n")
             self._watch(server, model_server)
         except StopRequested as stop:
