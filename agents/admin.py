@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from agents.models import AgentPresence, CannedReply, HandoffSettings, Holiday, WeeklyHours
+from conversations import handoff_rules
 
 
 @admin.register(HandoffSettings)
@@ -44,6 +45,15 @@ class HandoffSettingsAdmin(admin.ModelAdmin):
         if HandoffSettings.objects.filter(pk=1).exists():
             return HttpResponseRedirect(reverse("admin:agents_handoffsettings_change", args=[1]))
         return HttpResponseRedirect(reverse("admin:agents_handoffsettings_add"))
+
+    def save_model(self, request: HttpRequest, obj: HandoffSettings, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Switched on, or the cap raised: conversations already waiting are given out now, not when
+        # the next one arrives or an agent next comes online.
+        if obj.auto_assign_enabled and (
+            not change or {"auto_assign_enabled", "max_conversations_per_agent"} & set(form.changed_data)
+        ):
+            handoff_rules.auto_assign_request_on_commit()
 
     def response_post_save_change(self, request: HttpRequest, obj: HandoffSettings) -> HttpResponseRedirect:
         # The changelist would only come back here: stay on the form, with Django's "changed" message.

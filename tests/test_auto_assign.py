@@ -13,6 +13,7 @@ from asgiref.sync import async_to_sync
 from celery import current_app
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from agents import assignment, events, presence, tasks
@@ -339,3 +340,57 @@ def test_concurrent_assigners_never_give_one_ticket_twice_nor_exceed_the_cap() -
     loads = Counter(Ticket.objects.filter(assignee__isnull=False).values_list("assignee_id", flat=True))
     assert loads == {user.pk: 2 for user in agents}
     assert Ticket.objects.filter(assignee__isnull=True, status=Ticket.Status.OPEN).count() == 3
+
+
+@pytest.mark.parametrize("change", ["switched_on", "cap_raised"])
+def test_saving_the_settings_in_admin_gives_out_the_conversations_already_waiting(
+    django_capture_on_commit_callbacks: Any, change: str
+) -> None:
+    auto_assignment(enabled=change == "cap_raised", cap=1)
+    lin = agent()
+    tickets = [waiting_ticket() for _ in range(2)]
+    if change == "cap_raised":
+        assignment.auto_assign()
+        assert [assignee_of(ticket) for ticket in tickets] == [lin.pk, None]
+    client = Client()
+    client.force_login(User.objects.create_superuser(username="boss", password="unused-password"))
+    form = {
+        "phrase_trigger_enabled": "on",
+        "knowledge_miss_turns": "2",
+        "thumbs_down_in_a_row": "2",
+        "time_zone": "Asia/Shanghai",
+        "expected_handle_minutes": "5",
+        "auto_assign_enabled": "on",
+        "max_conversations_per_agent": "2",
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/agents/handoffsettings/1/change/", form)
+
+    assert response.status_code == 302
+    assert [assignee_of(ticket) for ticket in tickets] == [lin.pk, lin.pk]
+
+
+def test_saving_the_settings_with_auto_assignment_off_gives_nothing_out(
+    django_capture_on_commit_callbacks: Any, auto_assignment_runs_here: list[str]
+) -> None:
+    auto_assignment(enabled=False)
+    agent()
+    ticket = waiting_ticket()
+    client = Client()
+    client.force_login(User.objects.create_superuser(username="boss", password="unused-password"))
+    form = {
+        "knowledge_miss_turns": "2",
+        "thumbs_down_in_a_row": "2",
+        "time_zone": "Asia/Shanghai",
+        "expected_handle_minutes": "9",
+        "max_conversations_per_agent": "2",
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/agents/handoffsettings/1/change/", form)
+
+    assert response.status_code == 302
+    assert HandoffSettings.objects.get().expected_handle_minutes == 9
+    assert assignee_of(ticket) is None
+    assert auto_assignment_runs_here == []
