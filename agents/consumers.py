@@ -555,8 +555,24 @@ class AgentConsumer(JsonFrameConsumer):
                 {"type": "conversation.message", "conversation": event["conversation"], "message": message}
             )
 
+    async def _ticket_refresh(self, conversation_id: str) -> None:
+        """The ticket as it is now, for a change made outside the console (admin's resolve or close),
+        which sends the customer's event only."""
+        ticket = await database_sync_to_async(selectors.ticket_latest_get)(
+            conversation_id=uuid.UUID(conversation_id)
+        )
+        if ticket is not None and conversation_id in self.open_conversations:
+            await self.send_json(
+                events.ticket_updated_event(conversation_id=ticket.conversation_id, ticket=ticket)
+            )
+
     async def conversation_resolved(self, event: dict[str, Any]) -> None:
         await self._notice(event)
+        await self._ticket_refresh(event["conversation"])
+
+    async def conversation_closed(self, event: dict[str, Any]) -> None:
+        await self._notice(event)
+        await self._ticket_refresh(event["conversation"])
 
     async def agent_left(self, event: dict[str, Any]) -> None:
         await self._notice(event)

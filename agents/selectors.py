@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from agents.models import AgentPresence, CannedReply
@@ -30,6 +42,7 @@ __all__ = [
     "online_agents_count",
     "queue_counts_get",
     "queue_list",
+    "ticket_latest_get",
     "ticket_oldest_waiting_get",
     "ticket_unresolved_get",
 ]
@@ -120,6 +133,18 @@ def conversation_detail_get(*, conversation: Conversation) -> ConversationDetail
     )
     csat = SatisfactionRating.objects.filter(conversation=conversation).first()
     return ConversationDetail(conversation=conversation, messages=messages, tickets=tickets, csat=csat)
+
+
+def ticket_latest_get(*, conversation_id: uuid.UUID) -> Ticket | None:
+    """The conversation's ticket the console shows: the unresolved one, else the latest."""
+    return (
+        Ticket.objects.select_related("assignee")
+        .filter(conversation_id=conversation_id)
+        .order_by(
+            Case(When(status=Ticket.Status.RESOLVED, then=Value(1)), default=Value(0)), "-created_at", "-pk"
+        )
+        .first()
+    )
 
 
 def message_for_agents_get(*, message_id: int) -> Message | None:

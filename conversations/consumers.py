@@ -44,6 +44,8 @@ EVENTS_WITHOUT_DATABASE = frozenset(
         "agent.typing",
         "agent.left",
         "conversation.resolved",
+        # Staff closed it (conversations.services.conversation_close).
+        "conversation.closed",
         "customer.message",
         "customer.typing",
     }
@@ -431,6 +433,9 @@ class ConversationConsumer(JsonFrameConsumer):
         await self.send_json(event)
 
     async def conversation_resolved(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def conversation_closed(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
 
     async def customer_message(self, event: dict[str, Any]) -> None:

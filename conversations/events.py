@@ -163,6 +163,16 @@ def conversation_resolved_event(*, conversation_id: uuid.UUID, notice: Message |
     }
 
 
+def conversation_closed_event(*, conversation_id: uuid.UUID, notice: Message) -> dict[str, Any]:
+    """Staff closed the conversation (its tickets resolved with it): the widget shows the notice and
+    ends any waiting; the consoles that have it open show the ticket resolved."""
+    return {
+        "type": "conversation.closed",
+        "conversation": str(conversation_id),
+        "message": message_data(notice),
+    }
+
+
 def queue_changed_event() -> dict[str, Any]:
     """To AGENTS_QUEUE_GROUP: the waiting list changed (the agents app's queue.changed)."""
     return {"type": "queue.changed"}

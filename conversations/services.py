@@ -439,10 +439,14 @@ def conversation_close(*, conversation: Conversation) -> bool:
             _ticket_resolved_save(ticket, at=now)
         conversation.status = Conversation.Status.CLOSED
         conversation.save(update_fields=["status", "updated_at"])
-        _conversation_notice(
+        notice = _conversation_notice(
             conversation=conversation,
             english="This conversation was closed.",
             chinese="本次会话已结束。",
+        )
+        handoff_rules.group_send_on_commit(
+            events.conversation_group(conversation.pk),
+            events.conversation_closed_event(conversation_id=conversation.pk, notice=notice),
         )
         if unresolved:
             _queue_changed_notify_on_commit()

@@ -627,3 +627,34 @@ async def test_it_sends_the_customer_nothing_of_internal_notes_through_a_whole_h
     assert "Your parcel is on its way." in json.dumps(history)
     await customer.disconnect()
     await agent.disconnect()
+
+
+@pytest.mark.parametrize("action", ["resolve", "close"])
+async def test_a_console_and_the_customer_hear_of_a_resolve_or_close_made_in_admin(action: str) -> None:
+    conversation = await handed_off()
+    _, session = await make_agent()
+    console, _ = await connected_agent(session)
+    await open_conversation(console, conversation)
+    customer, _ = await customer_socket(conversation)
+
+    @database_sync_to_async
+    def act() -> None:
+        if action == "resolve":
+            services.ticket_resolve(ticket=Ticket.objects.get(conversation=conversation))
+        else:
+            services.conversation_close(conversation=conversation)
+
+    await act()
+
+    notice = await receive_type(console, "conversation.message")
+    ticket = await receive_type(console, "ticket.updated")
+    assert notice["message"]["role"] == "system"
+    assert ticket["conversation"] == str(conversation.pk)
+    assert ticket["ticket"]["status"] == "resolved"
+    assert ticket["ticket"]["resolved_at"] is not None
+    frame = await receive_type(customer, f"conversation.{action}d")
+    assert frame["message"]["role"] == "system"
+    if action == "close":
+        assert frame["message"]["text"] == "This conversation was closed."
+    await console.disconnect()
+    await customer.disconnect()

@@ -235,7 +235,7 @@ def test_the_close_action_records_each_tickets_time_and_tells_the_queue(
     assert queue_event == {"type": "queue.changed"}
 
 
-def test_closing_a_conversation_without_an_open_ticket_tells_no_queue(
+def test_closing_a_conversation_without_an_open_ticket_tells_no_queue_only_the_customer(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     conversation = ConversationFactory()
@@ -243,4 +243,14 @@ def test_closing_a_conversation_without_an_open_ticket_tells_no_queue(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert services.conversation_close(conversation=conversation) is True
 
-    assert callbacks == []
+    # One thing on commit: the customer's frame.
+    assert len(callbacks) == 1
+    customer = GroupListener(conversation_group(conversation.pk))
+    try:
+        callbacks[0]()
+        event = customer.receive()
+    finally:
+        customer.close()
+    assert event["type"] == "conversation.closed"
+    assert event["conversation"] == str(conversation.pk)
+    assert (event["message"]["role"], event["message"]["text"]) == ("system", "This conversation was closed.")

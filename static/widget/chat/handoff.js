@@ -183,6 +183,13 @@ export function onConversationResolved(frame) {
   }
 }
 
+// Staff closed the conversation: any waiting ends, and the notice says so (no rating asked).
+export function onConversationClosed(frame) {
+  setHandoff(null);
+  hideAgentTyping();
+  showServerNotice(frame, t("conversationClosed"));
+}
+
 let customerTypingSentAt = 0;
 
 // While a person has (or is about to have) the conversation, they are told the customer is typing.

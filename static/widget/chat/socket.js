@@ -9,7 +9,7 @@ import { renderDrafts, sendMessage } from "./composer.js";
 import { RECENT_MESSAGE_MS, config } from "./config.js";
 import { absoluteHttpUrl } from "./dom.js";
 import { maybeOfferCsat, onCsatSaved, onFeedbackSaved } from "./feedback.js";
-import { hideAgentTyping, onAgentJoined, onAgentLeft, onAgentMessage, onAgentTyping, onConversationResolved, onHandoffStarted, renderHandoffStatus, restoreHandoff } from "./handoff.js";
+import { hideAgentTyping, onAgentJoined, onAgentLeft, onAgentMessage, onAgentTyping, onConversationClosed, onConversationResolved, onHandoffStarted, renderHandoffStatus, restoreHandoff } from "./handoff.js";
 import { assistantTitle, joinSentences, strings, t } from "./messages.js";
 import { state } from "./state.js";
 import { forgetConversation } from "./storage.js";
@@ -258,6 +258,7 @@ export function handleFrame(frame) {
     case "agent.typing": return onAgentTyping(frame);
     case "agent.left": return onAgentLeft(frame);
     case "conversation.resolved": return onConversationResolved(frame);
+    case "conversation.closed": return onConversationClosed(frame);
     case "error": return onErrorFrame(frame);
     default:
       // Frames added to the contract later that carry a message are shown as such.
