@@ -4,6 +4,7 @@
  * conversations, since whatever was sent while it was away is lost.
  */
 
+import { frameListener } from "../widget/chat/dom.js";
 import { state } from "./state.js";
 
 const connection = {
@@ -82,22 +83,11 @@ function connect() {
     if (reconnected) send({ type: "queue" });
     for (const conversation of state.opened) send({ type: "open", conversation });
   });
-  socket.addEventListener("message", (event) => {
-    if (connection.socket !== socket) return;
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch (error) {
-      return;
-    }
-    if (!frame || typeof frame.type !== "string") return;
-    try {
-      connection.onFrame(frame);
-    } catch (error) {
-      // One bad frame must not take the console down.
-      if (window.console) console.error("agent console: frame handling failed", frame.type, error);
-    }
-  });
+  // One bad frame must not take the console down.
+  socket.addEventListener(
+    "message",
+    frameListener(() => connection.socket === socket, (frame) => connection.onFrame(frame), "agent console"),
+  );
   socket.addEventListener("close", (event) => {
     if (connection.socket !== socket) return;
     connection.socket = null;

@@ -58,6 +58,27 @@ export function icon(name, extraClass) {
   return svg;
 }
 
+// A websocket "message" listener: each JSON frame with a string `type` goes to `handle` while
+// `isCurrent()` says the socket is still the live one. A frame that cannot be read is dropped; one
+// that `handle` fails on is logged under `label`, and the page goes on (the console uses it too).
+export function frameListener(isCurrent, handle, label) {
+  return (event) => {
+    if (!isCurrent()) return;
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch (error) {
+      return;
+    }
+    if (!frame || typeof frame.type !== "string") return;
+    try {
+      handle(frame);
+    } catch (error) {
+      if (window.console) console.error(`${label}: frame handling failed`, frame.type, error);
+    }
+  };
+}
+
 export function uuid() {
   if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
   const bytes = window.crypto.getRandomValues(new Uint8Array(16));

@@ -7,7 +7,7 @@ import { ensureConversation } from "./api.js";
 import { bridge } from "./bridge.js";
 import { renderDrafts, sendMessage } from "./composer.js";
 import { RECENT_MESSAGE_MS, config } from "./config.js";
-import { absoluteHttpUrl } from "./dom.js";
+import { absoluteHttpUrl, frameListener } from "./dom.js";
 import { maybeOfferCsat, onCsatSaved, onFeedbackSaved } from "./feedback.js";
 import { hideAgentTyping, onAgentJoined, onAgentLeft, onAgentMessage, onAgentTyping, onConversationClosed, onConversationResolved, onHandoffStarted, renderHandoffStatus, restoreHandoff } from "./handoff.js";
 import { assistantTitle, joinSentences, strings, t } from "./messages.js";
@@ -93,22 +93,8 @@ export function connect() {
     if (connection.socket !== socket) return;
     socket.send(JSON.stringify({ type: "hello", token: conversation.token }));
   });
-  socket.addEventListener("message", (event) => {
-    if (connection.socket !== socket) return;
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch (error) {
-      return;
-    }
-    if (!frame || typeof frame.type !== "string") return;
-    try {
-      handleFrame(frame);
-    } catch (error) {
-      // One bad frame must not take the widget down.
-      if (window.console) console.error("cs-widget: frame handling failed", frame.type, error);
-    }
-  });
+  // One bad frame must not take the widget down.
+  socket.addEventListener("message", frameListener(() => connection.socket === socket, handleFrame, "cs-widget"));
   socket.addEventListener("close", (event) => {
     if (connection.socket !== socket) return;
     connection.socket = null;
