@@ -187,12 +187,15 @@ def reply_finish(
     citations: list[dict[str, Any]] | None = None,
     source: str | None = None,
     is_unanswered: bool = False,
+    consult_handoff_rules: bool = True,
 ) -> Message | None:
     """Save a reply's final text and outcome; None if it had already been finished elsewhere.
 
     The conditional update is what makes "finished once" hold: a generator that lost the race to
     the sweeper, or a redelivered job, saves nothing and sends nothing. `citations` and `source`
-    left out (None) keep what the reply has (a sweeper's failure knows neither).
+    left out (None) keep what the reply has (a sweeper's failure knows neither). Without
+    `consult_handoff_rules` the reply-finished rules are not asked: the reply hands off by itself
+    (the model called its handoff tool), with its own trigger and reason.
     """
     grounding: dict[str, Any] = {"is_unanswered": is_unanswered}
     if citations is not None:
@@ -219,7 +222,8 @@ def reply_finish(
         return None
     saved = Message.objects.prefetch_related("attachments").get(pk=reply_id)
     # The agents app's rules (the knowledge base had nothing N times in a row) may hand off now.
-    handoff_rules.reply_finished_handoff(reply=saved)
+    if consult_handoff_rules:
+        handoff_rules.reply_finished_handoff(reply=saved)
     return saved
 
 

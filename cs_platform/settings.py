@@ -346,6 +346,10 @@ INFERENCE_COALESCE_SECONDS = env.float("INFERENCE_COALESCE_SECONDS", default=0.0
 INFERENCE_MAX_IMAGES_PER_PROMPT = env.int("INFERENCE_MAX_IMAGES_PER_PROMPT", default=4)
 # Chat templates without a system role (gemma) get the instructions in the first user turn instead.
 INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = env.bool("INFERENCE_SYSTEM_PROMPT_IN_USER_TURN", default=False)
+# Offer the model a `handoff_to_human` tool (OpenAI tool calling), when the model-tool handoff trigger
+# is on too. Only for a server that does tool calling (vLLM with --enable-auto-tool-choice and a
+# --tool-call-parser): off by default, since the embedded llama.cpp model does none.
+INFERENCE_HANDOFF_TOOL = env.bool("INFERENCE_HANDOFF_TOOL", default=False)
 # A reply whose worker has not shown progress for this long is failed and the customer told.
 REPLY_STALLED_AFTER_SECONDS = env.int("REPLY_STALLED_AFTER_SECONDS", default=30)
 # A reply no worker has picked up after this long is failed (no worker running, queue jammed).

@@ -49,17 +49,39 @@ class ChatRequest:
     sources: tuple[Source, ...] = ()
     # False on the "nothing found" path (the prompt told the model so): the reply is marked unanswered.
     grounding_found: bool = True
+    # OpenAI function tools offered to the model (the handoff tool); sent only when there are any, with
+    # tool_choice "auto": a server started without tool calling (llama.cpp's default) is never asked.
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made, gathered from its streamed pieces.
+
+    `arguments` is the JSON text as the model wrote it, unparsed: a model may write it badly, and what
+    to do then is the caller's decision.
+    """
+
+    name: str
+    arguments: str = ""
+    id: str = ""
 
 
 @dataclass
 class StreamEvent:
-    """One thing read from the stream: a piece of text, or the usage and finish at the end."""
+    """One thing read from the stream: a piece of text, or the usage and finish at the end.
+
+    A chunk that carried only pieces of a tool call is an event without text and with
+    `tool_call_delta`; the calls themselves, whole, come on the event that carries the finish.
+    """
 
     text: str = ""
     model: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    tool_call_delta: bool = False
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class FailureKind(StrEnum):
@@ -363,6 +385,9 @@ class InferenceClient:
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 }
+                if request.tools:
+                    payload["tools"] = list(request.tools)
+                    payload["tool_choice"] = "auto"
                 source = await stack.enter_async_context(
                     aconnect_sse(
                         http,
@@ -416,15 +441,70 @@ class InferenceClient:
             raise _ServerFailed(FailureKind.BAD_RESPONSE, error.detail, InferenceBadResponse) from error
 
 
+class _ToolCallPieces:
+    """The pieces of the tool calls a stream sends (`delta.tool_calls`), gathered by index.
+
+    OpenAI-compatible servers (vLLM's tool parsers, llama.cpp) send a call's id and name in its first
+    piece and its arguments' JSON text in many; a piece that cannot be read is skipped, since a call
+    half-read is still worth more than a reply failed at its very end.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, pieces: Any) -> bool:
+        """Take in one chunk's `delta.tool_calls`; True if it carried any piece."""
+        if not isinstance(pieces, list):
+            if pieces is not None:
+                logger.warning("A chunk's tool_calls was not a list: %r", str(pieces)[:100])
+            return False
+        took = False
+        for position, piece in enumerate(pieces):
+            if not isinstance(piece, dict):
+                continue
+            index = piece.get("index", position)
+            if not isinstance(index, int):
+                index = position
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            if isinstance(piece.get("id"), str):
+                call["id"] = call["id"] or piece["id"]
+            function = piece.get("function")
+            if isinstance(function, dict):
+                name, arguments = function.get("name"), function.get("arguments")
+                if isinstance(name, str):
+                    call["name"] += name
+                if isinstance(arguments, str):
+                    call["arguments"] += arguments
+                elif isinstance(arguments, dict):
+                    # Some servers send the arguments as an object rather than its JSON text.
+                    call["arguments"] += json.dumps(arguments, ensure_ascii=False)
+            took = True
+        return took
+
+    def take(self) -> list[ToolCall]:
+        """The calls gathered so far, in index order, and forget them."""
+        calls = [
+            ToolCall(name=call["name"].strip(), arguments=call["arguments"], id=call["id"])
+            for _, call in sorted(self._calls.items())
+        ]
+        self._calls.clear()
+        return calls
+
+
 async def _events(sse_events: AsyncIterator[Any], model: str) -> AsyncGenerator[StreamEvent, None]:
     """Turn OpenAI chat-completion chunks into stream events; garbage raises InferenceBadResponse."""
     finished = False
+    tool_calls = _ToolCallPieces()
     async for sse in sse_events:
         if sse.data.strip() == "[DONE]":
             # Read the body to its end (the terminating chunk): only a response read to the end leaves
             # its connection in the pool for the next reply; one closed early closes the connection.
             async for _ in sse_events:
                 pass
+            left = tool_calls.take()
+            if left:
+                # Calls whose finish never named them (a server that sent it first): still the model's.
+                yield StreamEvent(model=model, tool_calls=left)
             return
         try:
             chunk = json.loads(sse.data)
@@ -451,8 +531,11 @@ async def _events(sse_events: AsyncIterator[Any], model: str) -> AsyncGenerator[
             if content is not None and not isinstance(content, str):
                 raise InferenceBadResponse("A chunk's content was not text.")
             event.text = content or ""
+            event.tool_call_delta = tool_calls.add(delta.get("tool_calls"))
             event.finish_reason = choice.get("finish_reason")
             finished = finished or bool(event.finish_reason)
+            if event.finish_reason:
+                event.tool_calls = tool_calls.take()
         yield event
     if not finished:
         raise InferenceBadResponse("The stream ended without finishing the reply.")

@@ -4,6 +4,12 @@ A reply known without the model (an FAQ entry's answer, quote mode's passage: `p
 goes out through the same frames, as one delta and `reply.done`, and no request leaves; a model's reply
 is saved with the citations its markers name (`grounding.citations_from_text`).
 
+With INFERENCE_HANDOFF_TOOL (a server that does tool calling: vLLM with a tool-call parser) and the
+model-tool trigger switched on, the model is offered a `handoff_to_human` tool. A call, streamed as
+`tool_calls` or written as Hermes text (`grounding.ToolCallTextFilter` keeps it from the customer),
+saves the reply as it stands (a short sentence if the model wrote nothing) and then hands the
+conversation to a person: one ticket, trigger model_tool, the model's reason, the AI paused.
+
 One event loop runs the whole reply. From the claim on, a heartbeat task keeps the reply's
 `heartbeat_at` fresh (through prompt building as much as through streaming) and brings back the
 database's verdict; a producer task reads the server's stream; the loop here coalesces tokens into
@@ -19,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,24 +39,25 @@ from asgiref.sync import SyncToAsync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from conversations import events, progress, selectors
+from conversations import events, handoff_rules, progress, selectors
 from conversations.errors import customer_error_detail
-from conversations.models import Message
+from conversations.models import Conversation, Message, Ticket
 from conversations.replies import (
     HeartbeatVerdict,
     ReplyOutcome,
+    replies_in_progress_stop,
     reply_claim_for_generation,
     reply_fail,
     reply_finish,
     reply_heartbeat,
 )
 from inference import runtime
-from inference.client import ChatRequest, InferenceClient, StreamEvent
+from inference.client import ChatRequest, InferenceClient, StreamEvent, ToolCall
 from inference.errors import InferenceError, InferenceTimeout
-from inference.grounding import FenceTagFilter, citations_from_text
+from inference.grounding import FenceTagFilter, ToolCallTextFilter, citations_from_text
 from inference.prompts import InstantAnswer, instant_answer_find, prompt_build
 from knowledge.retrieval import Source
 
@@ -67,6 +75,42 @@ FINAL_FRAME_RETRY_SECONDS = 60.0
 _reply_text_append = progress.areply_text_append
 _reply_cancel_flagged = progress.areply_cancel_flagged
 _reply_progress_clear = sync_to_async(progress.reply_progress_clear, thread_sensitive=False)
+
+# The tool the model may call to hand the conversation to a person (OpenAI function-tool format).
+HANDOFF_TOOL_NAME = "handoff_to_human"
+HANDOFF_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": HANDOFF_TOOL_NAME,
+        "description": (
+            "Hand the conversation over to a human customer-service agent. Call it when the customer "
+            "asks for a person, or when you cannot help and a person should take over."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "reason": {
+                    "type": "string",
+                    "description": "Why a person should take over, in one short sentence for the agent.",
+                }
+            },
+            "required": ["reason"],
+        },
+    },
+}
+# Added to the system message when the tool is offered.
+HANDOFF_TOOL_INSTRUCTIONS = (
+    f"If the customer asks for a person, or you cannot help and a person should take over, call the "
+    f"{HANDOFF_TOOL_NAME} tool with a short reason for the agent, and tell the customer in one sentence "
+    "that a person will take over. Never write the tool call or its reason in your reply."
+)
+# The handoff's reason when the model gave none that can be read.
+HANDOFF_DEFAULT_REASON = "The assistant handed the conversation over (it gave no reason)."
+# The reply when the model called the tool without a word to the customer: never an empty bubble.
+HANDOFF_SENTENCES: dict[str, str] = {
+    Conversation.Locale.ZH_HANS: "好的，我这就为您转接人工客服。",
+    Conversation.Locale.EN: "I'll connect you with a person from our team.",
+}
 
 # Strong references to in-process generations, so the event loop does not drop them.
 _in_process_tasks: set[asyncio.Task[None]] = set()
@@ -147,8 +191,14 @@ class ReplyGeneration:
     # Every delta's text, in order: the list the text-so-far in the cache mirrors.
     chunks: list[str] = field(default_factory=list)
     pending: str = ""
-    # The model's text goes through it before it is sent: the prompt's fence never reaches the customer.
+    # The model's text goes through them before it is sent: a tool call written as text, and the
+    # prompt's fence, never reach the customer.
+    tool_filter: ToolCallTextFilter = field(default_factory=ToolCallTextFilter)
     fence_filter: FenceTagFilter = field(default_factory=FenceTagFilter)
+    # Whether the request offered the model its handoff tool; a call of a tool not offered is ignored.
+    handoff_tool_offered: bool = False
+    # The reason the model gave when it called the handoff tool (None: it did not call it).
+    handoff_reason: str | None = None
     seq: int = -1
     model: str = ""
     prompt_tokens: int | None = None
@@ -193,6 +243,9 @@ class ReplyGeneration:
                     end = self._answer_at_once(planned)
                 else:
                     self.sources, self.grounding_found = planned.sources, planned.grounding_found
+                    self.handoff_tool_offered = any(
+                        tool.get("function", {}).get("name") == HANDOFF_TOOL_NAME for tool in planned.tools
+                    )
                     producer = asyncio.create_task(self._produce(planned))
                     end = await self._consume()
             except _Abandoned:
@@ -207,8 +260,10 @@ class ReplyGeneration:
                     # Cancelling the producer closes the HTTP stream, so the server stops generating too.
                     producer.cancel()
                     await asyncio.gather(producer, return_exceptions=True)
+            self._handoff_sentence_add(end)
             await self._flush()
             await self._save(end)
+            await self._hand_off(end)
         except _Abandoned:
             logger.warning("Reply %s was finished elsewhere; stopped", self.reply_id)
             # Deltas flushed before the heartbeat said so wrote the text so far again: forget it.
@@ -303,7 +358,8 @@ class ReplyGeneration:
                 if self._apply(value):
                     token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
             elif kind == "end":
-                self.pending += self.fence_filter.flush()
+                self.pending += self.tool_filter.feed(self.fence_filter.flush()) + self.tool_filter.flush()
+                self._tool_calls_take(self._written_tool_calls())
                 return _End(ReplyOutcome.COMPLETE)
             elif kind == "error":
                 raise value
@@ -326,7 +382,7 @@ class ReplyGeneration:
                 raise InferenceTimeout(f"The server did not send {which} in time.")
 
     def _apply(self, event: StreamEvent) -> bool:
-        """Take in one stream event; True if it carried text."""
+        """Take in one stream event; True if it carried text or a piece of a tool call."""
         self.model = event.model or self.model
         if event.prompt_tokens is not None:
             self.prompt_tokens = event.prompt_tokens
@@ -334,13 +390,61 @@ class ReplyGeneration:
             self.completion_tokens = event.completion_tokens
         if event.finish_reason:
             self.finish_reason = event.finish_reason
+        self._tool_calls_take(event.tool_calls)
+        if event.tool_call_delta and not event.text:
+            # The model is writing a call: progress (a token), though nothing for the customer.
+            self.chunks_received += 1
+            return True
         if not event.text:
             return False
         if self.first_token_at is None:
             self.first_token_at = timezone.now()
         self.chunks_received += 1
-        self.pending += self.fence_filter.feed(event.text)
+        self.pending += self.tool_filter.feed(self.fence_filter.feed(event.text))
+        self._tool_calls_take(self._written_tool_calls())
         return True
+
+    def _written_tool_calls(self) -> list[ToolCall]:
+        return [ToolCall(name=call.name, arguments=call.arguments) for call in self.tool_filter.take_calls()]
+
+    def _tool_calls_take(self, calls: list[ToolCall]) -> None:
+        """Note the model's tool calls: the first handoff_to_human one (if offered) sets the handoff."""
+        for call in calls:
+            if call.name != HANDOFF_TOOL_NAME:
+                logger.warning(
+                    "Reply %s: the model called an unknown tool %r; ignored", self.reply_id, call.name
+                )
+            elif not self.handoff_tool_offered:
+                logger.warning(
+                    "Reply %s: the model called %s, which was not offered; ignored", self.reply_id, call.name
+                )
+            elif self.handoff_reason is None:
+                self.handoff_reason = handoff_reason_read(call.arguments)
+                logger.info("Reply %s: the model asked for a person: %s", self.reply_id, self.handoff_reason)
+
+    def _hands_off(self, end: _End) -> bool:
+        """Whether this reply ends in the model's handoff: it called the tool and the reply completed."""
+        return self.handoff_reason is not None and end.outcome is ReplyOutcome.COMPLETE
+
+    def _handoff_sentence_add(self, end: _End) -> None:
+        """A reply that hands off with nothing said says so in a sentence: never an empty bubble."""
+        if not self._hands_off(end) or (self.text + self.pending).strip():
+            return
+        self.pending = HANDOFF_SENTENCES.get(self.locale, HANDOFF_SENTENCES[Conversation.Locale.EN])
+        self.first_token_at = self.first_token_at or timezone.now()
+
+    async def _hand_off(self, end: _End) -> None:
+        """After the reply is saved and its reply.done sent: the model's handoff, if it asked for one."""
+        if not self._hands_off(end):
+            return
+        assert self.handoff_reason is not None
+        try:
+            await database_sync_to_async(model_tool_handoff)(
+                conversation_id=self.conversation_id, reason=self.handoff_reason
+            )
+        except Exception:
+            # The reply is saved and told; the customer can still press the button.
+            logger.exception("Reply %s: handing off as the model asked failed", self.reply_id)
 
     async def _flush(self) -> None:
         """Send the text gathered since the last delta as the next numbered delta."""
@@ -389,6 +493,9 @@ class ReplyGeneration:
             is_unanswered = not self.grounding_found and end.outcome is not ReplyOutcome.FAILED
         saved = await database_sync_to_async(reply_finish)(
             reply_id=self.reply_id,
+            # The model's own handoff follows, with its reason: the reply-finished rules would only
+            # open the same ticket under another trigger.
+            consult_handoff_rules=not self._hands_off(end),
             outcome=end.outcome,
             text=self.text,
             model=self.model,
@@ -441,12 +548,75 @@ def _prompt_build_on_own_thread(reply_id: int, reply: Message | None) -> ChatReq
             reply = selectors.reply_get_for_prompt(reply_id=reply_id)
         # Read once for both: the instant answer looks at the latest message, the prompt at all of them.
         history = selectors.prompt_history_list(reply=reply)
-        return instant_answer_find(reply_id=reply_id, reply=reply, history_messages=history) or prompt_build(
-            reply_id=reply_id, reply=reply, history_messages=history
-        )
+        answer = instant_answer_find(reply_id=reply_id, reply=reply, history_messages=history)
+        if answer is not None:
+            return answer
+        return handoff_tool_offer(prompt_build(reply_id=reply_id, reply=reply, history_messages=history))
     finally:
         # This thread is borrowed from a pool: give its database connection back.
         connection.close()
+
+
+def handoff_tool_offer(request: ChatRequest) -> ChatRequest:
+    """The request with the handoff tool offered, when INFERENCE_HANDOFF_TOOL and the trigger say so.
+
+    Off by default: the embedded default's llama.cpp model does no tool calling, and a server asked
+    for tools it cannot serve may refuse the request. The trigger is the supervisor's switch
+    (HandoffSettings); reading it needs the database, so this runs off the event loop. The system
+    message, when there is one, says when to call it (the tool's description says so too).
+    """
+    if not settings.INFERENCE_HANDOFF_TOOL or not handoff_rules.handoff_trigger_enabled(
+        Ticket.Trigger.MODEL_TOOL
+    ):
+        return request
+    messages = request.messages
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        system = {**messages[0], "content": f"{messages[0]['content']}\n\n{HANDOFF_TOOL_INSTRUCTIONS}"}
+        messages = [system, *messages[1:]]
+    return replace(request, messages=messages, tools=(*request.tools, HANDOFF_TOOL))
+
+
+def handoff_reason_read(arguments: str) -> str:
+    """The reason in the handoff tool's arguments (`{"reason": "..."}`), or the default reason.
+
+    A model may write its arguments badly (not JSON, no reason, an empty one): it still asked for a
+    person, so the handoff happens all the same, with a reason that says none was given.
+    """
+    try:
+        parsed = json.loads(arguments) if arguments.strip() else None
+    except json.JSONDecodeError:
+        logger.warning("The handoff tool's arguments were not JSON: %r", arguments[:200])
+        parsed = None
+    reason = parsed.get("reason") if isinstance(parsed, dict) else None
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    return HANDOFF_DEFAULT_REASON
+
+
+def model_tool_handoff(*, conversation_id: Any, reason: str) -> Ticket | None:
+    """Hand the conversation to a person because the model called its handoff tool.
+
+    One ticket per conversation: under the conversation's row lock an unresolved ticket (the customer
+    pressed the button meanwhile, or the model called the tool twice) is kept, and nothing new is
+    written or announced. A closed conversation, or a trigger switched off since the tool was
+    offered, hands nothing off. The customer's sockets hear handoff.started on commit; later customer
+    messages get no AI reply (the conversation is handed off), and one queued meanwhile is stopped.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if conversation.status == Conversation.Status.CLOSED:
+            return None
+        if not handoff_rules.handoff_trigger_enabled(Ticket.Trigger.MODEL_TOOL):
+            logger.info("Conversation %s: the model tool trigger is off; no handoff", conversation_id)
+            return None
+        replies_in_progress_stop(conversation=conversation)
+        opened = handoff_rules.handoff_open(
+            conversation=conversation,
+            reason=reason,
+            trigger=Ticket.Trigger.MODEL_TOOL,
+            announce_to_customer=True,
+        )
+    return opened.ticket
 
 
 def _milliseconds(delta: timedelta) -> int:

@@ -10,13 +10,17 @@ sources without touching this.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "CitableSource",
     "FenceTagFilter",
+    "ToolCallTextFilter",
+    "WrittenToolCall",
     "citation_of",
     "citations_from_text",
     "cited_numbers",
@@ -28,6 +32,8 @@ __all__ = [
     "sources_block",
     "unanswered_sentence",
 ]
+
+logger = logging.getLogger(__name__)
 
 SOURCES_OPEN = "<sources>"
 SOURCES_CLOSE = "</sources>"
@@ -218,3 +224,125 @@ class FenceTagFilter:
         """What was held back, once the stream has ended (it was not a tag after all)."""
         held, self._held = self._held, ""
         return held
+
+
+# A tool call written out as text in the Hermes format of Qwen's chat template, which vLLM turns into
+# `tool_calls` only when started with a tool-call parser.
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+_TOOL_NAME = re.compile(r'"name"\s*:\s*"([^"\\]+)"')
+
+
+class WrittenToolCall(NamedTuple):
+    """A tool call the model wrote as text: its name and its arguments as JSON text ("" if unreadable)."""
+
+    name: str
+    arguments: str
+
+
+def _written_tool_call(body: str) -> WrittenToolCall | None:
+    """The call in a `<tool_call>` block: `{"name": ..., "arguments": {...}}`, read as well as it can be.
+
+    Arguments that are not JSON leave the call with none (its caller decides what that means); a
+    block with no readable name is no call at all.
+    """
+    try:
+        parsed = json.loads(body.strip())
+    except json.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("name"), str):
+        arguments = parsed.get("arguments", parsed.get("parameters"))
+        if isinstance(arguments, str):
+            text = arguments
+        elif arguments is None:
+            text = ""
+        else:
+            text = json.dumps(arguments, ensure_ascii=False)
+        return WrittenToolCall(name=parsed["name"].strip(), arguments=text)
+    named = _TOOL_NAME.search(body)
+    if named is None:
+        logger.warning("The model wrote a tool call with no readable name; dropped")
+        return None
+    return WrittenToolCall(name=named.group(1).strip(), arguments="")
+
+
+def _tag_prefix_start(text: str, tag: str) -> int:
+    """Where the longest end of `text` that could still grow into `tag` starts (len(text): none)."""
+    for start in range(max(0, len(text) - len(tag) + 1), len(text)):
+        if tag.startswith(text[start:]):
+            return start
+    return len(text)
+
+
+class ToolCallTextFilter:
+    """Takes tool calls written as text (`<tool_call>{...}</tool_call>`) out of a streamed reply.
+
+    Qwen served without vLLM's tool-call parser, or a call the parser missed, arrives in the content:
+    the customer must never see it, and the call is the model's all the same. A tag can arrive split
+    over tokens, so an end that may be the start of one is held back, with the white space before it
+    (the blank line a model writes before its call is no part of the reply); everything from the
+    opening tag to the closing one is kept out and read as a call (`calls`).
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._inside = False
+        self._body = ""
+        # Nothing but white space since the last call: what is held back at the end is dropped.
+        self._after_call = False
+        # The calls read so far, in order; the caller takes them (`take_calls`).
+        self.calls: list[WrittenToolCall] = []
+
+    def feed(self, text: str) -> str:
+        """The part of `text` (after what was held back) that can be shown now."""
+        shown: list[str] = []
+        rest, self._held = self._held + text, ""
+        while rest:
+            if self._inside:
+                self._body += rest
+                end = self._body.find(TOOL_CALL_CLOSE)
+                if end == -1:
+                    return "".join(shown)
+                body, after = self._body[:end], self._body[end + len(TOOL_CALL_CLOSE) :]
+                self._inside, self._body, self._after_call = False, "", True
+                # Text after a call (rare) keeps one space from what came before it, not a blank line.
+                rest = after.lstrip()
+                if rest and len(rest) < len(after):
+                    rest = f" {rest}"
+                self._read(body)
+                continue
+            start = rest.find(TOOL_CALL_OPEN)
+            if start != -1:
+                shown.append(rest[:start].rstrip())
+                rest, self._inside = rest[start + len(TOOL_CALL_OPEN) :], True
+                continue
+            cut = _tag_prefix_start(rest, TOOL_CALL_OPEN)
+            while cut > 0 and rest[cut - 1].isspace():
+                cut -= 1
+            shown.append(rest[:cut])
+            self._held = rest[cut:]
+            break
+        text = "".join(shown)
+        if text.strip():
+            self._after_call = False
+        return text
+
+    def flush(self) -> str:
+        """What was held back, once the stream has ended; a call never closed is read as it stands."""
+        if self._inside:
+            body, self._inside, self._body = self._body, False, ""
+            self._read(body)
+            return ""
+        held, self._held = self._held, ""
+        # The blank line a model ends with after its call is no part of the reply.
+        return "" if self._after_call and held.isspace() else held
+
+    def take_calls(self) -> list[WrittenToolCall]:
+        """The calls read since the last take, and forget them."""
+        calls, self.calls = self.calls, []
+        return calls
+
+    def _read(self, body: str) -> None:
+        call = _written_tool_call(body)
+        if call is not None:
+            self.calls.append(call)

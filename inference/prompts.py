@@ -89,6 +89,9 @@ KNOWLEDGE_INSTRUCTIONS = (
     DRAFT_NOTHING_FOUND,
 )
 
+# Room kept for the handoff tool's schema and instructions when replies are offered it (about 200
+# tokens in Qwen's chat template, with some to spare).
+HANDOFF_TOOL_RESERVE_TOKENS = 300
 # Room left for the chat template's own tokens around each message.
 TOKENS_PER_MESSAGE_OVERHEAD = 6
 # A latest customer message shorter than this (an order number, "thanks", "退货") says too little on
@@ -349,9 +352,13 @@ def chat_request_build(
         ),
         TOKENS_PER_MESSAGE_OVERHEAD,
     )
+    # A reply may be offered the handoff tool (inference.generation.handoff_tool_offer): its schema
+    # and instructions are rendered into the prompt by the server's chat template.
+    tool_reserve = HANDOFF_TOOL_RESERVE_TOKENS if settings.INFERENCE_HANDOFF_TOOL and not draft else 0
     sources_budget = (
         settings.INFERENCE_CONTEXT_TOKENS
         - profile.max_tokens
+        - tool_reserve
         - estimate_tokens(
             f"{base_system}\n\n{SOURCES_INTRODUCTION}\n<sources>\n\n</sources>\n{SOURCES_RULES}"
         )
@@ -371,6 +378,7 @@ def chat_request_build(
     budget = (
         settings.INFERENCE_CONTEXT_TOKENS
         - profile.max_tokens
+        - tool_reserve
         - estimate_tokens(system)
         - TOKENS_PER_MESSAGE_OVERHEAD
     )

@@ -5,7 +5,8 @@ llama.cpp) for the platform's inference client: ``GET /v1/models`` and
 ``POST /v1/chat/completions``, streaming (server-sent events over chunked transfer encoding)
 and non-streaming (one JSON body). Each chat request follows a :class:`Script` that fixes the
 exact tokens and misbehaviour (error statuses, slow first token, stalls, malformed chunks,
-dropped connections). Every request is recorded, and client disconnects are noticed both on
+dropped connections), and the tool calls that follow the tokens, streamed as vLLM's tool-call
+parser streams them. Every request is recorded, and client disconnects are noticed both on
 failed writes and, while the server is waiting, by polling the socket for end-of-file.
 
 The server runs in background threads (standard library only), so it can be used from sync
@@ -35,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["RecordedRequest", "Script", "ScriptedInferenceServer"]
+__all__ = ["RecordedRequest", "Script", "ScriptedInferenceServer", "ScriptedToolCall"]
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -44,6 +45,16 @@ MODELS_PATH = "/v1/models"
 _POLL_INTERVAL = 0.02
 _MALFORMED_EVENT = b"data: {not json\n\n"
 _completion_ids = itertools.count(1)
+
+
+@dataclass
+class ScriptedToolCall:
+    """One tool call a script makes after its tokens: the name in the call's first delta, then the
+    arguments' JSON text in the pieces given (``["{\"rea", "son\": \"x\"}"]``), one delta each."""
+
+    name: str
+    arguments: list[str] = field(default_factory=lambda: ["{}"])
+    id: str = ""
 
 
 @dataclass
@@ -72,7 +83,10 @@ class Script:
     malformed_after: int | None = None
     # After this many tokens, close the socket abruptly: no terminating chunk, no [DONE].
     disconnect_after: int | None = None
+    # With tool calls: "tool_calls" unless set otherwise.
     finish_reason: str = "stop"
+    # Streamed after the tokens as ``delta.tool_calls`` (OpenAI's format), each call at its index.
+    tool_calls: list[ScriptedToolCall] = field(default_factory=list)
     # None: computed from the request (see :func:`count_prompt_tokens`) and ``len(tokens)``.
     usage: dict[str, Any] | None = None
     model: str = "scripted-model"
@@ -229,9 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(script.tokens)},
+                    "message": _message(script),
                     "logprobs": None,
-                    "finish_reason": script.finish_reason,
+                    "finish_reason": _finish_reason(script),
                 }
             ],
             "usage": _usage(script, body),
@@ -271,7 +285,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self._wait(script.token_delay)
             self._send_event(chunk({"content": script.tokens[index]}))
 
-        self._send_event(chunk({}, script.finish_reason))
+        for position, call in enumerate(script.tool_calls):
+            call_id = call.id or f"chatcmpl-tool-{position}"
+            self._wait(script.token_delay)
+            self._send_event(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": position,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            for piece in call.arguments:
+                self._wait(script.token_delay)
+                self._send_event(
+                    chunk({"tool_calls": [{"index": position, "function": {"arguments": piece}}]})
+                )
+        self._send_event(chunk({}, _finish_reason(script)))
         if include_usage:
             self._send_event({**envelope, "choices": [], "usage": _usage(script, body)})
         self._send_chunk(b"data: [DONE]\n\n")
@@ -341,6 +377,27 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
 
+def _finish_reason(script: Script) -> str:
+    if script.tool_calls and script.finish_reason == "stop":
+        return "tool_calls"
+    return script.finish_reason
+
+
+def _message(script: Script) -> dict[str, Any]:
+    """A non-streaming response's message: the tokens, and the tool calls whole."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(script.tokens)}
+    if script.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id or f"chatcmpl-tool-{position}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": "".join(call.arguments)},
+            }
+            for position, call in enumerate(script.tool_calls)
+        ]
+    return message
+
+
 def _envelope(script: Script, obj: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-scripted-{next(_completion_ids)}",
@@ -354,7 +411,8 @@ def _usage(script: Script, body: dict[str, Any]) -> dict[str, Any]:
     if script.usage is not None:
         return dict(script.usage)
     prompt_tokens = count_prompt_tokens(body)
-    completion_tokens = len(script.tokens)
+    # A tool call counts its name's delta and each piece of its arguments.
+    completion_tokens = len(script.tokens) + sum(1 + len(call.arguments) for call in script.tool_calls)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

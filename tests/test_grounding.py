@@ -21,6 +21,8 @@ from conversations.replies import ReplyOutcome
 from inference.generation import reply_generate
 from inference.grounding import (
     FenceTagFilter,
+    ToolCallTextFilter,
+    WrittenToolCall,
     citation_of,
     citations_from_text,
     cited_numbers,
@@ -543,3 +545,76 @@ def test_it_keeps_the_prompts_fence_out_of_a_streamed_reply(tokens: list[str], s
 
 def test_it_holds_back_only_what_may_still_become_a_fence_tag() -> None:
     assert _filtered(["Hello <", "sources", ">", " there"]) == ["Hello ", "", "", " there", ""]
+
+
+# --- tool calls written as text (Hermes) ------------------------------------------------------------------
+
+
+def _tool_filtered(tokens: list[str]) -> tuple[str, list[WrittenToolCall]]:
+    tool_filter = ToolCallTextFilter()
+    shown = "".join(tool_filter.feed(token) for token in tokens) + tool_filter.flush()
+    return shown, tool_filter.take_calls()
+
+
+HERMES_CALL = (
+    '<tool_call>\n{"name": "handoff_to_human", "arguments": {"reason": "Asks for a manager"}}\n</tool_call>'
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 11, 1000])
+def test_it_takes_a_hermes_tool_call_out_of_the_text_however_the_tokens_split_it(size: int):
+    text = f"I'll connect you with a person.\n\n{HERMES_CALL}"
+    tokens = [text[start : start + size] for start in range(0, len(text), size)]
+
+    shown, calls = _tool_filtered(tokens)
+
+    assert shown == "I'll connect you with a person."
+    assert calls == [WrittenToolCall("handoff_to_human", '{"reason": "Asks for a manager"}')]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a < b, and 3 <4", "Use <b>bold</b> or <tool>", "Ends with <tool_ca", "Price: 5 < 6\nNext line"],
+)
+def test_it_keeps_text_that_only_looks_like_the_start_of_a_tag(text: str):
+    shown, calls = _tool_filtered(list(text))
+
+    assert shown == text
+    assert calls == []
+
+
+def test_it_hides_a_call_never_closed_and_reads_its_name():
+    shown, calls = _tool_filtered(["One moment.", "<tool_call>", '{"name": "handoff_to_human", "argu'])
+
+    assert shown == "One moment."
+    assert calls == [WrittenToolCall("handoff_to_human", "")]
+
+
+def test_it_hides_a_block_without_a_readable_call_and_reads_none():
+    shown, calls = _tool_filtered(["Hi ", "<tool_call>", "nonsense", "</tool_call>", " there"])
+
+    assert shown == "Hi there"
+    assert calls == []
+
+
+def test_it_reads_arguments_given_as_json_text_and_every_call_in_order():
+    shown, calls = _tool_filtered(
+        [
+            '<tool_call>{"name": "a", "arguments": "{\\"x\\": 1}"}</tool_call>',
+            '<tool_call>{"name": "b"}</tool_call>',
+        ]
+    )
+
+    assert shown == ""
+    assert calls == [WrittenToolCall("a", '{"x": 1}'), WrittenToolCall("b", "")]
+
+
+def test_it_keeps_the_white_space_a_reply_without_a_call_ends_with():
+    assert _tool_filtered(["Done", ". "]) == ("Done. ", [])
+
+
+def test_it_drops_the_blank_lines_a_model_writes_after_its_call():
+    shown, calls = _tool_filtered(["Ok.", "\n", "<tool_call>", '{"name": "x"}', "</tool_call>", "\n", "\n"])
+
+    assert shown == "Ok."
+    assert calls == [WrittenToolCall("x", "")]

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,6 +22,8 @@ from inference.client import (
     ServerRegistry,
     ServerState,
     StreamEvent,
+    ToolCall,
+    _events,
     server_label,
     server_registry,
 )
@@ -31,7 +34,7 @@ from inference.errors import (
     InferenceTimeout,
     InferenceUnavailable,
 )
-from tests.scripted_inference import Script, ScriptedInferenceServer
+from tests.scripted_inference import Script, ScriptedInferenceServer, ScriptedToolCall
 
 REQUEST = ChatRequest(
     messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my parcel?"}],
@@ -227,6 +230,93 @@ async def test_it_streams_text_then_the_finish_then_the_usage(server: ScriptedIn
         StreamEvent(text="", model="scripted-model", finish_reason="stop"),
         StreamEvent(text="", model="scripted-model", prompt_tokens=9, completion_tokens=2),
     ]
+
+
+async def test_it_gathers_streamed_tool_calls_by_index_and_gives_them_whole_with_the_finish(
+    server: ScriptedInferenceServer,
+):
+    server.enqueue(
+        Script(
+            tokens=["One", " moment."],
+            tool_calls=[
+                ScriptedToolCall(
+                    name="handoff_to_human", arguments=['{"rea', 'son": "wants', ' a person"}'], id="a"
+                ),
+                ScriptedToolCall(name="note", arguments=["{}"], id="b"),
+            ],
+            usage={"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
+        )
+    )
+    client = InferenceClient(base_urls=[server.base_url], model="scripted-model")
+
+    events = await collect(client)
+
+    texts = [event.text for event in events if event.text]
+    assert texts == ["One", " moment."]
+    # Each piece is progress without text; the calls come whole on the finish, once.
+    pieces = [event for event in events if event.tool_call_delta]
+    assert len(pieces) == 6
+    assert all(event.text == "" and event.tool_calls == [] for event in pieces)
+    [finish] = [event for event in events if event.finish_reason]
+    assert finish.finish_reason == "tool_calls"
+    assert finish.tool_calls == [
+        ToolCall(name="handoff_to_human", arguments='{"reason": "wants a person"}', id="a"),
+        ToolCall(name="note", arguments="{}", id="b"),
+    ]
+    assert sum(len(event.tool_calls) for event in events) == 2
+    assert events[-1].prompt_tokens == 9
+
+
+async def test_it_offers_tools_only_when_the_request_has_some(server: ScriptedInferenceServer):
+    tool = {"type": "function", "function": {"name": "handoff_to_human", "parameters": {"type": "object"}}}
+    client = InferenceClient(base_urls=[server.base_url], model="served-model")
+
+    async for _ in client.stream_chat(replace(REQUEST, tools=(tool,))):
+        pass
+    await collect(client)
+
+    with_tools, without = server.chat_requests
+    assert (with_tools.json["tools"], with_tools.json["tool_choice"]) == ([tool], "auto")
+    assert "tools" not in without.json
+    assert "tool_choice" not in without.json
+
+
+async def test_it_reads_tool_calls_sent_with_arguments_as_an_object_and_skips_unreadable_pieces():
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": "garbage"}, "finish_reason": None}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            "not a piece",
+                            {
+                                "index": 0,
+                                "function": {"name": "handoff_to_human", "arguments": {"reason": "x"}},
+                            },
+                        ]
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
+    ]
+
+    async def sse() -> Any:
+        for chunk in chunks:
+            yield _Sse(json.dumps(chunk))
+        yield _Sse("[DONE]")
+
+    events = [event async for event in _events(sse(), "m")]
+
+    assert events[0].tool_call_delta is False
+    assert events[-1].tool_calls == [ToolCall(name="handoff_to_human", arguments='{"reason": "x"}')]
+
+
+class _Sse:
+    def __init__(self, data: str) -> None:
+        self.data = data
 
 
 async def test_it_sends_an_openai_streaming_request(server: ScriptedInferenceServer):

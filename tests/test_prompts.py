@@ -26,6 +26,7 @@ from conversations.selectors import PostedMessage
 from inference.models import AssistantProfile
 from inference.prompts import (
     DEFAULT_INSTRUCTIONS,
+    HANDOFF_TOOL_RESERVE_TOKENS,
     NOTHING_FOUND_INSTRUCTIONS,
     SOURCES_INTRODUCTION,
     SOURCES_RULES,
@@ -328,6 +329,22 @@ def test_it_keeps_the_whole_history_when_it_fits_exactly(settings: Any):
     request = prompt_build(reply_id=reply_id)
 
     assert [message["content"] for message in request.messages[1:]] == [text for _, text in TURNS]
+
+
+def test_it_keeps_room_for_the_handoff_tool_when_replies_are_offered_it(settings: Any):
+    AssistantProfileFactory(max_tokens=100)
+    settings.INFERENCE_CONTEXT_TOKENS = history_budget(100, TEST_SYSTEM, 5, TURN_COST)
+    settings.INFERENCE_HANDOFF_TOOL = True
+    _, reply_id = conversation_with(*TURNS)
+
+    request = prompt_build(reply_id=reply_id)
+
+    # The five turns fit exactly without the tool; with its reserve the oldest ones go.
+    assert len(request.messages[1:]) < len(TURNS)
+    settings.INFERENCE_CONTEXT_TOKENS += HANDOFF_TOOL_RESERVE_TOKENS
+    assert [message["content"] for message in prompt_build(reply_id=reply_id).messages[1:]] == [
+        text for _, text in TURNS
+    ]
 
 
 def test_it_drops_the_oldest_turns_first_when_the_history_does_not_fit(settings: Any):

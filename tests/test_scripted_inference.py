@@ -14,7 +14,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.scripted_inference import Script, ScriptedInferenceServer
+from tests.scripted_inference import Script, ScriptedInferenceServer, ScriptedToolCall
 
 
 @pytest.fixture
@@ -79,6 +79,60 @@ def test_stream_sends_exact_tokens_in_openai_format(server: ScriptedInferenceSer
     assert finish["finish_reason"] == "length"
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
+
+
+def test_stream_sends_tool_calls_after_the_tokens_in_openai_format(server: ScriptedInferenceServer) -> None:
+    server.enqueue(
+        Script(
+            tokens=["Sure."],
+            tool_calls=[
+                ScriptedToolCall(name="handoff_to_human", arguments=['{"reason": ', '"refund"}'], id="c1")
+            ],
+        )
+    )
+    body = chat_body(tools=[{"type": "function", "function": {"name": "handoff_to_human"}}])
+
+    with httpx.Client() as client:
+        response = client.post(f"{server.base_url}/chat/completions", json=body)
+
+    payloads = data_lines(response.text.splitlines())
+    chunks = [json.loads(payload) for payload in payloads[:-1]]
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
+    assert deltas[1] == {"content": "Sure."}
+    assert deltas[2:5] == [
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "handoff_to_human", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"reason": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"refund"}'}}]},
+    ]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # The request, tools and all, is recorded.
+    assert server.chat_requests[0].json["tools"] == body["tools"]
+
+
+def test_non_stream_response_has_the_tool_calls_whole(server: ScriptedInferenceServer) -> None:
+    server.enqueue(
+        Script(tokens=[], tool_calls=[ScriptedToolCall(name="handoff_to_human", arguments=["{", "}"])])
+    )
+    with httpx.Client() as client:
+        response = client.post(f"{server.base_url}/chat/completions", json=chat_body(stream=False))
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": "chatcmpl-tool-0",
+            "type": "function",
+            "function": {"name": "handoff_to_human", "arguments": "{}"},
+        }
+    ]
 
 
 def test_stream_without_include_usage_has_no_usage_chunk(server: ScriptedInferenceServer) -> None:
