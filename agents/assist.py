@@ -43,6 +43,7 @@ from inference.prompts import InstantAnswer, draft_prompt_build, instant_answer_
 __all__ = [
     "ASSIST_ERROR_DETAILS",
     "DraftRequest",
+    "MarkerFilter",
     "draft_cancel",
     "draft_generate",
     "draft_generate_in_process",
@@ -70,6 +71,34 @@ ASSIST_ERROR_DETAILS: dict[str, str] = {
 
 # A source marker ("[1]", "【2, 3】") with the space before it: a draft is the agent's own words.
 _MARKER_WITH_SPACE = re.compile(r"[ \t]*[\[【]\s*\d{1,3}(?:\s*[,，、]\s*\d{1,3})*\s*[\]】]")
+
+# What may still become a marker at the end of the text streamed so far ("[", " [1", "【2，"): held back.
+_MARKER_PREFIX = re.compile(r"[ \t]*[\[【][\d\s,，、]*$")
+_TRAILING_SPACE = re.compile(r"[ \t]+$")
+_HELD_MAX = 24
+
+
+class MarkerFilter:
+    """Takes source numbers out of a streamed draft, token by token, as `draft_text_clean` does for
+    the whole: a marker can arrive split over tokens ("[", "1", "]"), so a text that ends in what may
+    be the start of one (or in spaces that may come before one) is held back until the next token."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = _MARKER_WITH_SPACE.sub("", self._held + text)
+        self._held = ""
+        held = _MARKER_PREFIX.search(text) or _TRAILING_SPACE.search(text)
+        if held is not None and len(text) - held.start() <= _HELD_MAX:
+            text, self._held = text[: held.start()], text[held.start() :]
+        return text
+
+    def flush(self) -> str:
+        """What was held back, once the stream has ended (it was no marker after all)."""
+        held, self._held = _MARKER_WITH_SPACE.sub("", self._held), ""
+        return held
+
 
 # Strong references to in-process drafts, so the event loop does not drop them.
 _in_process_drafts: set[asyncio.Task[None]] = set()
@@ -154,6 +183,7 @@ class _Draft:
         self.pending = ""
         self.last_flush = 0.0
         self.fence_filter = FenceTagFilter()
+        self.marker_filter = MarkerFilter()
 
     async def _send(self, kind: str, **fields: Any) -> None:
         event = {
@@ -197,7 +227,7 @@ class _Draft:
                     await self._flush()
                     await self._send("assist.done", text=draft_text_clean(self.text), cancelled=True)
                     return
-            self.pending += self.fence_filter.flush()
+            self.pending += self.marker_filter.feed(self.fence_filter.flush()) + self.marker_filter.flush()
             await self._flush()
         except InferenceError as error:
             logger.warning("Draft %s failed (%s): %s", self.request.draft_id, error.code, error.detail)
@@ -242,7 +272,7 @@ class _Draft:
                         return False
                     if event.text:
                         token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
-                        self.pending += self.fence_filter.feed(event.text)
+                        self.pending += self.marker_filter.feed(self.fence_filter.feed(event.text))
                 if self.pending and (self.seq < 0 or now >= self.last_flush + coalesce):
                     await self._flush()
                 if now >= next_cancel_check:

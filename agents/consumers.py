@@ -520,9 +520,14 @@ class AgentConsumer(JsonFrameConsumer):
         await self.send_json(event)
 
     async def customer_message(self, event: dict[str, Any]) -> None:
-        # A draft under way answers an older message now: the console marks it out of date.
+        # A draft under way answers an older message now: the console marks it out of date. (The live
+        # copy of the message a draft answers can arrive after the request: that one is not newer.)
+        message_id = event["message"].get("id")
         for draft_id, watch in self.drafts.items():
-            if watch.conversation == event["conversation"]:
+            newer = watch.based_on_message is None or (
+                isinstance(message_id, int) and message_id > watch.based_on_message
+            )
+            if watch.conversation == event["conversation"] and newer:
                 await self.send_json(
                     {"type": "assist.stale", "conversation": watch.conversation, "draft_id": draft_id}
                 )

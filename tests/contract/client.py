@@ -252,3 +252,16 @@ class AgentClient:
         if self.stream is not None:
             await self.stream.close()
         await self.http.aclose()
+
+
+def matching(frames: list[Frame], predicate: FramePredicate) -> list[Frame]:
+    """The frames that match, in the order they came (to check what came, and what never did)."""
+    return [frame for frame in frames if predicate(frame)]
+
+
+async def agent_open(agent: AgentClient, conversation_id: str) -> Frame:
+    """Open a conversation on the agent's socket (README: `open` a conversation to get its live
+    messages); the `conversation.opened` frame that answers it."""
+    mark = agent.socket.mark()
+    await agent.socket.send({"type": "open", "conversation": conversation_id})
+    return await agent.socket.wait_for(of_type("conversation.opened"), after=mark)
