@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
+from agents.phrases import asks_for_a_person
 from conversations import selectors as conversation_selectors
 from conversations.models import Conversation, Message
 from inference.client import ChatRequest, InferenceClient
@@ -64,7 +65,7 @@ ASSIST_ERROR_DETAILS: dict[str, str] = {
     "inference_bad_response": "The AI model sent an answer that could not be read.",
     "inference_rejected": "The AI model refused this conversation (it may be too long).",
     "inference_error": "Something went wrong while drafting.",
-    "nothing_to_answer": "The customer has not written anything to answer yet.",
+    "nothing_to_answer": "The customer has not asked anything to answer yet (only for a person).",
     "nothing_found": "The knowledge base has nothing on this question to draft from.",
     "assist_unavailable": "No worker is drafting right now. Try again in a moment.",
 }
@@ -151,7 +152,11 @@ def _plan(request: DraftRequest) -> ChatRequest | InstantAnswer | None:
     """What to draft from: an instant answer, the model's prompt, or nothing (no customer message)."""
     try:
         conversation = Conversation.objects.only("locale").get(pk=request.conversation_id)
-        history = conversation_selectors.draft_history_list(conversation_id=request.conversation_id)
+        history = [
+            message
+            for message in conversation_selectors.draft_history_list(conversation_id=request.conversation_id)
+            if not _only_asks_for_a_person(message)
+        ]
         if not any(message.role == Message.Role.CUSTOMER for message in history):
             return None
         instant = instant_answer_for(locale=conversation.locale, history=history)
@@ -161,6 +166,17 @@ def _plan(request: DraftRequest) -> ChatRequest | InstantAnswer | None:
     finally:
         # A thread borrowed from a pool: give its connection back.
         close_old_connections()
+
+
+def _only_asks_for_a_person(message: Message) -> bool:
+    """A customer message that only asked for a person ("转人工", "I want a real person"): the agent
+    is that person, so it is no question to draft an answer to, nor to look up. Left out of the
+    draft's history, its retrieval query is the customer's question before it."""
+    return (
+        message.role == Message.Role.CUSTOMER
+        and not message.attachments.all()
+        and asks_for_a_person(message.text)
+    )
 
 
 def _is_stale(request: DraftRequest) -> bool:

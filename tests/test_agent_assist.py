@@ -13,10 +13,16 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from agents import assist, consumers, tasks
+from conversations import services
 from conversations.events import conversation_group
 from conversations.models import Conversation, Message
 from inference.models import AssistantProfile
-from inference.prompts import DRAFT_INSTRUCTIONS, DRAFT_NOTHING_FOUND, DRAFT_SOURCES_RULES
+from inference.prompts import (
+    DRAFT_FOLLOW_UP_TURN,
+    DRAFT_INSTRUCTIONS,
+    DRAFT_NOTHING_FOUND,
+    DRAFT_SOURCES_RULES,
+)
 from knowledge.retrieval import FaqMatch
 from tests import factories
 from tests.scripted_inference import Script, ScriptedInferenceServer
@@ -462,3 +468,56 @@ def test_it_takes_source_numbers_out_of_the_streamed_draft_token_by_token(
 )
 def test_it_takes_source_numbers_out_of_a_draft(text: str, cleaned: str) -> None:
     assert assist.draft_text_clean(text) == cleaned
+
+
+async def test_it_drafts_an_answer_to_the_question_not_to_the_request_for_a_person(
+    drafts_here: ScriptedInferenceServer, knowledge: KnowledgeStub
+) -> None:
+    @database_sync_to_async
+    def asked_then_wanted_a_person() -> Conversation:
+        conversation = factories.ConversationFactory()
+        factories.MessageFactory(conversation=conversation, text="How do I return an item?")
+        factories.MessageFactory(
+            conversation=conversation, role=Message.Role.ASSISTANT, text="Open My orders and tap Return."
+        )
+        factories.MessageFactory(conversation=conversation, text="I want to talk to a real person please")
+        services.handoff_request(conversation=conversation, reason="Asked for a person")
+        return conversation
+
+    conversation = await asked_then_wanted_a_person()
+    console, _ = await claimed_console(conversation)
+    drafts_here.enqueue(Script(tokens=["You can return it from My orders."]))
+
+    started = await request_draft(console, conversation)
+    frames = await draft_frames(console)
+
+    assert frames[-1]["type"] == "assist.done"
+    # The draft answers the newest message all the same (it is what makes a later one "newer").
+    assert started["based_on_message"] == await customer_message_id(conversation)
+    # The request for a person is no question: the question before it is looked up and answered.
+    assert knowledge.queries == [("How do I return an item?", "en")]
+    messages = drafts_here.chat_requests[-1].json["messages"]
+    assert "real person" not in str(messages)
+    assert messages[-1]["content"] == DRAFT_FOLLOW_UP_TURN
+    await console.disconnect()
+
+
+async def test_it_has_nothing_to_draft_when_the_customer_only_asked_for_a_person(
+    drafts_here: ScriptedInferenceServer,
+) -> None:
+    @database_sync_to_async
+    def only_wanted_a_person() -> Conversation:
+        conversation = factories.ConversationFactory()
+        factories.MessageFactory(conversation=conversation, text="转人工")
+        services.handoff_request(conversation=conversation, reason="Asked for a person")
+        return conversation
+
+    conversation = await only_wanted_a_person()
+    console, _ = await claimed_console(conversation)
+
+    await request_draft(console, conversation)
+    error = (await draft_frames(console))[-1]
+
+    assert (error["type"], error["code"]) == ("assist.error", "nothing_to_answer")
+    assert drafts_here.chat_requests == []
+    await console.disconnect()
