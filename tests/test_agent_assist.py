@@ -475,7 +475,7 @@ async def test_it_drafts_an_answer_to_the_question_not_to_the_request_for_a_pers
 ) -> None:
     @database_sync_to_async
     def asked_then_wanted_a_person() -> Conversation:
-        conversation = factories.ConversationFactory()
+        conversation: Any = factories.ConversationFactory()
         factories.MessageFactory(conversation=conversation, text="How do I return an item?")
         factories.MessageFactory(
             conversation=conversation, role=Message.Role.ASSISTANT, text="Open My orders and tap Return."
@@ -507,7 +507,7 @@ async def test_it_has_nothing_to_draft_when_the_customer_only_asked_for_a_person
 ) -> None:
     @database_sync_to_async
     def only_wanted_a_person() -> Conversation:
-        conversation = factories.ConversationFactory()
+        conversation: Any = factories.ConversationFactory()
         factories.MessageFactory(conversation=conversation, text="转人工")
         services.handoff_request(conversation=conversation, reason="Asked for a person")
         return conversation
