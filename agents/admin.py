@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
@@ -42,6 +43,9 @@ class HandoffSettingsAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        # Refused before the redirect, as Django's own changelist would be.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         if HandoffSettings.objects.filter(pk=1).exists():
             return HttpResponseRedirect(reverse("admin:agents_handoffsettings_change", args=[1]))
         return HttpResponseRedirect(reverse("admin:agents_handoffsettings_add"))

@@ -7,7 +7,8 @@ from typing import Any
 
 import nh3
 from django.contrib import admin, messages
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -19,6 +20,7 @@ from conversations import services
 from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import attachment_url
 from cs_platform.markdown_html import MARKDOWN_TAGS, MARKDOWN_URL_SCHEMES
+from cs_platform.roles import user_sees_only_own_tickets
 
 # The model's Markdown is rendered without raw HTML, then sanitised again. `breaks` as in the widget's
 # markdown-it: a single newline is a line break, so staff see the lines the customer saw.
@@ -135,6 +137,14 @@ SOURCE_LABELS: dict[str, str] = {
     Message.Source.KNOWLEDGE: "quoted from the knowledge base (no model)",
 }
 
+# Messages no assistant wrote: who they came from, in the same place as a reply's source.
+PERSON_SOURCE_LABELS: dict[str, str] = {
+    Message.Role.AGENT: "written by an agent",
+    Message.Role.SYSTEM: "automatic notice (no model)",
+}
+
+INTERNAL_NOTE_LABEL = "🔒 internal note: only staff see it, never the customer or the model"
+
 
 def citation_href(url: Any) -> str | None:
     """A citation's link as staff may follow it: a path on this site (/kb/...) or an http(s) address."""
@@ -195,7 +205,7 @@ def transcript_html(conversation: Conversation) -> SafeString:
     # One query for the messages with their feedback, one for all their attachments, however long.
     messages = (
         conversation.messages.order_by("created_at", "id")
-        .select_related("feedback")
+        .select_related("feedback", "author")
         .prefetch_related("attachments")
     )
     rows = []
@@ -215,6 +225,10 @@ def transcript_html(conversation: Conversation) -> SafeString:
             ),
         )
         details = []
+        if message.role in PERSON_SOURCE_LABELS:
+            details.append(PERSON_SOURCE_LABELS[message.role])
+            if message.author is not None:
+                details.append(message.author.get_full_name() or message.author.get_username())
         if message.role == Message.Role.ASSISTANT:
             if message.source == Message.Source.KNOWLEDGE and not message.citations:
                 # Quote mode had no passage to quote: the reply is its "nothing found" sentence.
@@ -233,16 +247,29 @@ def transcript_html(conversation: Conversation) -> SafeString:
         feedback = getattr(message, "feedback", None) if message.role == Message.Role.ASSISTANT else None
         if feedback is not None:
             comment = f": {feedback.comment}" if feedback.comment else ""
-            details.append(f"rated {feedback.get_rating_display().lower()}{comment}")
+            thumb = "👍" if feedback.rating == Feedback.Rating.UP else "👎"
+            details.append(f"{thumb} rated {feedback.get_rating_display().lower()}{comment}")
+        # An internal note is set apart as clearly as the widget keeps it away from the customer.
+        note = (
+            format_html(
+                '<div class="transcript-internal-note" style="font-size:12px;font-weight:bold;'
+                'color:#975a16">{}</div>',
+                INTERNAL_NOTE_LABEL,
+            )
+            if message.internal
+            else ""
+        )
         rows.append(
             format_html(
                 '<div class="transcript-message transcript-{}" style="margin:0 0 12px;padding:8px 12px;'
-                'border-left:4px solid {};background:var(--darkened-bg)">'
+                'border-left:4px {} {};background:var(--darkened-bg)">{}'
                 '<div style="font-size:11px;color:var(--body-quiet-color)">'
                 "<strong>{}</strong> · {} · {}{}</div>"
                 '<div class="transcript-text">{}</div>{}{}{}</div>',
                 message.role,
+                "dashed" if message.internal else "solid",
                 {"customer": "#2b6cb0", "assistant": "#2f855a", "agent": "#b7791f"}.get(message.role, "#999"),
+                note,
                 message.get_role_display(),
                 message.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 message.get_status_display(),
@@ -256,6 +283,47 @@ def transcript_html(conversation: Conversation) -> SafeString:
     if not rows:
         return format_html("<em>{}</em>", "No messages yet.")
     return mark_safe("".join(rows))  # noqa: S308 - every row was built with format_html
+
+
+def count_of(rows: QuerySet[Any]) -> Coalesce:
+    """COUNT(*) of a correlated subquery grouped on its one value column (0 where there is none)."""
+    return Coalesce(
+        Subquery(rows.order_by().annotate(total=Count("pk")).values("total")[:1]),
+        Value(0),
+    )
+
+
+def conversations_visible_to(queryset: QuerySet[Conversation], *, user: Any) -> QuerySet[Conversation]:
+    """The conversations `user` may read in admin: an agent only those whose ticket they hold or held.
+
+    "Held" is a ticket still assigned to them (open or resolved) or a message they wrote in the
+    conversation: a ticket handed over to a colleague no longer names them, their messages do.
+    """
+    if not user_sees_only_own_tickets(user):
+        return queryset
+    return queryset.filter(
+        Exists(Ticket.objects.filter(conversation=OuterRef("pk"), assignee=user))
+        | Exists(Message.objects.filter(conversation=OuterRef("pk"), author=user))
+    )
+
+
+def rows_visible_to(queryset: QuerySet[Any], *, user: Any, conversation_path: str) -> QuerySet[Any]:
+    """Rows of a conversation (messages, tickets...) an agent may read: those of its conversations."""
+    if not user_sees_only_own_tickets(user):
+        return queryset
+    visible = conversations_visible_to(Conversation.objects.all(), user=user)
+    return queryset.filter(**{f"{conversation_path}__in": visible.values("pk")})
+
+
+class OwnConversationsOnlyForAgents(admin.ModelAdmin):
+    """A list of conversation rows that an agent (and nothing more) sees only for its own tickets."""
+
+    conversation_path = "conversation"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return rows_visible_to(
+            super().get_queryset(request), user=request.user, conversation_path=self.conversation_path
+        )
 
 
 class CreatedByCustomersOnly(admin.ModelAdmin):
@@ -323,19 +391,150 @@ class HasUnansweredRepliesFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CsatScoreFilter(admin.SimpleListFilter):
+    """Conversations by the customer's 1–5 score, or not rated at all (what a score filter cannot show)."""
+
+    title = "CSAT"
+    parameter_name = "csat"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(str(score), f"{score}/5") for score in range(1, 6)] + [("none", "Not rated")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        value = self.value()
+        if value == "none":
+            return queryset.filter(csat__isnull=True)
+        if value in {str(score) for score in range(1, 6)}:
+            return queryset.filter(csat__score=int(value))
+        return queryset
+
+
+class YesNoFilter(admin.SimpleListFilter):
+    """A yes/no filter on whether a related row exists (one EXISTS, no join that repeats rows)."""
+
+    yes_label = "Yes"
+    no_label = "No"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", self.yes_label), ("no", self.no_label)]
+
+    def exists(self) -> Exists:
+        raise NotImplementedError
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        if self.value() == "yes":
+            return queryset.filter(self.exists())
+        if self.value() == "no":
+            return queryset.exclude(self.exists())
+        return queryset
+
+
+class ThumbsDownFilter(YesNoFilter):
+    """Conversations where the customer said a reply did not help: where to look first."""
+
+    title = "thumbs-down"
+    parameter_name = "thumbs_down"
+    yes_label = "Has a thumbs-down"
+    no_label = "No thumbs-down"
+
+    def exists(self) -> Exists:
+        return Exists(
+            Feedback.objects.filter(message__conversation=OuterRef("pk"), rating=Feedback.Rating.DOWN)
+        )
+
+
+class HandedOffFilter(YesNoFilter):
+    """Conversations handed to a person at some point (a ticket, open or resolved), not only now."""
+
+    title = "handed off"
+    parameter_name = "handed_off"
+    yes_label = "Handed off (has a ticket)"
+    no_label = "Never handed off"
+
+    def exists(self) -> Exists:
+        return Exists(Ticket.objects.filter(conversation=OuterRef("pk")))
+
+
+class ReplyModelFilter(admin.SimpleListFilter):
+    """Conversations with a reply written by this model: compare models, or find a bad deployment's."""
+
+    title = "model"
+    parameter_name = "model"
+    # The choices are the distinct names in the messages: one query, capped so a list stays a list.
+    max_choices = 50
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = (
+            Message.objects.filter(role=Message.Role.ASSISTANT)
+            .exclude(model="")
+            .order_by("model")
+            .values_list("model", flat=True)
+            .distinct()[: self.max_choices]
+        )
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        if not self.value():
+            return queryset
+        return queryset.filter(
+            Exists(Message.objects.filter(conversation=OuterRef("pk"), model=self.value()))
+        )
+
+
+def duration_label(seconds: int | None) -> str:
+    """Business-hours seconds as staff read them; unknown (not yet, or no hours) is a dash, not zero."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 class TicketInline(admin.TabularInline):
     """A conversation's tickets; their status changes only through the actions (the services)."""
 
     model = Ticket
     extra = 0
     # The reason is the widget's code ("customer_request") or the customer's words: shown, not edited.
-    fields = ("status", "reason_label", "assignee", "created_at", "resolved_at")
-    readonly_fields = ("status", "reason_label", "created_at", "resolved_at")
+    fields = (
+        "status",
+        "trigger",
+        "reason_label",
+        "assignee",
+        "created_at",
+        "claimed_at",
+        "first_response",
+        "resolution",
+        "resolved_at",
+    )
+    readonly_fields = (
+        "status",
+        "trigger",
+        "reason_label",
+        "created_at",
+        "claimed_at",
+        "first_response",
+        "resolution",
+        "resolved_at",
+    )
     can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Ticket]:
+        return super().get_queryset(request).select_related("assignee")
 
     @admin.display(description="Reason")
     def reason_label(self, ticket: Ticket) -> str:
         return ticket_reason_label(ticket.reason)
+
+    @admin.display(description="First response (business hours)")
+    def first_response(self, ticket: Ticket) -> str:
+        return duration_label(ticket.first_response_seconds)
+
+    @admin.display(description="Resolution (business hours)")
+    def resolution(self, ticket: Ticket) -> str:
+        return duration_label(ticket.resolution_seconds)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A ticket is opened by a handoff, which also hands the conversation to a person.
@@ -345,8 +544,31 @@ class TicketInline(admin.TabularInline):
 @admin.register(Conversation)
 class ConversationAdmin(CreatedByCustomersOnly):
     # Channel and customer IP are filters and search fields, and on the change page: the list fits 1280 px.
-    list_display = ("short_id", "status", "locale", "message_count", "csat_score", "started", "last_activity")
-    list_filter = ("status", "channel", "locale", HasUnansweredRepliesFilter, "created_at", "csat__score")
+    list_display = (
+        "short_id",
+        "status",
+        "locale",
+        "message_count",
+        "csat_score",
+        "thumbs_down_count",
+        "ticket_count",
+        "started",
+        "last_activity",
+    )
+    # Channel is the Conversation.channel field: "widget" (the web widget) or "api" (the REST API).
+    list_filter = (
+        "status",
+        CsatScoreFilter,
+        ThumbsDownFilter,
+        HandedOffFilter,
+        HasUnansweredRepliesFilter,
+        "created_at",
+        "channel",
+        "locale",
+        ReplyModelFilter,
+    )
+    # Searching message text joins the messages: admin drops the repeated rows (an EXISTS), so a
+    # conversation with three matching messages is listed once.
     search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
     date_hierarchy = "created_at"
     # Status changes through the actions below: each is a service that keeps tickets and status in step.
@@ -395,7 +617,33 @@ class ConversationAdmin(CreatedByCustomersOnly):
         report_action(self, request, changed, queryset.count(), "reopened", "not closed")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
-        return super().get_queryset(request).annotate(message_total=Count("messages")).select_related("csat")
+        # Every list column is an annotation or a joined row: the list costs the same queries at 10 rows
+        # as at 100. Counts over other tables are subqueries, so that they do not multiply each other.
+        queryset = (
+            super()
+            .get_queryset(request)
+            .annotate(
+                message_total=Count("messages"),
+                thumbs_down_total=count_of(
+                    Feedback.objects.filter(
+                        message__conversation=OuterRef("pk"), rating=Feedback.Rating.DOWN
+                    ).values("message__conversation")
+                ),
+                ticket_total=count_of(
+                    Ticket.objects.filter(conversation=OuterRef("pk")).values("conversation")
+                ),
+            )
+            .select_related("csat")
+        )
+        return conversations_visible_to(queryset, user=request.user)
+
+    @admin.display(description="👎", ordering="thumbs_down_total")
+    def thumbs_down_count(self, conversation: Any) -> int:
+        return int(conversation.thumbs_down_total)
+
+    @admin.display(description="Tickets", ordering="ticket_total")
+    def ticket_count(self, conversation: Any) -> int:
+        return int(conversation.ticket_total)
 
     @admin.display(description="Conversation", ordering="created_at")
     def short_id(self, conversation: Conversation) -> str:
@@ -433,7 +681,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
 
 
 @admin.register(Message)
-class MessageAdmin(CreatedByCustomersOnly):
+class MessageAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
     # Latencies are on the change page and in the transcript: the list fits 1280 px.
     list_display = (
         "id",
@@ -483,7 +731,7 @@ class MessageAdmin(CreatedByCustomersOnly):
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(CreatedByCustomersOnly):
+class AttachmentAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
     list_display = (
         "thumbnail_preview",
         "id",
@@ -538,7 +786,7 @@ class AttachmentAdmin(CreatedByCustomersOnly):
 
 
 @admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
+class TicketAdmin(OwnConversationsOnlyForAgents):
     list_display = ("id", "in_conversation", "status", "assignee", "short_reason", "opened", "resolved")
     list_filter = ("status", "assignee", "created_at")
     search_fields = ("reason", "conversation__id")
@@ -580,7 +828,8 @@ class TicketAdmin(admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(CreatedByCustomersOnly):
+class FeedbackAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
+    conversation_path = "message__conversation"
     list_display = ("id", "rating", "short_comment", "reply_text", "in_conversation", "rated")
     list_filter = ("rating", "created_at")
     search_fields = ("comment", "message__text")
@@ -605,7 +854,7 @@ class FeedbackAdmin(CreatedByCustomersOnly):
 
 
 @admin.register(SatisfactionRating)
-class SatisfactionRatingAdmin(CreatedByCustomersOnly):
+class SatisfactionRatingAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
     list_display = ("id", "score", "short_comment", "conversation", "created_at")
     list_filter = ("score", "created_at")
     search_fields = ("comment", "conversation__id")

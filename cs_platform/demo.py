@@ -1,4 +1,5 @@
-"""Demo data for a first look: an assistant profile, the demo knowledge base and an admin user."""
+"""Demo data for a first look: an assistant profile, the demo knowledge base, an admin user and one
+staff user of each role (agents, a supervisor, a manager)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from agents.demo import handoff_demo_load
+from cs_platform import roles
 from inference.models import AssistantProfile
 from knowledge import services
 from knowledge.importing import ImportReport, articles_import_paths, faq_csv_import
@@ -99,18 +101,35 @@ def demo_data_load() -> str | None:
 
 # Two agents, so that a newcomer can watch a claim race or a hand-over between two browsers.
 DEMO_AGENTS = (("lin", "Lin", "Wei"), ("sam", "Sam", "Taylor"))
+# One supervisor (reviews replies, edits the knowledge base) and one manager (reads transcripts and
+# reports, edits nothing): cs_platform/roles.py says what each group may do.
+DEMO_SUPERVISORS = (("mei", "Mei", "Chen"),)
+DEMO_MANAGERS = (("wang", "Wang", "Fang"),)
+
+# Every demo user with its group. All are staff: agents read their tickets' transcripts in admin,
+# supervisors and managers work there; the groups' permissions decide what each one sees.
+DEMO_STAFF = (
+    *((user, roles.AGENT) for user in DEMO_AGENTS),
+    *((user, roles.SUPERVISOR) for user in DEMO_SUPERVISORS),
+    *((user, roles.MANAGER) for user in DEMO_MANAGERS),
+)
 
 
 def demo_agents_create(*, password: str) -> list[str]:
-    """Create the demo's agents (in the Agent group) that do not exist yet; returns their usernames."""
+    """Create the demo's staff (agents, a supervisor, a manager) that do not exist yet; returns their
+    usernames. A user of that name already there is kept as it is (its password, groups, staff flag)."""
     user_model = get_user_model()
-    group, _ = Group.objects.get_or_create(name="Agent")
     created = []
-    for username, first_name, last_name in DEMO_AGENTS:
+    for (username, first_name, last_name), group_name in DEMO_STAFF:
         if user_model.objects.filter(username=username).exists():
             continue
+        group, _ = Group.objects.get_or_create(name=group_name)
         user = user_model.objects.create_user(
-            username=username, password=password, first_name=first_name, last_name=last_name
+            username=username,
+            password=password,
+            first_name=first_name,
+            last_name=last_name,
+            is_staff=True,
         )
         user.groups.add(group)
         created.append(username)

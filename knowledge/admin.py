@@ -399,6 +399,9 @@ class RetrievalSettingsAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        # Refused before the redirect, as Django's own changelist would be.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         existing = RetrievalSettings.objects.order_by("pk").first()
         if existing is not None:
             return HttpResponseRedirect(

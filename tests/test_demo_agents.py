@@ -1,4 +1,5 @@
-"""The demo's agents: make run's newcomer can log into the console as lin or sam right away."""
+"""The demo's staff: make run's newcomer can log in as an agent (lin, sam), a supervisor (mei) or a
+manager (wang) right away."""
 
 from __future__ import annotations
 
@@ -25,17 +26,42 @@ def test_it_creates_two_agents_with_the_admin_password_on_the_first_load(setting
         assert user.check_password(password)
         assert user_is_agent(user)
         assert not user_is_supervisor(user)
-        assert not user.is_staff
+        # Agents read their tickets' transcripts in admin, which needs the staff flag.
+        assert user.is_staff
+        assert not user.is_superuser
+
+
+def test_it_creates_a_supervisor_and_a_manager_with_the_admin_password(settings, tmp_path: Path) -> None:
+    settings.VAR_DIR = tmp_path
+    password = demo.demo_data_load()
+
+    assert password is not None
+    users = {user.username: user for user in get_user_model().objects.filter(username__in=["mei", "wang"])}
+    assert {name: user.get_full_name() for name, user in users.items()} == {
+        "mei": "Mei Chen",
+        "wang": "Wang Fang",
+    }
+    assert list(users["mei"].groups.values_list("name", flat=True)) == ["Supervisor"]
+    assert list(users["wang"].groups.values_list("name", flat=True)) == ["Manager"]
+    for user in users.values():
+        assert user.check_password(password)
+        assert user.is_staff
+        assert not user.is_superuser
+        assert user_is_supervisor(user)  # both may act on conversations other agents hold
+    assert users["mei"].has_perm("knowledge.change_article")
+    assert not users["wang"].has_perm("knowledge.change_article")
+    assert users["wang"].has_perm("conversations.view_conversation")
 
 
 def test_it_adds_missing_agents_to_a_platform_set_up_before_them(settings, tmp_path: Path) -> None:
     settings.VAR_DIR = tmp_path
     password = demo.demo_data_load()
-    get_user_model().objects.filter(username="sam").delete()
+    get_user_model().objects.filter(username__in=["sam", "mei"]).delete()
 
     assert demo.demo_data_load() is None
 
     assert get_user_model().objects.get(username="sam").check_password(password)
+    assert get_user_model().objects.get(username="mei").check_password(password)
     assert get_user_model().objects.filter(username="lin").count() == 1
 
 

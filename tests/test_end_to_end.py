@@ -345,6 +345,7 @@ async def test_it_runs_the_embedded_default_end_to_end(
     assert "transcript-assistant" in page.text
     # The agent console, as printed: a demo agent signs in with the admin's password.
     assert f"Agents: {base_url}/agent/   (user: lin or sam, the admin's password)" in output
+    assert f"Roles:  {base_url}/admin/   (supervisor: mei, manager: wang, the admin's password)" in output
     async with httpx.AsyncClient(base_url=base_url) as http:
         session = await http.get("/api/agent/session")
         signed_in = await http.post(

@@ -19,7 +19,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.replies import replies_fail_stalled
-from cs_platform.demo import DEMO_AGENTS, admin_password_file, demo_data_load
+from cs_platform.demo import (
+    DEMO_AGENTS,
+    DEMO_MANAGERS,
+    DEMO_SUPERVISORS,
+    admin_password_file,
+    demo_data_load,
+)
 from cs_platform.processes import (
     PortTakenByAnother,
     exit_description,
@@ -172,6 +178,12 @@ class Command(BaseCommand):
             )
             agents = " or ".join(username for username, _, _ in DEMO_AGENTS)
             self.stdout.write(f"  Agents: {address}/agent/   (user: {agents}, the admin's password)")
+            supervisors = " or ".join(username for username, _, _ in DEMO_SUPERVISORS)
+            managers = " or ".join(username for username, _, _ in DEMO_MANAGERS)
+            self.stdout.write(
+                f"  Roles:  {address}/admin/   (supervisor: {supervisors}, manager: {managers}, "
+                "the admin's password)"
+            )
             self.stdout.write("Press Ctrl+C to stop.\n")
             self._watch(server, model_server)
         except StopRequested as stop:
