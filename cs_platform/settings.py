@@ -123,6 +123,8 @@ INSTALLED_APPS = [
     "inference",
     "knowledge",
     "agents",
+    "review",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -305,7 +307,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.replies_fail_stalled",
         "schedule": timedelta(seconds=REPLY_SWEEP_INTERVAL_SECONDS),
     },
+    # The reports' daily aggregates (reports/tasks.py): the last REPORTS_RECOMPUTE_DAYS finished days.
+    "reports-daily-stats": {
+        "task": "reports.tasks.daily_stats_update",
+        "schedule": timedelta(seconds=env.int("REPORTS_UPDATE_INTERVAL_SECONDS", default=3600)),
+    },
 }
+# How many finished days the beat task recomputes each run: a CSAT or a ticket that comes to an older
+# conversation later reaches its day's aggregate within this window (older: manage.py reports_recompute).
+REPORTS_RECOMPUTE_DAYS = env.int("REPORTS_RECOMPUTE_DAYS", default=7)
 
 # The worker runtime, so that a plain `celery -A cs_platform worker` runs it: the threads pool, whose
 # threads only hand each reply to the process's event loop (inference/runtime.py) and wait for it,

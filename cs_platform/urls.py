@@ -59,6 +59,7 @@ urlpatterns = [
     path("api/widget/", include("conversations.urls")),
     path("agent/", console_page, name="agent-console"),
     path("api/agent/", include("agents.urls")),
+    path("api/reports/", include("reports.urls")),
     path("kb/", include("knowledge.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
