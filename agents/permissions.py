@@ -20,6 +20,7 @@ __all__ = [
     "AgentPermission",
     "AgentSessionAuthentication",
     "CsrfFailed",
+    "StaffGroupPermission",
     "csrf_check",
     "user_is_agent",
     "user_is_supervisor",
@@ -79,8 +80,15 @@ class AgentSessionAuthentication(SessionAuthentication):
         csrf_check(request)
 
 
-class AgentPermission(BasePermission):
-    """Logged in (else 403 `not_authenticated`) and in an agent group (else 403 `not_an_agent`)."""
+class StaffGroupPermission(BasePermission):
+    """Logged in (else 403 `not_authenticated`) and admitted by `admits` (else 403 `refusal_code`
+    with `refusal_detail`): the staff APIs' rule, each with its own groups."""
+
+    refusal_code = "not_an_agent"
+    refusal_detail = "Only people in the Agent, Supervisor or Manager group may use the agent console."
+
+    def admits(self, user: Any) -> bool:
+        return user_is_agent(user)
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
@@ -89,9 +97,10 @@ class AgentPermission(BasePermission):
                 detail="Log in with a staff account first (POST /api/agent/session).",
                 code="not_authenticated",
             )
-        if not user_is_agent(user):
-            raise exceptions.PermissionDenied(
-                detail="Only people in the Agent, Supervisor or Manager group may use the agent console.",
-                code="not_an_agent",
-            )
+        if not self.admits(user):
+            raise exceptions.PermissionDenied(detail=self.refusal_detail, code=self.refusal_code)
         return True
+
+
+class AgentPermission(StaffGroupPermission):
+    """Logged in (else 403 `not_authenticated`) and in an agent group (else 403 `not_an_agent`)."""

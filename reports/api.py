@@ -10,16 +10,14 @@ from datetime import date
 from typing import Any
 
 from django.http import HttpResponse
-from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.permissions import AgentSessionAuthentication, user_is_supervisor
+from agents.permissions import AgentSessionAuthentication, StaffGroupPermission, user_is_supervisor
 from conversations.api import ApiError
 from reports import selectors
 
@@ -29,23 +27,15 @@ FORMATS = ("json", "csv")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class ReportsPermission(BasePermission):
+class ReportsPermission(StaffGroupPermission):
     """Logged in (else 403 `not_authenticated`, as the agent API) and a Supervisor, a Manager or a
     superuser (else 403 `permission_denied`): the agent console's own rule, one level up."""
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        if user is None or not user.is_authenticated:
-            raise exceptions.NotAuthenticated(
-                detail="Log in with a staff account first (POST /api/agent/session).",
-                code="not_authenticated",
-            )
-        if not user_is_supervisor(user):
-            raise exceptions.PermissionDenied(
-                detail="Only people in the Supervisor or Manager group may read the reports.",
-                code="permission_denied",
-            )
-        return True
+    refusal_code = "permission_denied"
+    refusal_detail = "Only people in the Supervisor or Manager group may read the reports."
+
+    def admits(self, user: Any) -> bool:
+        return user_is_supervisor(user)
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):

@@ -100,6 +100,13 @@ def _wait_until(predicate: Any, *, seconds: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# How often the embedded platform is started on fresh ports when the ones chosen were taken meanwhile.
+PORT_ATTEMPTS = 3
+PORT_TAKEN = re.compile(
+    r"Port \d+ on \S+(?:, for the local model \(llama\.cpp\),)? (?:is already in use|was taken)"
+)
+
+
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start a child in its own process group that dies with this test run, even a killed one."""
     return subprocess.Popen(
@@ -266,6 +273,24 @@ async def test_it_tells_the_customer_when_the_worker_is_killed_mid_reply(product
     assert reply.text == error["message"]["text"]
 
 
+def _embedded_start(env: dict[str, str], log: Path) -> tuple[int, subprocess.Popen[bytes]]:
+    """`manage.py run_embedded` on free ports, once it is running or has stopped by itself."""
+    port, model_port = free_port(), free_port()
+    command = ["manage.py", "run_embedded", "--port", str(port), "--model-port", str(model_port)]
+    process = _start([sys.executable, *command], env, log)
+    try:
+        _wait_until(
+            lambda: "Press Ctrl+C to stop." in log.read_text() or process.poll() is not None,
+            seconds=240,
+            what="the embedded platform",
+        )
+    except BaseException:
+        stop_process_group(process)
+        print(log.read_text()[-3000:])
+        raise
+    return port, process
+
+
 @pytest.fixture(scope="module")
 def embedded_platform(
     tmp_path_factory: pytest.TempPathFactory,
@@ -275,23 +300,24 @@ def embedded_platform(
     One for this module's tests: each opens conversations of its own.
     """
     tmp_path = tmp_path_factory.mktemp("embedded")
-    port, model_port = free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_BROKER_URL", "INFERENCE_BASE_URL"}
     }
     env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
-    log = tmp_path / "embedded.log"
-    process = _start(
-        [sys.executable, "manage.py", "run_embedded", "--port", str(port), "--model-port", str(model_port)],
-        env,
-        log,
-    )
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        log = tmp_path / f"embedded-{attempt}.log"
+        port, process = _embedded_start(env, log)
+        if process.poll() is None:
+            break
+        output = log.read_text()
+        print(output[-3000:])
+        # A port free when chosen, taken by another process on the machine before the platform
+        # listened on it (run_embedded says so and stops): choose others. Any other exit is a failure.
+        if not PORT_TAKEN.search(output) or attempt == PORT_ATTEMPTS:
+            raise AssertionError(f"the embedded platform stopped ({process.returncode}):\n{output[-3000:]}")
     try:
-        _wait_until(
-            lambda: "Press Ctrl+C to stop." in log.read_text(), seconds=240, what="the embedded platform"
-        )
         yield f"http://127.0.0.1:{port}", process, log
     finally:
         stop_process_group(process)

@@ -18,28 +18,15 @@ from conversations.models import Attachment, Conversation, Feedback, Message, Sa
 from tests import factories
 from tests.factories import attachment_for, make_user
 
+# The admin tests' helpers (the autouse fixture applies here once imported).
+from tests.test_admin import _fast_password_hashing, change_url, transcript_of  # noqa: F401
+
 pytestmark = pytest.mark.django_db
 
 ConversationFactory: Any = factories.ConversationFactory
 MessageFactory: Any = factories.MessageFactory
 
 CONVERSATION_LINK = r'href="/admin/conversations/conversation/([0-9a-f-]{36})/change/'
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """The admin user's password needs no strong hash in tests (PBKDF2 takes most of a second)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-def change_url(conversation: Conversation) -> str:
-    return f"/admin/conversations/conversation/{conversation.pk}/change/"
-
-
-def transcript_of(page: str) -> str:
-    match = re.search(r'<div class="form-row field-transcript">(.*?)id="tickets-group"', page, re.DOTALL)
-    assert match is not None
-    return match.group(1)
 
 
 def blocks_of(transcript: str) -> list[str]:
