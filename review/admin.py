@@ -109,6 +109,9 @@ class CorrectionForm(forms.Form):
 class ReviewItemAdmin(admin.ModelAdmin):
     form = ReviewItemForm
     list_display = ("conversation_column", "reason", "reply_column", "queued", "verdict_column", "reviewer")
+    # The item opens from its reply (the conversation's column is a link of its own, to the transcript:
+    # as Django's default first-column link it would wrap that one, and the item could not be opened).
+    list_display_links = ("reply_column", "queued")
     list_filter = (
         ReviewStateFilter,
         "verdict",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from datetime import date, datetime, timedelta
@@ -455,6 +456,10 @@ def test_the_queue_lists_newest_first_with_the_reply_and_a_link_to_the_transcrip
     page = response.content.decode()
     assert [item.conversation_id for item in response.context["cl"].result_list] == [newer.pk, older.pk]
     assert f'href="/admin/conversations/conversation/{newer.pk}/change/"' in page
+    # Each item opens from the list, apart from its conversation's link.
+    item = ReviewItem.objects.get(conversation=newer)
+    opens = rf'<a href="{QUEUE_URL}{item.pk}/change/[^"]*">(?:<[^>]*>)*Our parcels never break'
+    assert re.search(opens, page)
     assert "Our parcels never break, ever." in page
     assert "Thumbs-down" in page
 
