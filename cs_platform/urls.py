@@ -60,6 +60,7 @@ urlpatterns = [
     path("agent/", console_page, name="agent-console"),
     path("api/agent/", include("agents.urls")),
     path("api/reports/", include("reports.urls")),
+    path("reports/", include("reports.page_urls")),
     path("kb/", include("knowledge.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
@@ -134,6 +134,24 @@ class ArticleVersionInline(admin.TabularInline):
         return format_html('<a class="button" href="{}">Restore…</a>', url)
 
 
+def review_items_html(items: Any) -> str | SafeString:
+    """Links to the review items (and their conversations) a draft was written from, or a dash."""
+    links = [
+        (
+            reverse("admin:review_reviewitem_change", args=[item.pk]),
+            str(item),
+            reverse("admin:conversations_conversation_change", args=[item.conversation_id]),
+        )
+        for item in items
+    ]
+    if not links:
+        return "–"
+    return format_html(
+        '<ul class="review-links">{}</ul>',
+        format_html_join("", '<li><a href="{}">{}</a> (<a href="{}">conversation</a>)</li>', links),
+    )
+
+
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
     form = ArticleForm
@@ -154,8 +172,9 @@ class ArticleAdmin(admin.ModelAdmin):
         "updated_by",
         "updated_at",
         "public_page",
+        "from_review",
     )
-    readonly_fields = ("preview", "version", "updated_by", "updated_at", "public_page")
+    readonly_fields = ("preview", "version", "updated_by", "updated_at", "public_page", "from_review")
     inlines = (ArticleVersionInline,)
     actions = ("publish", "unpublish")
 
@@ -173,6 +192,10 @@ class ArticleAdmin(admin.ModelAdmin):
             return "None: only a published article has one."
         url = reverse("knowledge:article", args=[article.slug])
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, url)
+
+    @admin.display(description="Drafted from review")
+    def from_review(self, article: Article) -> str | SafeString:
+        return review_items_html(article.review_items.all() if article.pk else [])
 
     def save_model(self, request: HttpRequest, obj: Article, form: Any, change: bool) -> None:
         services.article_save(article=obj, user=request.user)
@@ -303,8 +326,13 @@ class FaqEntryAdmin(admin.ModelAdmin):
         "is_published",
         "updated_by",
         "updated_at",
+        "from_review",
     )
-    readonly_fields = ("answer_preview", "updated_by", "updated_at")
+    readonly_fields = ("answer_preview", "updated_by", "updated_at", "from_review")
+
+    @admin.display(description="Drafted from review")
+    def from_review(self, entry: FaqEntry) -> str | SafeString:
+        return review_items_html(entry.review_items.all() if entry.pk else [])
 
     @admin.display(description="Answer preview (as saved)")
     def answer_preview(self, entry: FaqEntry) -> str | SafeString:

@@ -15,7 +15,12 @@ class DailyStat(models.Model):
     time zone than today's TIME_ZONE is ignored by the summary (those days are computed live).
     """
 
+    # What a row holds changes as the reports grow; a row of an older version is not read (its day is
+    # counted live) until it is computed again.
+    VERSION = 2
+
     day = models.DateField(_("day"), unique=True)
+    version = models.PositiveSmallIntegerField(_("version"), default=0)
     time_zone = models.CharField(_("time zone"), max_length=64)
     conversations = models.PositiveIntegerField(default=0)
     with_customer_message = models.PositiveIntegerField(default=0)
@@ -32,6 +37,15 @@ class DailyStat(models.Model):
     # {"<milliseconds>": count} of the model replies' times to first token: exact values, so that the
     # percentiles of any period of days are exact (one key per distinct millisecond value).
     ttft_histogram = models.JSONField(default=dict, blank=True)
+    # {"<ticket trigger>": count} of the tickets of the day's conversations (why they were handed off).
+    handoff_triggers = models.JSONField(default=dict, blank=True)
+    # {"<seconds>": count} of those tickets' times to the first agent reply and to resolution.
+    first_response_histogram = models.JSONField(default=dict, blank=True)
+    resolution_histogram = models.JSONField(default=dict, blank=True)
+    # {"<article id>": count} of the replies that cited each knowledge article.
+    cited_articles = models.JSONField(default=dict, blank=True)
+    # {"<normalised question>": [count, "the question as first asked"]} of the unanswered replies.
+    unanswered_questions = models.JSONField(default=dict, blank=True)
     computed_at = models.DateTimeField(_("computed at"))
 
     class Meta:

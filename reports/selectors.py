@@ -9,6 +9,8 @@ same queries (`totals_live_get` is what `reports.services.daily_stats_compute` s
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
@@ -27,10 +30,13 @@ __all__ = [
     "CSAT_SCORES",
     "RATE_DECIMALS",
     "SUMMARY_KEYS",
+    "Report",
     "Summary",
     "Totals",
     "day_bounds",
     "percentile_nearest_rank",
+    "question_key",
+    "report_get",
     "report_time_zone",
     "summary_get",
     "today_get",
@@ -93,6 +99,15 @@ class Totals:
     unanswered: int = 0
     # Milliseconds to first token -> how many model replies took exactly that long.
     ttft: Counter[int] = field(default_factory=Counter)
+    # Ticket trigger -> how many of the conversations' tickets it opened.
+    handoff_triggers: Counter[str] = field(default_factory=Counter)
+    # Seconds -> how many tickets took that long to their first agent reply / to resolution.
+    first_response: Counter[int] = field(default_factory=Counter)
+    resolution: Counter[int] = field(default_factory=Counter)
+    # Knowledge article id -> how many replies cited it.
+    cited_articles: Counter[int] = field(default_factory=Counter)
+    # question_key(text) -> [how many unanswered replies it got, the text as first asked].
+    unanswered_questions: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, other: Totals) -> None:
         self.conversations += other.conversations
@@ -105,6 +120,15 @@ class Totals:
         self.ai_resolved += other.ai_resolved
         self.unanswered += other.unanswered
         self.ttft.update(other.ttft)
+        self.handoff_triggers.update(other.handoff_triggers)
+        self.first_response.update(other.first_response)
+        self.resolution.update(other.resolution)
+        self.cited_articles.update(other.cited_articles)
+        for key, (count, text) in other.unanswered_questions.items():
+            if key in self.unanswered_questions:
+                self.unanswered_questions[key][0] += count
+            else:
+                self.unanswered_questions[key] = [count, text]
 
     @classmethod
     def from_row(cls, row: DailyStat) -> Totals:
@@ -117,7 +141,14 @@ class Totals:
             handoffs=row.handoffs,
             ai_resolved=row.ai_resolved,
             unanswered=row.unanswered,
-            ttft=Counter({int(ms): int(count) for ms, count in row.ttft_histogram.items()}),
+            ttft=_int_counter(row.ttft_histogram),
+            handoff_triggers=Counter({str(k): int(v) for k, v in row.handoff_triggers.items()}),
+            first_response=_int_counter(row.first_response_histogram),
+            resolution=_int_counter(row.resolution_histogram),
+            cited_articles=_int_counter(row.cited_articles),
+            unanswered_questions={
+                str(key): [int(value[0]), str(value[1])] for key, value in row.unanswered_questions.items()
+            },
         )
 
     def row_fields(self) -> dict[str, Any]:
@@ -131,8 +162,37 @@ class Totals:
             "handoffs": self.handoffs,
             "ai_resolved": self.ai_resolved,
             "unanswered": self.unanswered,
-            "ttft_histogram": {str(ms): count for ms, count in sorted(self.ttft.items())},
+            "ttft_histogram": _str_keys(self.ttft),
+            "handoff_triggers": dict(sorted(self.handoff_triggers.items())),
+            "first_response_histogram": _str_keys(self.first_response),
+            "resolution_histogram": _str_keys(self.resolution),
+            "cited_articles": _str_keys(self.cited_articles),
+            "unanswered_questions": dict(sorted(self.unanswered_questions.items())),
         }
+
+
+def _int_counter(stored: dict[str, Any]) -> Counter[int]:
+    return Counter({int(key): int(count) for key, count in stored.items()})
+
+
+def _str_keys(counter: Counter[int]) -> dict[str, int]:
+    """A Counter as JSON stores it: keys as strings, in numeric order, no zero counts."""
+    return {str(key): count for key, count in sorted(counter.items()) if count}
+
+
+# Letters and digits of any script; everything else (punctuation, spaces, emoji) is dropped from a key.
+_NOT_WORD = re.compile(r"[\W_]+")
+QUESTION_TEXT_CHARS = 200
+
+
+def question_key(text: str) -> str:
+    """A question as the reports group it exactly: NFKC, case-folded, only its letters and digits.
+
+    "Where is my parcel?" and "where is my  parcel" share a key; 我的包裹在哪里？ and 我的包裹在哪里 too.
+    Questions that are only alike (a word more or less) are grouped later, by `_group_questions`.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _NOT_WORD.sub(" ", folded).strip()[:QUESTION_TEXT_CHARS]
 
 
 @dataclass(frozen=True)
@@ -244,6 +304,19 @@ def totals_live_get(*, start: datetime, end: datetime) -> Totals:
         latency = latency_row["first_token_latency_ms"]
         if latency is not None:  # excluded by the filter; the check is for the type
             ttft[latency] = latency_row["count"]
+    tickets = Ticket.objects.filter(**in_period).order_by()
+    handoff_triggers: Counter[str] = Counter(
+        {row["trigger"]: row["count"] for row in tickets.values("trigger").annotate(count=Count("pk"))}
+    )
+    first_response = _seconds_histogram(tickets, "first_response_seconds")
+    resolution = _seconds_histogram(tickets, "resolution_seconds")
+    cited_articles: Counter[int] = Counter()
+    for citations in (
+        Message.objects.filter(**in_period, role=Message.Role.ASSISTANT)
+        .exclude(citations=[])
+        .values_list("citations", flat=True)
+    ):
+        cited_articles.update(_cited_article_ids(citations))
     return Totals(
         conversations=counts["conversations"],
         with_customer_message=counts["with_customer_message"],
@@ -254,7 +327,66 @@ def totals_live_get(*, start: datetime, end: datetime) -> Totals:
         ai_resolved=counts["ai_resolved"],
         unanswered=counts["unanswered"],
         ttft=ttft,
+        handoff_triggers=handoff_triggers,
+        first_response=first_response,
+        resolution=resolution,
+        cited_articles=cited_articles,
+        unanswered_questions=_unanswered_questions(in_period),
     )
+
+
+def _seconds_histogram(tickets: Any, field_name: str) -> Counter[int]:
+    histogram: Counter[int] = Counter()
+    for row in (
+        tickets.filter(**{f"{field_name}__isnull": False}).values(field_name).annotate(count=Count("pk"))
+    ):
+        histogram[int(row[field_name])] = row["count"]
+    return histogram
+
+
+def _cited_article_ids(citations: Any) -> set[int]:
+    """The knowledge articles one reply cites (each once, however often it cites it)."""
+    ids: set[int] = set()
+    if not isinstance(citations, list):
+        return ids
+    for citation in citations:
+        article = citation.get("article") if isinstance(citation, dict) else None
+        if isinstance(article, int) and not isinstance(article, bool):
+            ids.add(article)
+        elif isinstance(article, str) and article.isdigit():
+            ids.add(int(article))
+    return ids
+
+
+def _unanswered_questions(in_period: dict[str, datetime]) -> dict[str, list[Any]]:
+    """The questions behind the period's unanswered replies: the message each replies to, else the
+    customer's last message before it, grouped by `question_key`."""
+    question_before = (
+        Message.objects.filter(
+            conversation=OuterRef("conversation"),
+            role=Message.Role.CUSTOMER,
+            created_at__lte=OuterRef("created_at"),
+        )
+        .order_by("-created_at", "-id")
+        .values("text")[:1]
+    )
+    questions: dict[str, list[Any]] = {}
+    rows = (
+        Message.objects.filter(**in_period, role=Message.Role.ASSISTANT, is_unanswered=True)
+        .annotate(question=Coalesce("reply_to__text", Subquery(question_before)))
+        .order_by("created_at", "id")
+        .values_list("question", flat=True)
+    )
+    for text in rows:
+        shown = " ".join((text or "").split())[:QUESTION_TEXT_CHARS]
+        key = question_key(shown)
+        if not key:
+            continue  # an image with no words, or nothing asked: nothing to group or show
+        if key in questions:
+            questions[key][0] += 1
+        else:
+            questions[key] = [1, shown]
+    return questions
 
 
 def _runs(days: Iterable[date]) -> Iterator[tuple[date, date]]:
@@ -284,38 +416,57 @@ def _review_queue_open(*, created_from: datetime, created_to: datetime) -> int:
     return int(review_queue_open_count(created_from=created_from, created_to=created_to))
 
 
-def summary_get(*, start: date, end: date) -> Summary:
-    """The summary of the conversations created from `start` to `end` (inclusive days in TIME_ZONE).
+def _period_totals(
+    *, start: date, end: date, per_day: bool
+) -> tuple[Totals, list[tuple[date, Totals, bool]], int, int]:
+    """The totals of start..end, and with `per_day` each day's own (day, totals, counted live).
 
     Past days come from their `DailyStat` rows; today (and any day after it), and a past day with no row
-    computed in today's TIME_ZONE, are counted live, in one pass per run of consecutive such days.
-    `review_queue_open` is always live: a verdict closes an item without touching its day's row.
+    computed in today's TIME_ZONE by this version of the code, are counted live: one pass per run of
+    consecutive such days, or one per day when each day's figures are wanted.
+    Returns (totals, days, days from aggregates, days live).
     """
     today = today_get()
     days = [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
-    totals = Totals()
-    rows = DailyStat.objects.filter(
-        day__gte=start, day__lte=min(end, today - timedelta(days=1)), time_zone=settings.TIME_ZONE
-    )
-    aggregated: set[date] = set()
-    for row in rows:
-        totals.add(Totals.from_row(row))
-        aggregated.add(row.day)
+    # (first day, totals, counted live) of each stored day and each live day or run of days.
+    parts: list[tuple[date, Totals, bool]] = [
+        (row.day, Totals.from_row(row), False)
+        for row in DailyStat.objects.filter(
+            day__gte=start,
+            day__lte=min(end, today - timedelta(days=1)),
+            time_zone=settings.TIME_ZONE,
+            version=DailyStat.VERSION,
+        )
+    ]
+    aggregated = {day for day, _, _ in parts}
     live_days = [day for day in days if day not in aggregated]
-    for first, last in _runs(live_days):
+    for first, last in _runs(live_days) if not per_day else ((day, day) for day in live_days):
         run_start, run_end = day_bounds(start=first, end=last)
-        totals.add(totals_live_get(start=run_start, end=run_end))
+        parts.append((first, totals_live_get(start=run_start, end=run_end), True))
+    # Added in the days' order, so that what keeps the first of something (a question's wording) keeps
+    # the earliest, however the days were read.
+    parts.sort(key=lambda part: part[0])
+    totals = Totals()
+    for _, part_totals, _ in parts:
+        totals.add(part_totals)
+    daily = parts if per_day else []
+    return totals, daily, len(aggregated), len(live_days)
 
+
+def _csat_average(csat: dict[int, int]) -> float | None:
+    count = sum(csat.values())
+    return round(sum(score * n for score, n in csat.items()) / count, RATE_DECIMALS) if count else None
+
+
+def _summary(totals: Totals, *, start: date, end: date, days_from_aggregates: int, days_live: int) -> Summary:
     period_start, period_end = day_bounds(start=start, end=end)
-    csat_count = sum(totals.csat.values())
-    csat_sum = sum(score * count for score, count in totals.csat.items())
     return Summary(
         start=start,
         end=end,
         conversations=totals.conversations,
         with_customer_message=totals.with_customer_message,
-        csat_count=csat_count,
-        csat_average=round(csat_sum / csat_count, RATE_DECIMALS) if csat_count else None,
+        csat_count=sum(totals.csat.values()),
+        csat_average=_csat_average(totals.csat),
         csat_distribution={str(score): totals.csat[score] for score in CSAT_SCORES},
         thumbs_up=totals.thumbs_up,
         thumbs_down=totals.thumbs_down,
@@ -326,6 +477,198 @@ def summary_get(*, start: date, end: date) -> Summary:
         ttft_p50_ms=percentile_nearest_rank(totals.ttft, 50),
         ttft_p95_ms=percentile_nearest_rank(totals.ttft, 95),
         review_queue_open=_review_queue_open(created_from=period_start, created_to=period_end),
-        days_from_aggregates=len(aggregated),
-        days_live=len(live_days),
+        days_from_aggregates=days_from_aggregates,
+        days_live=days_live,
+    )
+
+
+def summary_get(*, start: date, end: date) -> Summary:
+    """The summary of the conversations created from `start` to `end` (inclusive days in TIME_ZONE).
+
+    Past days come from their `DailyStat` rows; today (and any day after it), and a past day with no row
+    computed in today's TIME_ZONE, are counted live, in one pass per run of consecutive such days.
+    `review_queue_open` is always live: a verdict closes an item without touching its day's row.
+    """
+    totals, _, aggregated, live = _period_totals(start=start, end=end, per_day=False)
+    return _summary(totals, start=start, end=end, days_from_aggregates=aggregated, days_live=live)
+
+
+# The report page's tables: how many rows the ranked ones show, and how alike two questions must be
+# (Jaccard similarity of their character pairs) to be counted as one.
+TOP_ROWS = 20
+QUESTION_CANDIDATES = 300
+QUESTION_SIMILARITY = 0.6
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """One day's row of the "conversations per day" chart and table."""
+
+    day: date
+    conversations: int
+    with_customer_message: int
+    ai_resolved: int
+    handoffs: int
+    unanswered: int
+    thumbs_up: int
+    thumbs_down: int
+    csat_count: int
+    csat_average: float | None
+    ttft_p50_ms: int | None
+    ttft_p95_ms: int | None
+    live: bool
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Times of a set of tickets, in seconds: how many were measured, the median and the 95th percentile."""
+
+    count: int
+    p50_seconds: int | None
+    p95_seconds: int | None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A row of a ranked table: what (`key`, its `label`), how many, and its share of the table's total."""
+
+    key: str
+    label: str
+    count: int
+    share: float
+    variants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the reports page shows for a period; `summary` is the contract's JSON."""
+
+    summary: Summary
+    days: list[DayFigures]
+    thumbs_up_ratio: float | None
+    unanswered_rate: float
+    handoff_reasons: list[Ranked]
+    first_response: Timing
+    resolution: Timing
+    cited_articles: list[Ranked]
+    unanswered_questions: list[Ranked]
+    review_verdicts: list[Ranked]
+
+
+def _timing(histogram: Counter[int]) -> Timing:
+    return Timing(
+        count=sum(histogram.values()),
+        p50_seconds=percentile_nearest_rank(histogram, 50),
+        p95_seconds=percentile_nearest_rank(histogram, 95),
+    )
+
+
+def _ranked(counts: Iterable[tuple[str, str, int]], *, limit: int | None = None) -> list[Ranked]:
+    """(key, label, count) rows, largest first (then by label), with their shares of the whole table."""
+    rows = [row for row in counts if row[2] > 0]
+    total = sum(count for _, _, count in rows)
+    rows.sort(key=lambda row: (-row[2], row[1], row[0]))
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        Ranked(key=key, label=label, count=count, share=_rate(count, total)) for key, label, count in rows
+    ]
+
+
+def _pairs(key: str) -> set[str]:
+    """A question key's character pairs: how alike two questions are, in any script."""
+    return {key[index : index + 2] for index in range(max(1, len(key) - 1))}
+
+
+def _group_questions(questions: dict[str, list[Any]], *, limit: int) -> list[Ranked]:
+    """The most asked unanswered questions, alike ones counted together.
+
+    The QUESTION_CANDIDATES most asked exact keys are grouped greedily, most asked first: a question
+    joins the first group whose first (most asked) question shares at least QUESTION_SIMILARITY of
+    their character pairs (Jaccard), else it starts a group. A group is shown as its most asked wording.
+    """
+    candidates = sorted(questions.items(), key=lambda item: (-item[1][0], item[0]))[:QUESTION_CANDIDATES]
+    total = sum(count for count, _ in questions.values())
+    groups: list[tuple[set[str], str, list[Any]]] = []  # (pairs of the first, its key, [count, texts])
+    for key, (count, text) in candidates:
+        pairs = _pairs(key)
+        for first_pairs, _, group in groups:
+            if len(pairs & first_pairs) / len(pairs | first_pairs) >= QUESTION_SIMILARITY:
+                group[0] += count
+                group[1].append(text)
+                break
+        else:
+            groups.append((pairs, key, [count, [text]]))
+    groups.sort(key=lambda group: (-group[2][0], group[1]))
+    return [
+        Ranked(key=key, label=texts[0], count=count, share=_rate(count, total), variants=tuple(texts[1:]))
+        for _, key, (count, texts) in groups[:limit]
+    ]
+
+
+def _article_titles(ids: Iterable[int]) -> dict[int, str]:
+    from knowledge.models import Article
+
+    return dict(Article.objects.filter(pk__in=list(ids)).values_list("pk", "title"))
+
+
+def _verdict_counts(*, created_from: datetime, created_to: datetime) -> list[Ranked]:
+    """The review verdicts of the period's conversations, "Not reviewed yet" for the open items."""
+    try:
+        from review.models import ReviewItem
+        from review.selectors import review_verdict_counts
+    except ImportError:
+        return []
+    counts = review_verdict_counts(created_from=created_from, created_to=created_to)
+    labels = {"": "Not reviewed yet", **{value: str(label) for value, label in ReviewItem.Verdict.choices}}
+    return _ranked(
+        (verdict or "open", labels.get(verdict, verdict), count) for verdict, count in counts.items()
+    )
+
+
+def report_get(*, start: date, end: date) -> Report:
+    """The reports page's figures for start..end: the summary, each day's figures and the ranked tables.
+
+    Read like the summary (aggregates for past days, today live), with every day's own totals kept.
+    """
+    totals, days, aggregated, live = _period_totals(start=start, end=end, per_day=True)
+    summary = _summary(totals, start=start, end=end, days_from_aggregates=aggregated, days_live=live)
+    thumbs = totals.thumbs_up + totals.thumbs_down
+    titles = _article_titles(totals.cited_articles)
+    triggers = dict(Ticket.Trigger.choices)
+    period_start, period_end = day_bounds(start=start, end=end)
+    return Report(
+        summary=summary,
+        days=[
+            DayFigures(
+                day=day,
+                conversations=day_totals.conversations,
+                with_customer_message=day_totals.with_customer_message,
+                ai_resolved=day_totals.ai_resolved,
+                handoffs=day_totals.handoffs,
+                unanswered=day_totals.unanswered,
+                thumbs_up=day_totals.thumbs_up,
+                thumbs_down=day_totals.thumbs_down,
+                csat_count=sum(day_totals.csat.values()),
+                csat_average=_csat_average(day_totals.csat),
+                ttft_p50_ms=percentile_nearest_rank(day_totals.ttft, 50),
+                ttft_p95_ms=percentile_nearest_rank(day_totals.ttft, 95),
+                live=is_live,
+            )
+            for day, day_totals, is_live in days
+        ],
+        thumbs_up_ratio=_rate(totals.thumbs_up, thumbs) if thumbs else None,
+        unanswered_rate=_rate(totals.unanswered, totals.with_customer_message),
+        handoff_reasons=_ranked(
+            (trigger, str(triggers.get(trigger, trigger)), count)
+            for trigger, count in totals.handoff_triggers.items()
+        ),
+        first_response=_timing(totals.first_response),
+        resolution=_timing(totals.resolution),
+        cited_articles=_ranked(
+            (str(article), titles.get(article, f"Article {article} (deleted)"), count)
+            for article, count in totals.cited_articles.items()
+        )[:TOP_ROWS],
+        unanswered_questions=_group_questions(totals.unanswered_questions, limit=TOP_ROWS),
+        review_verdicts=_verdict_counts(created_from=period_start, created_to=period_end),
     )

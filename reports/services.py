@@ -25,7 +25,12 @@ def daily_stats_compute(*, day: date) -> DailyStat:
     totals = totals_live_get(start=start, end=end)
     row, _ = DailyStat.objects.update_or_create(
         day=day,
-        defaults={**totals.row_fields(), "time_zone": settings.TIME_ZONE, "computed_at": timezone.now()},
+        defaults={
+            **totals.row_fields(),
+            "time_zone": settings.TIME_ZONE,
+            "version": DailyStat.VERSION,
+            "computed_at": timezone.now(),
+        },
     )
     return row
 

@@ -384,6 +384,30 @@ async def test_it_runs_the_embedded_default_end_to_end(
     assert signed_in.json()["agent"]["name"] == "Lin Wei"
     assert console.status_code == 200
     assert '"page": "console"' in console.text
+    # The reports, as printed: the demo manager reads them, today counted live (the embedded default
+    # runs no beat, so no day is aggregated), this conversation among them.
+    assert f"Reports: {base_url}/reports/   (a supervisor, a manager or the admin)" in output
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.get("/admin/login/")
+        await http.post(
+            "/admin/login/?next=/reports/",
+            data={
+                "username": "wang",
+                "password": password.group(1),
+                "csrfmiddlewaretoken": http.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{base_url}/admin/login/"},
+        )
+        reports = await http.get("/reports/")
+    assert reports.status_code == 200, reports.text[:2000]
+    assert "0 days from the daily aggregates" in reports.text
+    shown = re.search(
+        r'data-figure="conversations">\s*<div class="reports-card-title">[^<]*</div>\s*'
+        r'<div class="reports-card-value">([0-9,]+)</div>',
+        reports.text,
+    )
+    assert shown is not None
+    assert int(shown.group(1).replace(",", "")) >= 1
     assert process.poll() is None
 
 

@@ -613,6 +613,11 @@ def test_one_post_makes_a_draft_article_linked_to_the_review(reviewer_client: Cl
     shown = reviewer_client.get(f"{QUEUE_URL}{item.pk}/change/").content.decode()
     assert f'href="/admin/knowledge/article/{article.pk}/change/"' in shown
     assert "Created the draft article" in shown
+    # And back: the article's page links to the review item and its conversation.
+    article_page = reviewer_client.get(f"/admin/knowledge/article/{article.pk}/change/").content.decode()
+    assert "Drafted from review" in article_page
+    assert f'href="{QUEUE_URL}{item.pk}/change/"' in article_page
+    assert f'href="/admin/conversations/conversation/{conversation.pk}/change/"' in article_page
 
 
 def test_one_post_makes_an_unpublished_faq_entry_linked_to_the_review(reviewer_client: Client) -> None:
@@ -639,6 +644,8 @@ def test_one_post_makes_an_unpublished_faq_entry_linked_to_the_review(reviewer_c
     assert f'href="/admin/knowledge/faqentry/{entry.pk}/change/"' in (
         reviewer_client.get(f"{QUEUE_URL}{item.pk}/change/").content.decode()
     )
+    entry_page = reviewer_client.get(f"/admin/knowledge/faqentry/{entry.pk}/change/").content.decode()
+    assert f'href="{QUEUE_URL}{item.pk}/change/"' in entry_page
 
 
 def test_a_second_draft_article_for_one_review_is_refused(reviewer_client: Client) -> None:

@@ -184,6 +184,7 @@ class Command(BaseCommand):
                 f"  Roles:  {address}/admin/   (supervisor: {supervisors}, manager: {managers}, "
                 "the admin's password)"
             )
+            self.stdout.write(f"  Reports: {address}/reports/   (a supervisor, a manager or the admin)")
             self.stdout.write("Press Ctrl+C to stop.\n")
             self._watch(server, model_server)
         except StopRequested as stop:
