@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-__all__ = ["Bar", "Series", "horizontal_bars", "line_chart", "integer_axis_maximum", "nice_ceiling", "stacked_columns"]
+__all__ = [
+    "Bar",
+    "Series",
+    "horizontal_bars",
+    "integer_axis_maximum",
+    "line_chart",
+    "nice_ceiling",
+    "stacked_columns",
+]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ class DailyStat(models.Model):
 
     # What a row holds changes as the reports grow; a row of an older version is not read (its day is
     # counted live) until it is computed again.
-    VERSION = 2
+    VERSION = 3  # 3: an unanswered reply keeps a conversation from counting as resolved by the AI
 
     day = models.DateField(_("day"), unique=True)
     version = models.PositiveSmallIntegerField(_("version"), default=0)

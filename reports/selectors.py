@@ -270,7 +270,13 @@ def totals_live_get(*, start: datetime, end: datetime) -> Totals:
         with_customer_message=Count("pk", filter=Q(has_customer_message=True)),
         handoffs=Count("pk", filter=Q(has_ticket=True)),
         ai_resolved=Count(
-            "pk", filter=Q(has_customer_message=True, has_complete_reply=True, has_ticket=False)
+            "pk",
+            filter=Q(
+                has_customer_message=True,
+                has_complete_reply=True,
+                has_ticket=False,
+                has_unanswered_reply=False,
+            ),
         ),
         unanswered=Count("pk", filter=Q(has_unanswered_reply=True)),
     )

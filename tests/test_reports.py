@@ -45,7 +45,7 @@ EXPECTED = {
     "thumbs_down": 1,
     "handoffs": 2,
     "handoff_rate": 0.2222,  # 2 / 9
-    "ai_resolution_rate": 0.5556,  # 5 / 9: c1, c4, c8, c9, c10
+    "ai_resolution_rate": 0.4444,  # 4 / 9: c1, c4, c8, c10 (not c9: its reply was unanswered)
     "unanswered": 2,
     # Model replies' times to first token: 100 200 250 300 400 500 700 (N = 7). Nearest rank:
     # p50 is the 4th (ceil 3.5), p95 the 7th (ceil 6.65).
@@ -168,7 +168,7 @@ def known() -> dict[str, Conversation]:
     c["c8"] = conversation_at(at(DAY_10, 8))
     reply(c["c8"], ttft=500, thumbs=1)
     csat(c["c8"], 5)
-    # c9: the model said it had nothing; nobody asked for a person -> unanswered, yet resolved by the AI.
+    # c9: the model said it had nothing; nobody asked for a person -> unanswered, not resolved by the AI.
     c["c9"] = conversation_at(at(DAY_10, 9))
     reply(c["c9"], ttft=400, unanswered=True)
     return c
@@ -424,7 +424,7 @@ def test_api_returns_the_summary_as_csv(known: dict[str, Conversation], review_s
             "1",
             "2",
             "0.2222",
-            "0.5556",
+            "0.4444",
             "2",
             "300",
             "700",

@@ -146,7 +146,8 @@ def expected_report(known: dict[str, Any]) -> dict[str, Any]:
             # day, conversations, with a question, AI resolved, handed off, unanswered, up, down,
             # CSAT count, CSAT average, TTFT p50, p95 (nearest rank of [100, 300], [200, 400], [500]).
             (DAY_8, 2, 2, 1, 1, 1, 1, 1, 1, 5.0, 100, 300),
-            (DAY_9, 2, 2, 1, 1, 2, 0, 0, 1, 2.0, 200, 400),
+            # a3 had no ticket, but its reply was unanswered: not resolved by the AI.
+            (DAY_9, 2, 2, 0, 1, 2, 0, 0, 1, 2.0, 200, 400),
             (DAY_10, 1, 1, 0, 1, 1, 0, 0, 0, None, 500, 500),
         ],
         "thumbs_up_ratio": 0.5,
@@ -220,7 +221,7 @@ def test_report_counts_every_figure_of_known_conversations(known: dict[str, Any]
         "thumbs_down": 1,
         "handoffs": 3,
         "handoff_rate": 0.6,
-        "ai_resolution_rate": 0.4,
+        "ai_resolution_rate": 0.2,
         "unanswered": 4,
         "ttft_p50_ms": 300,
         "ttft_p95_ms": 500,
@@ -323,7 +324,7 @@ def test_page_shows_every_headline_figure(known: dict[str, Any]) -> None:
     html = response.content.decode()
     assert card_values(html) == {
         "conversations": "5",
-        "ai_resolution_rate": "40.0 %",
+        "ai_resolution_rate": "20.0 %",
         "handoff_rate": "60.0 %",
         "unanswered_rate": "80.0 %",
         "csat_average": "3.50",
@@ -342,12 +343,13 @@ def test_page_draws_its_charts_from_the_data(known: dict[str, Any]) -> None:
     html = client_for(make_user("Supervisor")).get("/reports/", PERIOD).content.decode()
 
     daily = html[html.index('id="chart-daily"') : html.index('id="chart-ttft"')]
-    # One bar per non-zero value of a day: the 8th and 9th resolved one and handed off one, today one.
+    # One bar per non-zero value of a day: the 8th resolved one and handed off one, the 9th handed off
+    # one and left one unanswered (other), today handed off one.
     assert re.findall(r"<title>([^<]+)</title></rect>", daily) == [
         "03-08: 1 Resolved by the AI",
         "03-08: 1 Handed off",
-        "03-09: 1 Resolved by the AI",
         "03-09: 1 Handed off",
+        "03-09: 1 Other",
         "03-10: 1 Handed off",
     ]
     ttft = html[html.index('id="chart-ttft"') : html.index('id="chart-csat"')]
@@ -412,7 +414,7 @@ def test_every_table_exports_as_csv(known: dict[str, Any]) -> None:
             "ttft_p95_ms",
         ],
         ["2026-03-08", "2", "2", "1", "1", "1", "1", "1", "1", "5.0", "100", "300"],
-        ["2026-03-09", "2", "2", "1", "1", "2", "0", "0", "1", "2.0", "200", "400"],
+        ["2026-03-09", "2", "2", "0", "1", "2", "0", "0", "1", "2.0", "200", "400"],
         ["2026-03-10", "1", "1", "0", "1", "1", "0", "0", "0", "", "500", "500"],
     ]
     assert export("csat") == [
