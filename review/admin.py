@@ -183,7 +183,7 @@ class ReviewItemAdmin(admin.ModelAdmin):
         if question is None:
             return "–"
         return format_html(
-            '<div class="review-customer-message">{}</div><div class="help">{}</div>',
+            '<div class="review-customer-message">{}</div><div class="review-meta">{}</div>',
             message_text_html(question),
             compact_time(question.created_at),
         )
@@ -204,7 +204,7 @@ class ReviewItemAdmin(admin.ModelAdmin):
                 )
             )
         return format_html(
-            '<div class="review-reply">{}</div>{}<div class="help">{}</div>',
+            '<div class="review-reply">{}</div>{}<div class="review-meta">{}</div>',
             message_text_html(reply),
             reply_markers_html(reply),
             format_html_join(" · ", "{}", ((detail,) for detail in details)),
@@ -235,7 +235,9 @@ class ReviewItemAdmin(admin.ModelAdmin):
             )
         if not links:
             return gettext("None yet.")
-        return format_html("<ul>{}</ul>", format_html_join("", "{}", ((link,) for link in links)))
+        return format_html(
+            '<ul class="review-drafts">{}</ul>', format_html_join("", "{}", ((link,) for link in links))
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ReviewItem]:
         return (
