@@ -41,6 +41,7 @@ class Bar:
     label: str
     value: float
     text: str  # the value as shown at the bar's end ("12", "34 %")
+    css_class: str = ""  # this bar's colour, where it differs from the chart's
 
 
 def nice_ceiling(value: float) -> float:
@@ -139,7 +140,7 @@ def _legend(series: Sequence[Series], *, x: int, y: int) -> SafeString:
                 one.name,
             )
         )
-        offset += 24 + 7 * len(one.name)
+        offset += 30 + 6 * len(one.name)
     return mark_safe("".join(items))  # noqa: S308 - each item was built with format_html
 
 
@@ -267,7 +268,7 @@ def horizontal_bars(*, bars: Sequence[Bar], label: str, css_class: str = "chart-
                 y + 16,
                 shown,
                 bar.label,
-                css_class,
+                bar.css_class or css_class,
                 label_width,
                 y + 4,
                 _f(max(length, 1.0 if bar.value else 0.0)),

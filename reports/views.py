@@ -16,6 +16,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
@@ -97,19 +98,21 @@ def _cards(report: selectors.Report) -> list[dict[str, str]]:
          f"{summary.with_customer_message:,} with a question"),
         ("ai_resolution_rate", "Resolved by the AI", _rate_text(summary.ai_resolution_rate),
          "answered, no person needed"),
-        ("handoff_rate", "Handed off", _rate_text(summary.handoff_rate), f"{summary.handoffs:,} tickets"),
+        ("handoff_rate", "Handed off", _rate_text(summary.handoff_rate),
+         f"{summary.handoffs:,} conversation{pluralize(summary.handoffs)} with a ticket"),
         ("unanswered_rate", "Unanswered", _rate_text(report.unanswered_rate),
-         f"{summary.unanswered:,} conversations"),
-        ("csat_average", "CSAT average", csat, f"of 5, {summary.csat_count:,} ratings"),
+         f"{summary.unanswered:,} conversation{pluralize(summary.unanswered)}"),
+        ("csat_average", "CSAT average", csat,
+         f"of 5, {summary.csat_count:,} rating{pluralize(summary.csat_count)}"),
         ("thumbs_up_ratio", "Thumbs up", _rate_text(report.thumbs_up_ratio),
          f"{summary.thumbs_up:,} up, {summary.thumbs_down:,} down"),
         ("ttft", "First token p50 / p95", ttft, "model replies"),
         ("first_response", "First agent reply p50 / p95",
          f"{duration_text(first_response.p50_seconds)} / {duration_text(first_response.p95_seconds)}",
-         f"{first_response.count:,} tickets"),
+         f"{first_response.count:,} ticket{pluralize(first_response.count)}"),
         ("resolution", "Resolution p50 / p95",
          f"{duration_text(resolution.p50_seconds)} / {duration_text(resolution.p95_seconds)}",
-         f"{resolution.count:,} tickets"),
+         f"{resolution.count:,} ticket{pluralize(resolution.count)}"),
         ("review_queue_open", "Review queue open", f"{summary.review_queue_open:,}",
          "rated badly, not reviewed yet"),
     ]  # fmt: skip
@@ -153,13 +156,22 @@ def _charts(report: selectors.Report) -> dict[str, Any]:
             label="CSAT distribution",
         ),
         "handoff_reasons": _bars(report.handoff_reasons, "Handoff reasons", "chart-b"),
-        "review_verdicts": _bars(report.review_verdicts, "Review verdicts", "chart-c"),
+        "review_verdicts": _bars(report.review_verdicts, "Review verdicts", "chart-b", quiet="open"),
     }
 
 
-def _bars(rows: list[selectors.Ranked], label: str, css_class: str) -> Any:
+def _bars(rows: list[selectors.Ranked], label: str, css_class: str, *, quiet: str = "") -> Any:
+    """Ranked rows as bars; the row keyed `quiet` (the open review items) in grey, apart from the rest."""
     return charts.horizontal_bars(
-        bars=[charts.Bar(row.label, row.count, f"{row.count:,} ({row.share * 100:.0f} %)") for row in rows],
+        bars=[
+            charts.Bar(
+                row.label,
+                row.count,
+                f"{row.count:,} ({row.share * 100:.0f} %)",
+                css_class="chart-c" if quiet and row.key == quiet else "",
+            )
+            for row in rows
+        ],
         label=label,
         css_class=css_class,
     )
@@ -171,7 +183,10 @@ def _shown(table: Table) -> dict[str, Any]:
         "title": table.title,
         "columns": table.columns,
         "rows": [
-            [display(value, column.kind) for value, column in zip(row, table.columns, strict=True)]
+            [
+                (display(value, column.kind), column.kind)
+                for value, column in zip(row, table.columns, strict=True)
+            ]
             for row in table.rows
         ],
     }

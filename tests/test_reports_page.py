@@ -455,11 +455,14 @@ def test_the_page_shows_the_tables_it_exports(known: dict[str, Any]) -> None:
 
     questions = html[html.index('id="table-unanswered_questions"') : html.index('id="table-review_verdicts"')]
     assert (
-        "<td>How do I get a refund?</td><td>3</td><td>75.0 %</td><td>How do I get a refund now?</td>"
-        in questions
+        '<td class="kind-text">How do I get a refund?</td><td class="kind-count">3</td>'
+        '<td class="kind-rate">75.0 %</td><td class="kind-text">How do I get a refund now?</td>' in questions
     )
     times = html[html.index('id="table-agent_times"') : html.index('id="table-cited_articles"')]
-    assert "<td>First agent reply</td><td>3</td><td>1 min</td><td>2 min</td>" in times
+    assert (
+        '<td class="kind-text">First agent reply</td><td class="kind-count">3</td>'
+        '<td class="kind-seconds">1 min</td><td class="kind-seconds">2 min</td>'
+    ) in times
     for table in ("daily", "csat", "handoff_reasons", "agent_times", "cited_articles"):
         assert f'href="/reports/export/{table}.csv?start=2026-03-08&amp;end=2026-03-10"' in html
 
