@@ -280,7 +280,14 @@ def totals_live_get(*, start: datetime, end: datetime) -> Totals:
         ),
         unanswered=Count("pk", filter=Q(has_unanswered_reply=True)),
     )
-    in_period = {"conversation__created_at__gte": start, "conversation__created_at__lt": end}
+    # Each row's own created_at bounds it too: a message, ticket or rating is never older than its
+    # conversation, so this changes no count, and it lets PostgreSQL read only the recent rows by their
+    # index rather than scan every conversation of the year to join on (docs/benchmarks.md, Reports).
+    in_period = {
+        "conversation__created_at__gte": start,
+        "conversation__created_at__lt": end,
+        "created_at__gte": start,
+    }
     csat = dict.fromkeys(CSAT_SCORES, 0)
     for row in (
         SatisfactionRating.objects.filter(**in_period).order_by().values("score").annotate(count=Count("pk"))
@@ -289,7 +296,9 @@ def totals_live_get(*, start: datetime, end: datetime) -> Totals:
     thumbs = {
         row["rating"]: row["count"]
         for row in Feedback.objects.filter(
-            message__conversation__created_at__gte=start, message__conversation__created_at__lt=end
+            message__conversation__created_at__gte=start,
+            message__conversation__created_at__lt=end,
+            message__created_at__gte=start,
         )
         .order_by()
         .values("rating")
@@ -464,7 +473,15 @@ def _csat_average(csat: dict[int, int]) -> float | None:
     return round(sum(score * n for score, n in csat.items()) / count, RATE_DECIMALS) if count else None
 
 
-def _summary(totals: Totals, *, start: date, end: date, days_from_aggregates: int, days_live: int) -> Summary:
+def _summary(
+    totals: Totals,
+    *,
+    start: date,
+    end: date,
+    days_from_aggregates: int,
+    days_live: int,
+    review_queue_open: int | None = None,
+) -> Summary:
     period_start, period_end = day_bounds(start=start, end=end)
     return Summary(
         start=start,
@@ -482,7 +499,11 @@ def _summary(totals: Totals, *, start: date, end: date, days_from_aggregates: in
         unanswered=totals.unanswered,
         ttft_p50_ms=percentile_nearest_rank(totals.ttft, 50),
         ttft_p95_ms=percentile_nearest_rank(totals.ttft, 95),
-        review_queue_open=_review_queue_open(created_from=period_start, created_to=period_end),
+        review_queue_open=(
+            _review_queue_open(created_from=period_start, created_to=period_end)
+            if review_queue_open is None
+            else review_queue_open
+        ),
         days_from_aggregates=days_from_aggregates,
         days_live=days_live,
     )
@@ -638,11 +659,20 @@ def report_get(*, start: date, end: date) -> Report:
     Read like the summary (aggregates for past days, today live), with every day's own totals kept.
     """
     totals, days, aggregated, live = _period_totals(start=start, end=end, per_day=True)
-    summary = _summary(totals, start=start, end=end, days_from_aggregates=aggregated, days_live=live)
+    period_start, period_end = day_bounds(start=start, end=end)
+    verdicts = _verdict_counts(created_from=period_start, created_to=period_end)
+    # The open items are the verdicts' "open" row: one count of the review queue, not two.
+    summary = _summary(
+        totals,
+        start=start,
+        end=end,
+        days_from_aggregates=aggregated,
+        days_live=live,
+        review_queue_open=sum(row.count for row in verdicts if row.key == "open"),
+    )
     thumbs = totals.thumbs_up + totals.thumbs_down
     titles = _article_titles(totals.cited_articles)
     triggers = dict(Ticket.Trigger.choices)
-    period_start, period_end = day_bounds(start=start, end=end)
     return Report(
         summary=summary,
         days=[
@@ -676,5 +706,5 @@ def report_get(*, start: date, end: date) -> Report:
             for article, count in totals.cited_articles.items()
         )[:TOP_ROWS],
         unanswered_questions=_group_questions(totals.unanswered_questions, limit=TOP_ROWS),
-        review_verdicts=_verdict_counts(created_from=period_start, created_to=period_end),
+        review_verdicts=verdicts,
     )
