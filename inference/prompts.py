@@ -24,6 +24,7 @@ from django.conf import settings
 
 from conversations import selectors
 from conversations.models import Attachment, Message
+from cs_platform.pii import pii_mask
 from inference import grounding
 from inference.client import ChatRequest
 from inference.models import AssistantProfile, every_locale
@@ -280,7 +281,7 @@ def _image_placeholder(attachment: Attachment) -> str:
     text = f"[The customer attached an image ({attachment.width}×{attachment.height}) that you cannot see."
     # What OCR stored when the image was uploaded; prompt building never runs OCR itself.
     if attachment.ocr_status == Attachment.OcrStatus.READ and attachment.ocr_text:
-        text += f" Text read from it by OCR:\n{attachment.ocr_text}\n"
+        text += f" Text read from it by OCR:\n{_customer_words(attachment.ocr_text)}\n"
     elif attachment.ocr_status == Attachment.OcrStatus.FAILED:
         text += " Its text could not be read."
     elif attachment.ocr_status == Attachment.OcrStatus.NOT_READ:
@@ -424,12 +425,18 @@ def chat_request_build(
     )
 
 
+def _customer_words(text: str) -> str:
+    """What the customer wrote (or OCR read from their image), masked when PII_MASK_BEFORE_MODEL says
+    personal data must not reach the model (cs_platform/pii.py: IDs, cards, mobiles, e-mails)."""
+    return pii_mask(text) if settings.PII_MASK_BEFORE_MODEL else text
+
+
 def _message_entry(message: Message, *, images_left: int) -> tuple[dict[str, Any] | None, int, int]:
     """A history message as a chat entry, its estimated cost, and the image allowance left after it."""
     if message.role == Message.Role.CUSTOMER:
         attachments = list(message.attachments.all())
         if not attachments:
-            text = message.text
+            text = _customer_words(message.text)
             return (
                 {"role": "user", "content": text},
                 estimate_tokens(text) + TOKENS_PER_MESSAGE_OVERHEAD,
@@ -447,8 +454,9 @@ def _message_entry(message: Message, *, images_left: int) -> tuple[dict[str, Any
                 parts.append({"type": "text", "text": placeholder})
                 cost += estimate_tokens(placeholder)
         if message.text:
-            parts.append({"type": "text", "text": message.text})
-            cost += estimate_tokens(message.text)
+            words = _customer_words(message.text)
+            parts.append({"type": "text", "text": words})
+            cost += estimate_tokens(words)
         if all(part["type"] == "text" for part in parts):
             text = "\n".join(part["text"] for part in parts)
             return {"role": "user", "content": text}, cost, images_left

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cs_platform.pii import pii_mask
 from reports.selectors import CSAT_SCORES, Ranked, Report
 
 __all__ = ["TABLES", "Column", "Table", "display", "duration_text", "table_csv", "tables_build"]
@@ -65,7 +66,7 @@ def display(value: Any, kind: str) -> str:
         return f"{value:.2f}"
     if kind == "count":
         return f"{value:,}"
-    return str(value)
+    return pii_mask(str(value))
 
 
 def _ranked_rows(rows: Sequence[Ranked], *, variants: bool = False) -> list[tuple[Any, ...]]:
@@ -218,8 +219,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: Any, kind: str) -> Any:
     if value is None:
         return ""
-    if kind == "text" and isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
+    if kind == "text" and isinstance(value, str):
+        value = pii_mask(value)  # customers' own words: no phone, ID, card or e-mail leaves in a file
+        if value.startswith(_FORMULA_STARTS):
+            return "'" + value
     return value
 
 
