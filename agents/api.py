@@ -26,7 +26,7 @@ from agents.serializers import (
     ticket_data,
 )
 from agents.services import TicketAlreadyClaimed
-from conversations.api import RATE_WINDOW_SECONDS, RATELIMIT_KEY, ApiError
+from conversations.api import RATELIMIT_KEY, ApiError, rate_window_seconds, setting_rate
 from conversations.errors import ServiceError
 from conversations.models import Conversation
 
@@ -41,16 +41,24 @@ def _service_error(error: ServiceError) -> ApiError:
     return ApiError(error.code, error.detail, status_code)
 
 
-LOGIN_RATE = "10/m"
+# Sign-ins to the console and to admin count together (cs_platform/staff_login.py): one budget per address.
+LOGIN_GROUP = "staff-login"
+LOGIN_RATE = setting_rate("RATE_LIMIT_STAFF_LOGINS")
+
+
+def login_retry_after(request: Any) -> int:
+    """Seconds until this address may try to sign in again (its window's end, or a whole window)."""
+    window = rate_window_seconds(LOGIN_RATE(LOGIN_GROUP, request))
+    usage = get_usage(request, group=LOGIN_GROUP, key=RATELIMIT_KEY, rate=LOGIN_RATE, increment=False)
+    time_left = usage["time_left"] if usage else 0
+    return int(time_left) if 0 < time_left <= window else window
 
 
 def _login_rate_limited(request: Request) -> ApiError:
-    usage = get_usage(request, group="agent-login", key=RATELIMIT_KEY, rate=LOGIN_RATE, increment=False)
-    time_left = usage["time_left"] if usage else 0
     error = ApiError(
         "rate_limited", "Too many login attempts; wait a minute.", status.HTTP_429_TOO_MANY_REQUESTS
     )
-    error.wait = time_left if 0 < time_left <= RATE_WINDOW_SECONDS else RATE_WINDOW_SECONDS
+    error.wait = login_retry_after(request)
     return error
 
 
@@ -76,9 +84,7 @@ class LoginInput(serializers.Serializer[Any]):
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
 
 
-@method_decorator(
-    ratelimit(group="agent-login", key=RATELIMIT_KEY, rate=LOGIN_RATE, block=False), name="post"
-)
+@method_decorator(ratelimit(group=LOGIN_GROUP, key=RATELIMIT_KEY, rate=LOGIN_RATE, block=False), name="post")
 class SessionApi(APIView):
     """Log in and out of the console; GET also hands out the CSRF cookie the writes need."""
 

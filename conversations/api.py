@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -57,16 +58,51 @@ def exception_handler(error: Exception, context: dict[str, Any]) -> Response | N
 
 
 RATELIMIT_KEY = "cs_platform.client_ip.ratelimit_key"
-# Every widget limit counts per minute.
-RATE_WINDOW_SECONDS = 60
+_RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _rate_limited(request: Request, group: str, rate: str, detail: str) -> ApiError:
+def setting_rate(name: str) -> Callable[[str, Any], str]:
+    """A django-ratelimit rate read from the setting `name` on every request (so that a test or a
+    deployment's override applies without re-importing the views)."""
+
+    def rate(group: str, request: Any) -> str:
+        return str(getattr(settings, name))
+
+    rate.__name__ = f"rate_{name.lower()}"
+    return rate
+
+
+def rate_window_seconds(rate: str) -> int:
+    """The window of a rate such as "30/m" or "100/5m", in seconds."""
+    period = rate.partition("/")[2]
+    count = int(period[:-1] or 1)
+    return count * _RATE_UNIT_SECONDS[period[-1]]
+
+
+def conversation_key(group: str, request: Any) -> str:
+    """django-ratelimit key: the conversation in the address (/conversations/<id>/...)."""
+    return str(request.resolver_match.kwargs.get("conversation_id", ""))
+
+
+NEW_CONVERSATION_RATE = setting_rate("RATE_LIMIT_NEW_CONVERSATIONS")
+UPLOAD_RATE_PER_IP = setting_rate("RATE_LIMIT_UPLOADS_PER_IP")
+UPLOAD_RATE_PER_CONVERSATION = setting_rate("RATE_LIMIT_UPLOADS_PER_CONVERSATION")
+CSAT_RATE = setting_rate("RATE_LIMIT_CSAT")
+
+
+def _rate_limited(
+    request: Request,
+    group: str,
+    rate: Callable[[str, Any], str],
+    detail: str,
+    key: str | Callable[[str, Any], str] = RATELIMIT_KEY,
+) -> ApiError:
     """429 `rate_limited`, with Retry-After: the seconds until the client's window ends."""
-    usage = get_usage(request, group=group, key=RATELIMIT_KEY, rate=rate, increment=False)
+    window = rate_window_seconds(rate(group, request))
+    usage = get_usage(request, group=group, key=key, rate=rate, increment=False)
     time_left = usage["time_left"] if usage else 0
     error = ApiError("rate_limited", detail, status.HTTP_429_TOO_MANY_REQUESTS)
-    error.wait = time_left if 0 < time_left <= RATE_WINDOW_SECONDS else RATE_WINDOW_SECONDS
+    error.wait = time_left if 0 < time_left <= window else window
     return error
 
 
@@ -113,7 +149,8 @@ class ConversationCreateInput(serializers.Serializer[Any]):
 
 
 @method_decorator(
-    ratelimit(group="widget-conversation-create", key=RATELIMIT_KEY, rate="30/m", block=False), name="post"
+    ratelimit(group="widget-conversation-create", key=RATELIMIT_KEY, rate=NEW_CONVERSATION_RATE, block=False),
+    name="post",
 )
 class ConversationCreateApi(APIView):
     def post(self, request: Request) -> Response:
@@ -121,7 +158,7 @@ class ConversationCreateApi(APIView):
             raise _rate_limited(
                 request,
                 "widget-conversation-create",
-                "30/m",
+                NEW_CONVERSATION_RATE,
                 "Too many new conversations from this address; try again shortly.",
             )
         payload = ConversationCreateInput(data=request.data or {})
@@ -149,7 +186,17 @@ class MessageListApi(APIView):
 
 
 @method_decorator(
-    ratelimit(group="widget-attachment-upload", key=RATELIMIT_KEY, rate="60/m", block=False), name="post"
+    ratelimit(group="widget-attachment-upload", key=RATELIMIT_KEY, rate=UPLOAD_RATE_PER_IP, block=False),
+    name="post",
+)
+@method_decorator(
+    ratelimit(
+        group="widget-attachment-upload-conversation",
+        key=conversation_key,
+        rate=UPLOAD_RATE_PER_CONVERSATION,
+        block=False,
+    ),
+    name="post",
 )
 class AttachmentUploadApi(APIView):
     parser_classes = [MultiPartParser, JSONParser]
@@ -157,9 +204,22 @@ class AttachmentUploadApi(APIView):
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
         conversation = authorised_conversation(request, conversation_id)
         if getattr(request, "limited", False):
-            raise _rate_limited(
-                request, "widget-attachment-upload", "60/m", "Too many uploads; please wait a minute."
+            per_ip = _rate_limited(
+                request,
+                "widget-attachment-upload",
+                UPLOAD_RATE_PER_IP,
+                "Too many uploads; please wait a minute.",
             )
+            per_conversation = _rate_limited(
+                request,
+                "widget-attachment-upload-conversation",
+                UPLOAD_RATE_PER_CONVERSATION,
+                "Too many uploads; please wait a minute.",
+                key=conversation_key,
+            )
+            # Whichever limit was reached, the client may try again once both windows allow it.
+            per_ip.wait = max(per_ip.wait or 0, per_conversation.wait or 0)
+            raise per_ip
         upload = request.FILES.get("file")
         if upload is None:
             raise ApiError("no_file", "Send the image as multipart form data in the field 'file'.")
@@ -183,7 +243,7 @@ class CsatInput(serializers.Serializer[Any]):
     comment = serializers.CharField(allow_blank=True, max_length=2000, default="")
 
 
-@method_decorator(ratelimit(group="widget-csat", key=RATELIMIT_KEY, rate="30/m", block=False), name="post")
+@method_decorator(ratelimit(group="widget-csat", key=RATELIMIT_KEY, rate=CSAT_RATE, block=False), name="post")
 class CsatApi(APIView):
     """The customer's 1–5 rating of a conversation, for one no longer on a socket (an earlier one)."""
 
@@ -193,7 +253,7 @@ class CsatApi(APIView):
         conversation = authorised_conversation(request, conversation_id)
         if getattr(request, "limited", False):
             raise _rate_limited(
-                request, "widget-csat", "30/m", "Too many ratings from this address; try again shortly."
+                request, "widget-csat", CSAT_RATE, "Too many ratings from this address; try again shortly."
             )
         body = request.data
         if not isinstance(body, dict):

@@ -20,6 +20,7 @@ from conversations import events, frames, handoff_rules, replies, selectors, ser
 from conversations.models import Conversation
 from conversations.selectors import PostedMessage
 from conversations.serializers import message_data
+from cs_platform.client_ip import client_ip_from_scope
 from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund, rate_limit_retry_after
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,19 @@ def _handoff_request(conversation: Conversation, reason: str) -> dict[str, Any]:
     return handoff_rules.handoff_started_payload(ticket=ticket)
 
 
-def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMessage | None:
-    """Count the message against the rate limit and save it, in one hop to the database thread;
-    None if it is over the limit. A re-sent message is answered from what was saved, over the limit
-    or not, and its hit is given back: it is not a new one."""
-    hit = rate_limit_hit(key=f"ws-message:{conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE)
-    if hit.exceeded:
+def _message_post(
+    conversation: Conversation, data: dict[str, Any], client_ip: str | None = None
+) -> PostedMessage | None:
+    """Count the message against the rate limits (the conversation's, and its address's across all
+    its conversations) and save it, in one hop to the database thread; None if it is over a limit. A
+    re-sent message is answered from what was saved, over a limit or not, and its hits are given
+    back: it is not a new one."""
+    hits = [rate_limit_hit(key=f"ws-message:{conversation.pk}", limit=settings.WIDGET_MESSAGES_PER_MINUTE)]
+    if client_ip:
+        hits.append(
+            rate_limit_hit(key=f"ws-message-ip:{client_ip}", limit=settings.WIDGET_MESSAGES_PER_IP_PER_MINUTE)
+        )
+    if any(hit.exceeded for hit in hits):
         posted = selectors.message_posted_get(conversation=conversation, client_id=data["client_id"])
     else:
         # A repeated client_id is found by the unique constraint: a new message costs no lookup.
@@ -97,11 +105,11 @@ def _message_post(conversation: Conversation, data: dict[str, Any]) -> PostedMes
             client_id=data["client_id"],
             attachment_ids=data["attachments"],
         )
-    if posted is None:
-        return None
-    if posted.created:
+    if posted is not None and posted.created:
         selectors.message_attachments_load(message=posted.message)
-    else:
+        return posted
+    # Not a new message (re-sent, or refused by one limit): it costs no limit anything.
+    for hit in hits:
         rate_limit_refund(hit)
     return posted
 
@@ -167,6 +175,7 @@ class ConversationConsumer(JsonFrameConsumer):
 
     async def connect(self) -> None:
         self.conversation = None
+        self.client_ip = client_ip_from_scope(self.scope)
         self.delta_floor = {}
         self.finished_replies = []
         self.typing_relayed_at = None
@@ -278,7 +287,7 @@ class ConversationConsumer(JsonFrameConsumer):
         if data is None:
             return
         assert self.conversation is not None
-        posted = await database_sync_to_async(_message_post)(self.conversation, data)
+        posted = await database_sync_to_async(_message_post)(self.conversation, data, self.client_ip)
         if posted is None:
             await self.send_error(
                 "rate_limited",

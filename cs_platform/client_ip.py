@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -54,6 +55,19 @@ def resolve_client_ip(peer: str | None, forwarded_for: str | None) -> str | None
 def client_ip_from_request(request: HttpRequest) -> str | None:
     """The client's address for an HTTP request."""
     return resolve_client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
+
+
+def client_ip_from_scope(scope: Mapping[str, Any]) -> str | None:
+    """The client's address for an ASGI connection (a websocket): its peer, and X-Forwarded-For as far
+    as the hops are TRUSTED_PROXIES, as for HTTP."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    forwarded = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+        if name.lower() == b"x-forwarded-for"
+    ]
+    return resolve_client_ip(peer, ",".join(forwarded) or None)
 
 
 def ratelimit_key(group: str, request: HttpRequest) -> str:

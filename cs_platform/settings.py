@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import math
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -412,8 +413,18 @@ CORS_URLS_REGEX = r"^/api/widget/.*$"
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
-# Customers: messages a conversation may send per minute over the websocket.
+# Customers: messages a conversation may send per minute over the websocket, and all the
+# conversations of one address together (a script opening many conversations to get around the first).
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
+WIDGET_MESSAGES_PER_IP_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_IP_PER_MINUTE", default=60)
+# HTTP limits, as django-ratelimit rates ("30/m": 30 a minute; s, m, h, d), counted in Redis so that
+# they hold across every web process; per client address unless said otherwise.
+RATE_LIMIT_NEW_CONVERSATIONS = env.str("RATE_LIMIT_NEW_CONVERSATIONS", default="30/m")
+RATE_LIMIT_UPLOADS_PER_IP = env.str("RATE_LIMIT_UPLOADS_PER_IP", default="60/m")
+RATE_LIMIT_UPLOADS_PER_CONVERSATION = env.str("RATE_LIMIT_UPLOADS_PER_CONVERSATION", default="20/m")
+RATE_LIMIT_CSAT = env.str("RATE_LIMIT_CSAT", default="30/m")
+# Sign-in attempts to admin and to the agent console together, per address.
+RATE_LIMIT_STAFF_LOGINS = env.str("RATE_LIMIT_STAFF_LOGINS", default="10/m")
 # A websocket must authenticate (its hello frame) within this time, or it is closed with 4408.
 WIDGET_HELLO_TIMEOUT_SECONDS = env.float("WIDGET_HELLO_TIMEOUT_SECONDS", default=20.0)
 RATELIMIT_USE_CACHE = "default" if EMBEDDED else "ratelimit"
@@ -486,10 +497,22 @@ def _validate() -> None:
         "ATTACHMENT_MAX_PIXELS",
         "OCR_MAX_CHARS",
         "WIDGET_MESSAGES_PER_MINUTE",
+        "WIDGET_MESSAGES_PER_IP_PER_MINUTE",
         "CHANNEL_LAYER_MAX_CONNECTIONS",
     ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive integer.")
+    for name in (
+        "RATE_LIMIT_NEW_CONVERSATIONS",
+        "RATE_LIMIT_UPLOADS_PER_IP",
+        "RATE_LIMIT_UPLOADS_PER_CONVERSATION",
+        "RATE_LIMIT_CSAT",
+        "RATE_LIMIT_STAFF_LOGINS",
+    ):
+        if not re.fullmatch(r"[1-9]\d*/\d*[smhd]", globals()[name]):
+            raise ImproperlyConfigured(
+                f"{name} must be a rate such as 30/m (a count per s, m, h or d), not {globals()[name]!r}."
+            )
     if INFERENCE_MAX_IMAGES_PER_PROMPT < 0:
         raise ImproperlyConfigured(
             "INFERENCE_MAX_IMAGES_PER_PROMPT must be zero (no images) or a positive integer."
