@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from access.middleware import IpRulesWebsocketMiddleware  # noqa: E402
 from agents.routing import websocket_urlpatterns as agent_websocket_urlpatterns  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from cs_platform.reason_phrases import add_missing_reason_phrases  # noqa: E402
@@ -32,8 +33,10 @@ application = StalledReplySweepMiddleware(
         {
             "http": UploadSizeLimitMiddleware(django_asgi_application),
             # The agent console's route first: the conversations' list ends with a catch-all (4404).
-            "websocket": AllowedHostsOriginValidator(
-                URLRouter([*agent_websocket_urlpatterns, *websocket_urlpatterns])
+            # IP rules first (access/middleware.py): a refused address is closed with 4403, whatever
+            # its Origin says.
+            "websocket": IpRulesWebsocketMiddleware(
+                AllowedHostsOriginValidator(URLRouter([*agent_websocket_urlpatterns, *websocket_urlpatterns]))
             ),
         }
     )

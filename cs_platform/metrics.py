@@ -1,6 +1,7 @@
 """GET /metrics: Prometheus figures read from the database at scrape time, so they cover every
 web process and worker, and the inference servers' state as this process sees it; reachable only
-from METRICS_ALLOWED_IPS or with METRICS_TOKEN."""
+from METRICS_ALLOWED_IPS or with METRICS_TOKEN, or from the addresses of metrics IP rules when there are
+any (access/rules.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from access.middleware import request_verdict
+from access.rules import Reason, Scope
 from conversations.models import Conversation, Message, SatisfactionRating, Ticket
 from cs_platform.client_ip import client_ip_from_request
 from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE
@@ -108,6 +111,18 @@ class InferenceServerCollector(Collector):
 
 
 def _allowed(request: HttpRequest) -> bool:
+    """The address is admitted by a metrics allow rule, or is in METRICS_ALLOWED_IPS, or the token is right.
+
+    The IP rules' middleware (access/middleware.py) has already refused a metrics deny rule's address
+    (token or not) and, when metrics allow rules exist, any address they do not match: those rules then
+    replace METRICS_ALLOWED_IPS. With no metrics allow rule, METRICS_ALLOWED_IPS and METRICS_TOKEN are
+    the metrics scope's default, as before the rules existed.
+    """
+    verdict = request_verdict(request, scope=Scope.METRICS)
+    if not verdict.admitted:
+        return False
+    if verdict.reason is Reason.ALLOW_RULE:
+        return True
     token = settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(header, f"Bearer {token}"):

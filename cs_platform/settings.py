@@ -126,12 +126,16 @@ INSTALLED_APPS = [
     "agents",
     "review",
     "reports",
+    "access",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # IP rules (access/): before sessions, so a refused address costs no session read; after CORS, so a
+    # browser on another origin can read the refusal.
+    "access.middleware.IpRulesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -430,6 +434,9 @@ WIDGET_HELLO_TIMEOUT_SECONDS = env.float("WIDGET_HELLO_TIMEOUT_SECONDS", default
 RATELIMIT_USE_CACHE = "default" if EMBEDDED else "ratelimit"
 # With Redis unreachable (no count), django-ratelimit lets requests through; see cs_platform/ratelimit.py.
 RATELIMIT_FAIL_OPEN = True
+# IP rules (access/rules.py): each process reads them from the database at most this often, so a rule
+# added in admin or with `manage.py ip_rule` applies on every process within this many seconds.
+IP_RULES_CACHE_SECONDS = env.float("IP_RULES_CACHE_SECONDS", default=5.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
