@@ -97,11 +97,9 @@ def agent_message_post(*, conversation: Conversation, agent: Any, text: str, int
     text = text.strip()
     if not text:
         raise ServiceError("empty_message", "A message needs text.")
-    if len(text) > conversation_services.MESSAGE_MAX_CHARS:
-        raise ServiceError(
-            "message_too_long",
-            f"A message can be at most {conversation_services.MESSAGE_MAX_CHARS} characters.",
-        )
+    limit = conversation_services.message_max_chars()
+    if len(text) > limit:
+        raise ServiceError("message_too_long", f"A message can be at most {limit} characters.")
     ticket = None
     if not internal:
         ticket = _ticket_for(conversation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ import nh3
 from django.contrib import admin, messages
 from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join, linebreaks
@@ -96,9 +97,32 @@ def ticket_reason_label(reason: str) -> str:
     return reason or "–"
 
 
-def reply_markers_html(message: Message) -> SafeString:
-    """What supervisors must not miss about a reply: unanswered, cut short, or failed and why."""
+# A reply stopped because the model wrote a blocked term (safety/): saved complete, as the replacement
+# sentence, with the term in error_detail.
+BLOCKED_CODE = "blocked"
+# Whether the staff member reading the transcript may see which term stopped a reply: whoever may read
+# the blocked terms (supervisors, managers, superusers), not agents. Set for one change page's render.
+_shows_blocked_terms: ContextVar[bool] = ContextVar("shows_blocked_terms", default=False)
+
+
+def user_sees_blocked_terms(user: Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.has_perm("safety.view_blockedterm"))
+
+
+def reply_markers_html(message: Message, *, show_blocked_term: bool | None = None) -> SafeString:
+    """What supervisors must not miss about a reply: unanswered, cut short, blocked, or failed and why."""
     markers = []
+    if message.error_code == BLOCKED_CODE and message.status != Message.Status.FAILED:
+        shown = _shows_blocked_terms.get() if show_blocked_term is None else show_blocked_term
+        markers.append(
+            format_html(
+                '<div class="transcript-marker transcript-blocked" style="margin-top:4px;font-size:12px;'
+                'font-weight:bold;color:#c53030">{}{}</div>',
+                "⊘ blocked: the model wrote a blocked term; the reply was stopped and the customer was "
+                "shown the replacement sentence above",
+                format_html(" (term: “{}”)", message.error_detail) if shown and message.error_detail else "",
+            )
+        )
     if message.is_unanswered:
         markers.append(
             format_html(
@@ -200,7 +224,7 @@ def citations_html(citations: Any) -> SafeString:
     )
 
 
-def transcript_html(conversation: Conversation) -> SafeString:
+def transcript_html(conversation: Conversation, *, show_blocked_term: bool | None = None) -> SafeString:
     """The conversation as staff read it: who said what, when, with images in place."""
     # One query for the messages with their feedback, one for all their attachments, however long.
     messages = (
@@ -276,7 +300,9 @@ def transcript_html(conversation: Conversation) -> SafeString:
                 " · " + " · ".join(details) if details else "",
                 message_text_html(message),
                 citations_html(message.citations) if message.role == Message.Role.ASSISTANT else "",
-                reply_markers_html(message) if message.role == Message.Role.ASSISTANT else "",
+                reply_markers_html(message, show_blocked_term=show_blocked_term)
+                if message.role == Message.Role.ASSISTANT
+                else "",
                 images,
             )
         )
@@ -679,6 +705,25 @@ class ConversationAdmin(CreatedByCustomersOnly):
     def transcript(self, conversation: Conversation) -> SafeString:
         return transcript_html(conversation)
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The transcript (a read-only field, given no request) names a blocked reply's term only to
+        # those who may read the terms; rendered here, while the reader is known.
+        token = _shows_blocked_terms.set(user_sees_blocked_terms(request.user))
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            render = getattr(response, "render", None)
+            if callable(render):
+                render()
+            return response
+        finally:
+            _shows_blocked_terms.reset(token)
+
 
 @admin.register(Message)
 class MessageAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
@@ -699,6 +744,13 @@ class MessageAdmin(OwnConversationsOnlyForAgents, CreatedByCustomersOnly):
     list_select_related = ("conversation",)
     readonly_fields = [field.name for field in Message._meta.fields]
     date_hierarchy = "created_at"
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        # A blocked reply's error_detail is the term that stopped it: for those who may read the terms.
+        if obj is not None and obj.error_code == BLOCKED_CODE and not user_sees_blocked_terms(request.user):
+            return [field for field in fields if field != "error_detail"]
+        return fields
 
     # Not named "conversation": a list column named like a field shows the field, not the method.
     @admin.display(description="Conversation", ordering="conversation")

@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from conversations.errors import ServiceError
-from conversations.services import MESSAGE_MAX_CHARS
+from conversations.services import message_max_chars
 
 
 class StrictCharField(serializers.CharField):
@@ -36,12 +36,12 @@ HARD_CAP_FACTOR = 4
 
 
 def _message_too_long() -> ServiceError:
-    return ServiceError("message_too_long", f"A message can be at most {MESSAGE_MAX_CHARS} characters.")
+    return ServiceError("message_too_long", f"A message can be at most {message_max_chars()} characters.")
 
 
 class MessageText(StrictCharField):
     def to_internal_value(self, data: Any) -> str:
-        if isinstance(data, str) and len(data) > HARD_CAP_FACTOR * MESSAGE_MAX_CHARS:
+        if isinstance(data, str) and len(data) > HARD_CAP_FACTOR * message_max_chars():
             raise _message_too_long()
         return super().to_internal_value(data)
 

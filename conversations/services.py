@@ -35,7 +35,10 @@ from conversations.uploads import image_normalise
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_MAX_CHARS = 4000
+
+def message_max_chars() -> int:
+    """The longest message text (customer's or agent's), in characters: the MESSAGE_MAX_CHARS setting."""
+    return int(settings.MESSAGE_MAX_CHARS)
 
 
 def conversation_create(
@@ -95,8 +98,9 @@ def _message_post(
     text = text.strip()
     if not text and not attachment_ids:
         raise ServiceError("empty_message", "A message needs text or at least one image.")
-    if len(text) > MESSAGE_MAX_CHARS:
-        raise ServiceError("message_too_long", f"A message can be at most {MESSAGE_MAX_CHARS} characters.")
+    limit = message_max_chars()
+    if len(text) > limit:
+        raise ServiceError("message_too_long", f"A message can be at most {limit} characters.")
     if len(attachment_ids) > settings.ATTACHMENT_MAX_PER_MESSAGE:
         raise ServiceError(
             "too_many_attachments",

@@ -42,7 +42,8 @@ _AGENT: Grants = {
 }
 
 # Supervisors also read every rating, work the review queue and keep the knowledge base, the canned
-# replies and the team's hours up to date. They delete no article or FAQ entry (unpublish instead).
+# replies, the team's hours and the blocked terms up to date. They delete no article or FAQ entry
+# (unpublish instead).
 _SUPERVISOR: Grants = {
     **_AGENT,
     "conversations.attachment": ("view",),
@@ -57,6 +58,10 @@ _SUPERVISOR: Grants = {
     "agents.handoffsettings": ("view", "change"),
     "agents.weeklyhours": ("view", "add", "change", "delete"),
     "agents.holiday": ("view", "add", "change", "delete"),
+    # What the assistant must never say (blocked terms, per language), what it says instead, and its
+    # disclaimer (safety/).
+    "safety.blockedterm": ("view", "add", "change", "delete"),
+    "safety.safetysettings": ("view", "change"),
 }
 
 # Managers read transcripts, ratings, the review queue and the reports; they change nothing (unless
@@ -70,6 +75,8 @@ _MANAGER: Grants = {
     "conversations.satisfactionrating": ("view",),
     "review.reviewitem": ("view",),
     "reports.dailystat": ("view",),
+    "safety.blockedterm": ("view",),
+    "safety.safetysettings": ("view",),
 }
 
 ROLE_PERMISSIONS: dict[str, Grants] = {AGENT: _AGENT, SUPERVISOR: _SUPERVISOR, MANAGER: _MANAGER}

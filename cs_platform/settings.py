@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "review",
     "reports",
     "access",
+    "safety",
 ]
 
 MIDDLEWARE = [
@@ -366,6 +367,10 @@ INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = env.bool("INFERENCE_SYSTEM_PROMPT_IN_USER
 # is on too. Only for a server that does tool calling (vLLM with --enable-auto-tool-choice and a
 # --tool-call-parser): off by default, since the embedded llama.cpp model does none.
 INFERENCE_HANDOFF_TOOL = env.bool("INFERENCE_HANDOFF_TOOL", default=False)
+# Safety of what the assistant says (safety/): blocked terms stopped as a reply streams, and the
+# disclaimer, both kept in admin. Each process reads them from the database at most this often, so an
+# edit applies on every process within this many seconds (at once in the process that saved it).
+SAFETY_CACHE_SECONDS = env.float("SAFETY_CACHE_SECONDS", default=10.0)
 # A reply whose worker has not shown progress for this long is failed and the customer told.
 REPLY_STALLED_AFTER_SECONDS = env.int("REPLY_STALLED_AFTER_SECONDS", default=30)
 # A reply no worker has picked up after this long is failed (no worker running, queue jammed).
@@ -375,6 +380,8 @@ REPLY_HEARTBEAT_SECONDS = env.float("REPLY_HEARTBEAT_SECONDS", default=5.0)
 # Attachments (images).
 ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 ATTACHMENT_MAX_PER_MESSAGE = env.int("ATTACHMENT_MAX_PER_MESSAGE", default=4)
+# The longest message text, a customer's or an agent's, in characters (`message_too_long` past it).
+MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=4000)
 ATTACHMENT_MAX_SIDE = env.int("ATTACHMENT_MAX_SIDE", default=2048)
 # Qwen-VL spends one visual token per 28x28 px patch: 1,605,632 px is at most 2048 visual tokens.
 ATTACHMENT_MAX_PIXELS = env.int("ATTACHMENT_MAX_PIXELS", default=2048 * 28 * 28)
@@ -561,6 +568,7 @@ def _validate() -> None:
     for name in (
         "ATTACHMENT_MAX_BYTES",
         "ATTACHMENT_MAX_PER_MESSAGE",
+        "MESSAGE_MAX_CHARS",
         "ATTACHMENT_MAX_DECODED_PIXELS",
         "ATTACHMENT_MAX_JPEG_PIXELS",
         "ATTACHMENT_NORMALISE_CONCURRENCY",

@@ -10,6 +10,13 @@ model-tool trigger switched on, the model is offered a `handoff_to_human` tool. 
 saves the reply as it stands (a short sentence if the model wrote nothing) and then hands the
 conversation to a person: one ticket, trigger model_tool, the model's reason, the AI paused.
 
+The model's text also goes through the supervisors' blocked terms (`safety.terms.BlockedTermFilter`,
+after the tool-call and fence filters): a possible start of a term is held back until the next delta
+says what it is, and a complete term stops the stream (the producer is cancelled, as for any other
+way out) and the reply ends as the configured replacement sentence, saved complete with error_code
+"blocked" and the term in error_detail (staff only: the customer's frames carry a complete reply's
+error as null). A complete model answer gets the disclaimer, when switched on, as a last delta.
+
 One event loop runs the whole reply. From the claim on, a heartbeat task keeps the reply's
 `heartbeat_at` fresh (through prompt building as much as through streaming) and brings back the
 database's verdict; a producer task reads the server's stream; the loop here coalesces tokens into
@@ -60,6 +67,8 @@ from inference.errors import InferenceError, InferenceTimeout
 from inference.grounding import FenceTagFilter, ToolCallTextFilter, citations_from_text
 from inference.prompts import InstantAnswer, instant_answer_find, prompt_build
 from knowledge.retrieval import Source
+from safety.policy import SafetyPolicy, policy_cached, policy_get
+from safety.terms import BlockedTermFilter
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +204,12 @@ class ReplyGeneration:
     # prompt's fence, never reach the customer.
     tool_filter: ToolCallTextFilter = field(default_factory=ToolCallTextFilter)
     fence_filter: FenceTagFilter = field(default_factory=FenceTagFilter)
+    # The supervisors' blocked terms, last in line (None: no term is blocked in the reply's language),
+    # and the policy they came from (the replacement sentence, the disclaimer); a model reply reads them.
+    term_filter: BlockedTermFilter | None = None
+    safety: SafetyPolicy | None = None
+    # Whether the model wrote any of what the reply says (not only a fixed sentence): the disclaimer's.
+    model_wrote: bool = False
     # Whether the request offered the model its handoff tool; a call of a tool not offered is ignored.
     handoff_tool_offered: bool = False
     # The reason the model gave when it called the handoff tool (None: it did not call it).
@@ -246,6 +261,7 @@ class ReplyGeneration:
                     self.handoff_tool_offered = any(
                         tool.get("function", {}).get("name") == HANDOFF_TOOL_NAME for tool in planned.tools
                     )
+                    await self._safety_load()
                     producer = asyncio.create_task(self._produce(planned))
                     end = await self._consume()
             except _Abandoned:
@@ -260,8 +276,11 @@ class ReplyGeneration:
                     # Cancelling the producer closes the HTTP stream, so the server stops generating too.
                     producer.cancel()
                     await asyncio.gather(producer, return_exceptions=True)
+            self.model_wrote = bool((self.text + self.pending).strip())
             self._handoff_sentence_add(end)
             await self._flush()
+            if self._disclaimer_add(end):
+                await self._flush()
             await self._save(end)
             await self._hand_off(end)
         except _Abandoned:
@@ -357,10 +376,14 @@ class ReplyGeneration:
             if kind == "event":
                 if self._apply(value):
                     token_deadline = now + settings.INFERENCE_TOKEN_TIMEOUT
+                blocked = self._blocked_end()
+                if blocked is not None:
+                    return blocked
             elif kind == "end":
-                self.pending += self.tool_filter.feed(self.fence_filter.flush()) + self.tool_filter.flush()
+                rest = self.tool_filter.feed(self.fence_filter.flush()) + self.tool_filter.flush()
+                self.pending += self._terms_feed(rest) + self._terms_flush()
                 self._tool_calls_take(self._written_tool_calls())
-                return _End(ReplyOutcome.COMPLETE)
+                return self._blocked_end() or _End(ReplyOutcome.COMPLETE)
             elif kind == "error":
                 raise value
             elif kind == "verdict":
@@ -400,8 +423,49 @@ class ReplyGeneration:
         if self.first_token_at is None:
             self.first_token_at = timezone.now()
         self.chunks_received += 1
-        self.pending += self.tool_filter.feed(self.fence_filter.feed(event.text))
+        self.pending += self._terms_feed(self.tool_filter.feed(self.fence_filter.feed(event.text)))
         self._tool_calls_take(self._written_tool_calls())
+        return True
+
+    async def _safety_load(self) -> None:
+        """The blocked terms and the disclaimer for this reply: from the process's cache, else read."""
+        self.safety = policy_cached() or await database_sync_to_async(policy_get)()
+        self.term_filter = self.safety.term_filter(self.locale)
+
+    def _terms_feed(self, text: str) -> str:
+        return self.term_filter.feed(text) if self.term_filter is not None and text else text
+
+    def _terms_flush(self) -> str:
+        return self.term_filter.flush() if self.term_filter is not None else ""
+
+    @property
+    def blocked_term(self) -> str | None:
+        """The blocked term the model wrote (as configured), or None."""
+        return self.term_filter.blocked if self.term_filter is not None else None
+
+    def _blocked_end(self) -> _End | None:
+        """A complete blocked term stops the reply: nothing more is sent, not even the text before it."""
+        if self.blocked_term is None:
+            return None
+        logger.warning("Reply %s stopped: the model wrote a blocked term", self.reply_id)
+        self.pending = ""
+        return _End(ReplyOutcome.COMPLETE)
+
+    def _disclaimer_add(self, end: _End) -> bool:
+        """After a complete answer the model wrote, the disclaimer (if on) as a paragraph of its own."""
+        if (
+            end.outcome is not ReplyOutcome.COMPLETE
+            or self.source != Message.Source.MODEL
+            or self.blocked_term is not None
+            or not self.model_wrote
+            or self.safety is None
+        ):
+            return False
+        disclaimer = self.safety.disclaimer_for(self.locale)
+        if not disclaimer:
+            return False
+        separator = "" if self.text.endswith("\n\n") else "\n" if self.text.endswith("\n") else "\n\n"
+        self.pending = f"{separator}{disclaimer}"
         return True
 
     def _written_tool_calls(self) -> list[ToolCall]:
@@ -428,7 +492,7 @@ class ReplyGeneration:
 
     def _handoff_sentence_add(self, end: _End) -> None:
         """A reply that hands off with nothing said says so in a sentence: never an empty bubble."""
-        if not self._hands_off(end) or (self.text + self.pending).strip():
+        if not self._hands_off(end) or (self.text + self.pending).strip() or self.blocked_term is not None:
             return
         self.pending = HANDOFF_SENTENCES.get(self.locale, HANDOFF_SENTENCES[Conversation.Locale.EN])
         self.first_token_at = self.first_token_at or timezone.now()
@@ -486,18 +550,24 @@ class ReplyGeneration:
             logger.warning("Reply %s failed (%s): %s", self.reply_id, code, error.detail)
         counted = self.completion_tokens is None and self.chunks_received > 0
         citations, is_unanswered = self.citations, self.is_unanswered
+        text = self.text
         if self.source == Message.Source.MODEL:
             # What the reply actually cited, not everything the prompt showed; a reply told that nothing
             # covers the question is unanswered, unless it failed before it could say so.
             citations = citations_from_text(self.text, self.sources)
             is_unanswered = not self.grounding_found and end.outcome is not ReplyOutcome.FAILED
+        if self.blocked_term is not None and self.safety is not None:
+            # What the customer keeps is the replacement sentence (reply.done replaces what streamed);
+            # what the model wrote is kept nowhere, and the term only where staff read it.
+            text = self.safety.replacement_for(self.locale)
+            citations, code, detail = [], "blocked", self.blocked_term
         saved = await database_sync_to_async(reply_finish)(
             reply_id=self.reply_id,
             # The model's own handoff follows, with its reason: the reply-finished rules would only
             # open the same ticket under another trigger.
             consult_handoff_rules=not self._hands_off(end),
             outcome=end.outcome,
-            text=self.text,
+            text=text,
             model=self.model,
             # Unknown is not zero: None unless the server reported it.
             prompt_tokens=self.prompt_tokens,

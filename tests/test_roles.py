@@ -99,7 +99,9 @@ def test_only_superusers_hold_the_platforms_settings_and_access() -> None:
 
     for permission in held:
         app_label, codename = permission.split(".")
-        assert app_label in {"conversations", "knowledge", "agents", "review", "reports"}, permission
+        assert app_label in {"conversations", "knowledge", "agents", "review", "reports", "safety"}, (
+            permission
+        )
         assert not codename.endswith(("_assistantprofile", "_retrievalsettings", "_agentpresence")), (
             permission
         )
@@ -182,6 +184,8 @@ PAGES: list[tuple[str, set[str]]] = [
     ("/admin/agents/cannedreply/add/", {"Supervisor"}),
     ("/admin/agents/holiday/add/", {"Supervisor"}),
     ("/admin/agents/weeklyhours/", {"Supervisor"}),
+    ("/admin/safety/blockedterm/", {"Supervisor", "Manager"}),
+    ("/admin/safety/blockedterm/add/", {"Supervisor"}),
     ("/admin/knowledge/retrievalsettings/", set()),
     ("/admin/inference/assistantprofile/", set()),
     ("/admin/agents/agentpresence/", set()),

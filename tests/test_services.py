@@ -136,6 +136,23 @@ def test_it_refuses_a_message_over_4000_characters(
     assert enqueued_replies == []
 
 
+def test_the_longest_message_is_the_message_max_chars_setting(
+    settings: Any, django_capture_on_commit_callbacks: Any, enqueued_replies: list[int]
+) -> None:
+    settings.MESSAGE_MAX_CHARS = 10
+    conversation = ConversationFactory()
+    post(django_capture_on_commit_callbacks, conversation, "x" * 10)
+
+    with pytest.raises(ServiceError) as caught:
+        post(django_capture_on_commit_callbacks, conversation, "x" * 11)
+
+    assert (caught.value.code, caught.value.detail) == (
+        "message_too_long",
+        "A message can be at most 10 characters.",
+    )
+    assert Message.objects.filter(conversation=conversation, role=Message.Role.CUSTOMER).count() == 1
+
+
 def test_it_accepts_4000_characters_once_surrounding_whitespace_is_trimmed(
     django_capture_on_commit_callbacks: Any, enqueued_replies: list[int]
 ) -> None:
