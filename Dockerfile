@@ -12,10 +12,16 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Every Django app of INSTALLED_APPS (tests/test_image.py checks that none is missing).
 COPY cs_platform cs_platform
 COPY conversations conversations
 COPY inference inference
 COPY knowledge knowledge
+COPY agents agents
+COPY review review
+COPY reports reports
+COPY access access
+COPY safety safety
 RUN pip install .
 COPY manage.py ./
 COPY templates templates
