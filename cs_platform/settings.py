@@ -481,6 +481,25 @@ if not DEBUG and not EMBEDDED:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 
+# Served over HTTPS by whatever is in front (TLS at the proxy, or at a load balancer before it): plain
+# HTTP is redirected, browsers are told to use HTTPS only (HSTS), cookies are secure, and the scheme
+# the browser used is read from X-Forwarded-Proto, which the front proxy sets (daphne is reached
+# through it alone: TRUSTED_PROXIES). With HTTPS=true, `manage.py check --deploy` reports nothing.
+HTTPS = env.bool("HTTPS", default=False)
+if HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Container health checks and Prometheus reach web directly, over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Asking browsers' preload lists for a domain is the company's decision about its whole domain
+        # (and slow to undo), not something the platform should do by default: not a warning here.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
 
 def _validate() -> None:
     """Fail at start-up on settings that cannot work, rather than on the first customer."""

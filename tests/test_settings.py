@@ -198,3 +198,37 @@ def test_it_starts_with_strict_booleans_numbers_and_a_lower_case_log_level(
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def deploy_check(**environment: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py check --deploy` with production settings: not embedded, not DEBUG, a real secret."""
+    production = {
+        "DATABASE_URL": "postgres://cs@db.invalid:5432/cs",
+        "REDIS_URL": "redis://redis.invalid:6379/0",
+        "SECRET_KEY": "a-production-secret-" + "x" * 50,
+        "ALLOWED_HOSTS": "support.example.com",
+        "DEBUG": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "cs_platform.settings", **production, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_deploy_checks_report_nothing_for_a_site_served_over_https() -> None:
+    result = deploy_check(HTTPS="true")
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_deploy_checks_warn_about_a_site_on_plain_http() -> None:
+    result = deploy_check()
+
+    assert "security.W008" in result.stderr + result.stdout  # no redirect to HTTPS
+    assert "security.W004" in result.stderr + result.stdout  # no HSTS
