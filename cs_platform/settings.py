@@ -128,6 +128,8 @@ INSTALLED_APPS = [
     "reports",
     "access",
     "safety",
+    # Failed staff sign-ins and lock-outs (cs_platform/staff_login.py).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -144,6 +146,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a locked-out sign-in into its 429 answer (cs_platform/staff_login.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "cs_platform.urls"
@@ -436,6 +440,23 @@ RATE_LIMIT_UPLOADS_PER_CONVERSATION = env.str("RATE_LIMIT_UPLOADS_PER_CONVERSATI
 RATE_LIMIT_CSAT = env.str("RATE_LIMIT_CSAT", default="30/m")
 # Sign-in attempts to admin and to the agent console together, per address.
 RATE_LIMIT_STAFF_LOGINS = env.str("RATE_LIMIT_STAFF_LOGINS", default="10/m")
+# Lock-out (django-axes): after this many failed sign-ins to one account from one address, that
+# account is locked for that address for STAFF_LOCKOUT_MINUTES; a success resets the count. A
+# superuser unlocks early in admin (Axes -> Access attempts: delete) or `manage.py axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("STAFF_LOGIN_FAILURES_BEFORE_LOCKOUT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("STAFF_LOCKOUT_MINUTES", default=15))
+# One account from one address: locking an account from everywhere would let anyone lock a colleague
+# out by typing their name; the per-address rate limit above slows a guesser trying many accounts.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "cs_platform.client_ip.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "cs_platform.staff_login.lockout_response"
+# Passwords are never logged or stored with a failure record.
+AXES_SENSITIVE_PARAMETERS = ["password"]
 # A websocket must authenticate (its hello frame) within this time, or it is closed with 4408.
 WIDGET_HELLO_TIMEOUT_SECONDS = env.float("WIDGET_HELLO_TIMEOUT_SECONDS", default=20.0)
 RATELIMIT_USE_CACHE = "default" if EMBEDDED else "ratelimit"
