@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
+import redis
 from django.conf import settings
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from access.middleware import request_verdict
@@ -24,6 +27,11 @@ from conversations.models import Conversation, Message, SatisfactionRating, Tick
 from cs_platform.client_ip import client_ip_from_request
 from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE
 from inference.client import ServerState, server_registry
+
+# Seconds: what a customer notices (under 0.5 s feels instant, over 5 s needs the "thinking" line).
+FIRST_TOKEN_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+# Celery's default queue, the one every task of the platform goes to.
+CELERY_QUEUE = "celery"
 
 
 class PlatformCollector(Collector):
@@ -62,11 +70,109 @@ class PlatformCollector(Collector):
             tickets.add_metric([row["status"]], row["total"])
         yield tickets
 
+        yield from self._first_tokens_and_tokens()
+
+        handoffs = GaugeMetricFamily(
+            "cs_handoffs", "Handoff tickets by what opened them (the trigger).", labels=["trigger"]
+        )
+        for trigger_row in Ticket.objects.order_by().values("trigger").annotate(total=Count("id")):
+            handoffs.add_metric([trigger_row["trigger"]], trigger_row["total"])
+        yield handoffs
+
         csat = SatisfactionRating.objects.aggregate(average=Avg("score"), total=Count("id"))
         yield GaugeMetricFamily(
             "cs_csat_average", "Mean satisfaction score (1–5).", value=csat["average"] or 0
         )
         yield GaugeMetricFamily("cs_csat_ratings", "Satisfaction ratings given.", value=csat["total"])
+
+    @staticmethod
+    def _first_tokens_and_tokens() -> Iterator[Any]:
+        """The model's times to first token as a histogram, and the tokens it read and wrote, over
+        every model reply kept (one query: a count per bucket and two sums)."""
+        replies = Message.objects.filter(role=Message.Role.ASSISTANT, source=Message.Source.MODEL)
+        buckets = {
+            f"le_{index}": Count("id", filter=Q(first_token_latency_ms__lte=int(bound * 1000)))
+            for index, bound in enumerate(FIRST_TOKEN_BUCKETS_SECONDS)
+        }
+        row = replies.aggregate(
+            **buckets,
+            measured=Count("id", filter=Q(first_token_latency_ms__isnull=False)),
+            total_ms=Sum("first_token_latency_ms"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+        )
+        histogram = HistogramMetricFamily(
+            "cs_reply_first_token_seconds", "The model's time to first token, over every model reply kept."
+        )
+        histogram.add_metric(
+            [],
+            [
+                *(
+                    (str(bound), row[f"le_{index}"])
+                    for index, bound in enumerate(FIRST_TOKEN_BUCKETS_SECONDS)
+                ),
+                ("+Inf", row["measured"]),
+            ],
+            sum_value=(row["total_ms"] or 0) / 1000,
+        )
+        yield histogram
+        tokens = CounterMetricFamily(
+            "cs_model_tokens", "Tokens the model read (prompt) and wrote (completion).", labels=["kind"]
+        )
+        tokens.add_metric(["prompt"], row["prompt"] or 0)
+        tokens.add_metric(["completion"], row["completion"] or 0)
+        yield tokens
+
+
+class QueueCollector(Collector):
+    """How many tasks wait in the Celery queue on Redis (none is collected with the in-memory broker
+    of the embedded default, where replies run in-process and nothing queues)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        broker = settings.CELERY_BROKER_URL
+        if not broker.startswith(("redis://", "rediss://", "unix://")):
+            return
+        depth = GaugeMetricFamily("cs_queue_depth", "Tasks waiting in the Celery queue.", labels=["queue"])
+        try:
+            client = redis.Redis.from_url(broker, socket_connect_timeout=1, socket_timeout=1)
+            depth.add_metric([CELERY_QUEUE], client.llen(CELERY_QUEUE))
+        except (redis.RedisError, OSError):
+            # Redis away: no figure rather than a wrong 0 (its absence is what an alert looks for).
+            return
+        yield depth
+
+
+class RequestCollector(Collector):
+    """HTTP requests this process answered, by method and status class (per process: scrape each)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "cs_http_requests", "HTTP requests this process answered.", labels=["method", "status"]
+        )
+        with _requests_lock:
+            for (method, status), count in sorted(_requests.items()):
+                requests.add_metric([method, status], count)
+        yield requests
+
+
+_requests: dict[tuple[str, str], int] = {}
+_requests_lock = threading.Lock()
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+class RequestCountMiddleware:
+    """Counts every HTTP response by method and status class (2xx, 3xx, 4xx, 5xx) for /metrics."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        method = request.method if request.method in _METHODS else "other"
+        key = (str(method), f"{response.status_code // 100}xx")
+        with _requests_lock:
+            _requests[key] = _requests.get(key, 0) + 1
+        return response
 
 
 class InferenceServerCollector(Collector):
@@ -147,6 +253,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     registry.register(PlatformCollector())
     registry.register(InferenceServerCollector())
+    registry.register(QueueCollector())
+    registry.register(RequestCollector())
     # Counted in this process: the rate-limit checks let through while the cache was unreachable.
     registry.register(RATE_LIMIT_UNAVAILABLE)
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -134,6 +134,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Counts every response for /metrics, refusals by the middleware below included.
+    "cs_platform.metrics.RequestCountMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     # IP rules (access/): before sessions, so a refused address costs no session read; after CORS, so a

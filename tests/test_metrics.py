@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -108,3 +109,105 @@ def test_it_counts_rate_limit_checks_let_through_while_the_cache_was_unreachable
     _note_unavailable("websocket-message", ConnectionError("Redis is down"))
 
     assert _rate_limit_unavailable_figure(client) == before + 1
+
+
+def metrics_body(client: Client) -> str:
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_it_reports_the_first_token_histogram_and_the_tokens(client: Client) -> None:
+    conversation = ConversationFactory()
+    for latency, prompt, completion in ((80, 100, 10), (400, 200, 20), (2500, 300, 30)):
+        MessageFactory(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            source=Message.Source.MODEL,
+            first_token_latency_ms=latency,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+    # An FAQ answer's time is not the model's.
+    MessageFactory(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        source=Message.Source.FAQ,
+        first_token_latency_ms=5,
+    )
+
+    body = metrics_body(client)
+
+    assert 'cs_reply_first_token_seconds_bucket{le="0.1"} 1.0' in body
+    assert 'cs_reply_first_token_seconds_bucket{le="0.5"} 2.0' in body
+    assert 'cs_reply_first_token_seconds_bucket{le="2.0"} 2.0' in body
+    assert 'cs_reply_first_token_seconds_bucket{le="3.0"} 3.0' in body
+    assert 'cs_reply_first_token_seconds_bucket{le="+Inf"} 3.0' in body
+    assert "cs_reply_first_token_seconds_count 3.0" in body
+    assert "cs_reply_first_token_seconds_sum 2.98" in body
+    assert 'cs_model_tokens_total{kind="prompt"} 600.0' in body
+    assert 'cs_model_tokens_total{kind="completion"} 60.0' in body
+
+
+def test_it_reports_handoffs_by_trigger(client: Client) -> None:
+    from conversations.models import Ticket
+
+    for trigger in (
+        Ticket.Trigger.CUSTOMER_BUTTON,
+        Ticket.Trigger.CUSTOMER_BUTTON,
+        Ticket.Trigger.MODEL_TOOL,
+    ):
+        Ticket.objects.create(conversation=ConversationFactory(), trigger=trigger)
+
+    body = metrics_body(client)
+
+    assert 'cs_handoffs{trigger="customer_button"} 2.0' in body
+    assert 'cs_handoffs{trigger="model_tool"} 1.0' in body
+
+
+def test_it_counts_this_processs_requests_by_method_and_status(client: Client) -> None:
+    lines = (
+        'cs_http_requests_total{method="GET",status="2xx"}',
+        'cs_http_requests_total{method="GET",status="4xx"}',
+    )
+
+    def counts() -> tuple[float, ...]:
+        rows = dict(
+            row.rsplit(" ", 1) for row in metrics_body(client).splitlines() if not row.startswith("#")
+        )
+        return tuple(float(rows.get(line, 0)) for line in lines)
+
+    ok, missing = counts()
+    client.get("/healthz")
+    client.get("/no-such-page/")
+
+    # The first scrape is counted once it is answered, after it wrote its figures: 2 answered 200.
+    assert counts() == (ok + 2, missing + 1)
+
+
+def test_it_reports_the_celery_queue_depth(
+    client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    import redis
+
+    from cs_platform import metrics
+
+    settings.CELERY_BROKER_URL = settings.REDIS_URL
+    queue = f"test-queue-{uuid.uuid4().hex}"
+    monkeypatch.setattr(metrics, "CELERY_QUEUE", queue)
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    connection.rpush(queue, "a", "b", "c")
+    try:
+        body = metrics_body(client)
+    finally:
+        connection.delete(queue)
+
+    assert f'cs_queue_depth{{queue="{queue}"}} 3.0' in body
+
+
+def test_it_leaves_the_queue_depth_out_with_the_in_memory_broker(client: Client, settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "memory://"
+
+    assert "cs_queue_depth" not in metrics_body(client)
