@@ -216,10 +216,33 @@ STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
-STORAGES = {
+STORAGES: dict[str, dict[str, object]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Attachments on S3-compatible storage (MinIO, Ceph, a cloud's S3), so that web and workers on
+# different machines share them without a shared disk: set ATTACHMENT_S3_BUCKET (django-storages).
+# Files stay private: the platform reads them itself and serves them through its signed links, so
+# the bucket needs no public access and no URL of it ever reaches a browser. Local files (MEDIA_ROOT)
+# stay the default.
+ATTACHMENT_S3_BUCKET = env.str("ATTACHMENT_S3_BUCKET", default="")
+if ATTACHMENT_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": ATTACHMENT_S3_BUCKET,
+            "endpoint_url": env.str("ATTACHMENT_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("ATTACHMENT_S3_REGION", default="") or None,
+            "access_key": env.str("ATTACHMENT_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("ATTACHMENT_S3_SECRET_ACCESS_KEY", default="") or None,
+            "location": env.str("ATTACHMENT_S3_PREFIX", default=""),
+            "default_acl": "private",
+            "querystring_auth": True,
+            # A name is never reused: an upload with a taken name gets a new one, not the old file.
+            "file_overwrite": False,
+            "addressing_style": env.str("ATTACHMENT_S3_ADDRESSING_STYLE", default="") or None,
+        },
+    }
 # The embedded default serves static files straight from the source folders, with no collectstatic.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=EMBEDDED or DEBUG)
 

@@ -157,7 +157,8 @@ def test_it_reports_handoffs_by_trigger(client: Client) -> None:
         Ticket.Trigger.CUSTOMER_BUTTON,
         Ticket.Trigger.MODEL_TOOL,
     ):
-        Ticket.objects.create(conversation=ConversationFactory(), trigger=trigger)
+        conversation: Any = ConversationFactory()
+        Ticket.objects.create(conversation=conversation, trigger=trigger)
 
     body = metrics_body(client)
 
