@@ -10,12 +10,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cs_platform.settings")
 django_asgi_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from access.middleware import IpRulesWebsocketMiddleware  # noqa: E402
 from agents.routing import websocket_urlpatterns as agent_websocket_urlpatterns  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from cs_platform.origins import websocket_origin_validated  # noqa: E402
 from cs_platform.reason_phrases import add_missing_reason_phrases  # noqa: E402
 from cs_platform.sweeper import StalledReplySweepMiddleware  # noqa: E402
 from cs_platform.upload_limit import UploadSizeLimitMiddleware  # noqa: E402
@@ -36,7 +36,9 @@ application = StalledReplySweepMiddleware(
             # IP rules first (access/middleware.py): a refused address is closed with 4403, whatever
             # its Origin says.
             "websocket": IpRulesWebsocketMiddleware(
-                AllowedHostsOriginValidator(URLRouter([*agent_websocket_urlpatterns, *websocket_urlpatterns]))
+                # The Origin per route (cs_platform/origins.py): the platform's hosts, and for the
+                # customers' sockets also the pages that embed the widget.
+                websocket_origin_validated(URLRouter([*agent_websocket_urlpatterns, *websocket_urlpatterns]))
             ),
         }
     )
