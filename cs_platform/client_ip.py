@@ -70,9 +70,10 @@ def client_ip_from_scope(scope: Mapping[str, Any]) -> str | None:
     return resolve_client_ip(peer, ",".join(forwarded) or None)
 
 
-def axes_client_ip(request: HttpRequest) -> str:
-    """django-axes' address of a sign-in: the same as every other count's."""
-    return client_ip_from_request(request) or "unknown"
+def axes_client_ip(request: HttpRequest) -> str | None:
+    """django-axes' address of a sign-in: the same as every other count's; None when unknown (a test
+    client's force_login, a unix socket), which axes stores as no address (its column is an inet)."""
+    return client_ip_from_request(request)
 
 
 def ratelimit_key(group: str, request: HttpRequest) -> str:

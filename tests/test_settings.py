@@ -209,10 +209,12 @@ def deploy_check(**environment: str) -> subprocess.CompletedProcess[str]:
         "ALLOWED_HOSTS": "support.example.com",
         "DEBUG": "false",
     }
+    # Not the tests' own DJANGO_ALLOW_ASYNC_UNSAFE (the browser tests set it): a deployment has none.
+    inherited = {name: value for name, value in os.environ.items() if name != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "cs_platform.settings", **production, **environment},
+        env={**inherited, "DJANGO_SETTINGS_MODULE": "cs_platform.settings", **production, **environment},
         capture_output=True,
         text=True,
         timeout=60,
