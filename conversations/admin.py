@@ -8,16 +8,19 @@ from typing import Any
 
 import nh3
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
+from django.template import engines
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
-from conversations import services
+from conversations import retention, services
 from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import attachment_url
 from cs_platform.markdown_html import MARKDOWN_TAGS, MARKDOWN_URL_SCHEMES
@@ -567,6 +570,33 @@ class TicketInline(admin.TabularInline):
         return False
 
 
+# The "erase" action's confirmation page, as admin's own delete_selected asks: what goes, then Yes.
+ERASE_CONFIRMATION_TEMPLATE = """{% extends "admin/base_site.html" %}
+{% block bodyclass %}{{ block.super }} app-conversations model-conversation delete-confirmation{% endblock %}
+{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
+&rsaquo; <a href="{% url 'admin:conversations_conversation_changelist' %}">Conversations</a>
+&rsaquo; Erase the customer's data</div>{% endblock %}
+{% block content %}
+<p>Erase these {{ conversations|length }} conversation(s) for good, with their messages, images
+(and the image files), ratings, tickets and review items? This cannot be undone. Who erased them
+and when is recorded, without their content.</p>
+<ul class="erase-conversations">{% for conversation in conversations %}
+<li>Conversation {{ conversation.pk|stringformat:"s"|slice:":8" }} ({{ conversation.get_status_display }}),
+started {{ conversation.created_at|date:"Y-m-d H:i" }}: {{ conversation.message_total }} message(s),
+{{ conversation.image_total }} image(s)</li>{% endfor %}</ul>
+<form method="post">{% csrf_token %}
+<div>{% for conversation in conversations %}
+<input type="hidden" name="{{ action_checkbox_name }}" value="{{ conversation.pk }}">{% endfor %}
+<input type="hidden" name="action" value="{{ action_name }}">
+<input type="hidden" name="post" value="yes">
+<input type="submit" value="Yes, erase them">
+<a href="{% url 'admin:conversations_conversation_changelist' %}" class="button cancel-link">
+No, take me back</a>
+</div></form>
+{% endblock %}
+"""
+
+
 @admin.register(Conversation)
 class ConversationAdmin(CreatedByCustomersOnly):
     # Channel and customer IP are filters and search fields, and on the change page: the list fits 1280 px.
@@ -595,7 +625,9 @@ class ConversationAdmin(CreatedByCustomersOnly):
     )
     # Searching message text joins the messages: admin drops the repeated rows (an EXISTS), so a
     # conversation with three matching messages is listed once.
-    search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent")
+    # `metadata` searches the JSON the embedding page set (a customer id it passed, say) as text: how
+    # staff find one customer's conversations to export or erase them.
+    search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent", "metadata")
     date_hierarchy = "created_at"
     # Status changes through the actions below: each is a service that keeps tickets and status in step.
     readonly_fields = (
@@ -626,7 +658,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "transcript",
     )
     inlines = [TicketInline]
-    actions = ["close_conversations", "reopen_conversations"]
+    actions = ["close_conversations", "reopen_conversations", "export_customer_data", "erase_customer_data"]
 
     @admin.action(
         description="Close the selected conversations (and resolve their tickets)", permissions=["change"]
@@ -641,6 +673,64 @@ class ConversationAdmin(CreatedByCustomersOnly):
     def reopen_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         changed = sum(services.conversation_reopen(conversation=conversation) for conversation in queryset)
         report_action(self, request, changed, queryset.count(), "reopened", "not closed")
+
+    # A customer's data on request: only who may delete conversations (superusers; no role group holds
+    # conversations.delete_conversation, cs_platform/roles.py) exports or erases it.
+    @admin.action(description="Export the customer's data (ZIP)", permissions=["delete"])
+    def export_customer_data(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        conversations = (
+            Conversation.objects.filter(pk__in=queryset.values("pk"))
+            .order_by("created_at")
+            .select_related("csat")
+            .prefetch_related("attachments")
+        )
+        archive = retention.conversations_export_zip(conversations=conversations)
+        ids = [str(pk) for pk in conversations.values_list("pk", flat=True)]
+        retention.logger.info(
+            "User %s exported %s conversations on the customer's request: %s",
+            request.user.pk,
+            len(ids),
+            ", ".join(ids),
+        )
+        response = HttpResponse(archive, content_type="application/zip")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="customer-data-{stamp}.zip"'
+        return response
+
+    @admin.action(description="Erase the customer's data (after confirming)", permissions=["delete"])
+    def erase_customer_data(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> TemplateResponse | None:
+        # The selected rows, without the list's annotations: ids and what staff need to recognise them.
+        selected = list(
+            Conversation.objects.filter(pk__in=queryset.values("pk"))
+            .order_by("created_at")
+            .annotate(
+                message_total=Count("messages", distinct=True),
+                image_total=Count("attachments", distinct=True),
+            )
+        )
+        if request.POST.get("post") == "yes":
+            result = retention.conversations_erase(
+                conversation_ids=[conversation.pk for conversation in selected], user=request.user
+            )
+            self.message_user(
+                request,
+                f"Erased {result.conversations} conversation(s) with their messages, ratings, tickets "
+                f"and {result.files} image file(s).",
+                messages.SUCCESS,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Erase the customer's data?",
+            "opts": self.model._meta,
+            "conversations": selected,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action_name": "erase_customer_data",
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, engines["django"].from_string(ERASE_CONFIRMATION_TEMPLATE), context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         # Every list column is an annotation or a joined row: the list costs the same queries at 10 rows

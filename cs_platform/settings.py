@@ -353,6 +353,19 @@ CELERY_BEAT_SCHEDULE = {
 # conversation later reaches its day's aggregate within this window (older: manage.py reports_recompute).
 REPORTS_RECOMPUTE_DAYS = env.int("REPORTS_RECOMPUTE_DAYS", default=7)
 
+# Data retention (conversations/retention.py): conversations whose last activity (last message, else
+# creation) is more than DATA_RETENTION_DAYS days ago are deleted with their messages, images,
+# ratings, tickets and review items and the image files, by beat every DATA_RETENTION_INTERVAL_SECONDS,
+# DATA_RETENTION_BATCH_SIZE conversations per transaction. 0 (the default) keeps everything. The
+# reports' daily aggregates are kept; a retention inside the days they are recomputed (at most
+# REPORTS_RECOMPUTE_DAYS + 1) is refused, since the recompute would count the purged days as empty.
+DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=0)
+DATA_RETENTION_BATCH_SIZE = env.int("DATA_RETENTION_BATCH_SIZE", default=500)
+CELERY_BEAT_SCHEDULE["purge-expired-conversations"] = {
+    "task": "conversations.tasks.conversations_purge_expired",
+    "schedule": timedelta(seconds=env.int("DATA_RETENTION_INTERVAL_SECONDS", default=3600)),
+}
+
 # The worker runtime, so that a plain `celery -A cs_platform worker` runs it: the threads pool, whose
 # threads only hand each reply to the process's event loop (inference/runtime.py) and wait for it,
 # so one process streams REPLY_CONCURRENCY_PER_PROCESS replies at once. The prefork pool
