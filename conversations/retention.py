@@ -183,6 +183,19 @@ def message_deleting(sender: type[Message], instance: Message, **kwargs: Any) ->
     Attachment.objects.using(kwargs.get("using") or "default").filter(message=instance).delete()
 
 
+def _report_questions_clear(*, before: datetime) -> int:
+    """Empty the stored unanswered questions of the report days wholly before `before` (reports.DailyStat
+    keeps up to 200 characters of each: customers' words); returns how many days were cleared."""
+    from reports.models import DailyStat
+
+    last_day = timezone.localtime(before).date() - timedelta(days=1)
+    return int(
+        DailyStat.objects.filter(day__lte=last_day)
+        .exclude(unanswered_questions={})
+        .update(unanswered_questions={})
+    )
+
+
 def conversations_purge(
     *,
     days: int | None = None,
@@ -226,12 +239,17 @@ def conversations_purge(
                 break
     finally:
         _deleting_conversations.reset(deleting)
-    if conversations:
+    # The reports keep their daily counts, but not the customers' words past the retention: the
+    # unanswered questions of the days before the cutoff go too (their counts stay in the day's row).
+    questions_cleared = _report_questions_clear(before=cutoff)
+    if conversations or questions_cleared:
         logger.info(
-            "Retention purged %s conversations inactive since before %s (%s files)",
+            "Retention purged %s conversations inactive since before %s (%s files; the unanswered "
+            "questions of %s report days)",
             conversations,
             cutoff.isoformat(),
             files,
+            questions_cleared,
         )
     return PurgeResult(conversations=conversations, files=files, cutoff=cutoff)
 

@@ -17,7 +17,9 @@ class DailyStat(models.Model):
 
     # What a row holds changes as the reports grow; a row of an older version is not read (its day is
     # counted live) until it is computed again.
-    VERSION = 3  # 3: an unanswered reply keeps a conversation from counting as resolved by the AI
+    # 3: an unanswered reply keeps a conversation from counting as resolved by the AI; 4: unanswered
+    # questions are stored with their personal data masked.
+    VERSION = 4
 
     day = models.DateField(_("day"), unique=True)
     version = models.PositiveSmallIntegerField(_("version"), default=0)

@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import Conversation, Feedback, Message, SatisfactionRating, Ticket
+from cs_platform.pii import pii_mask
 from reports.models import DailyStat
 
 __all__ = [
@@ -393,7 +394,8 @@ def _unanswered_questions(in_period: dict[str, datetime]) -> dict[str, list[Any]
         .values_list("question", flat=True)
     )
     for text in rows:
-        shown = " ".join((text or "").split())[:QUESTION_TEXT_CHARS]
+        # Masked before it is kept in a day's row: no phone, ID, card or e-mail lives in the aggregates.
+        shown = pii_mask(" ".join((text or "").split()))[:QUESTION_TEXT_CHARS]
         key = question_key(shown)
         if not key:
             continue  # an image with no words, or nothing asked: nothing to group or show

@@ -151,3 +151,24 @@ def test_the_prompt_masks_personal_data_only_when_told(settings: Any, masked: bo
     expected = "My phone is 138****5678, mail z***@example.com" if masked else message.text
     assert entry["content"] == expected
     assert (MOBILE in entry["content"]) is not masked
+
+
+@pytest.mark.django_db
+def test_the_daily_aggregates_keep_the_questions_masked() -> None:
+    from reports import services as report_services
+
+    conversation: Any = ConversationFactory()
+    question: Any = MessageFactory(conversation=conversation, text=f"Refund to {EMAIL} please")
+    MessageFactory(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        source=Message.Source.MODEL,
+        text="I don't know.",
+        is_unanswered=True,
+        reply_to=question,
+    )
+
+    row = report_services.daily_stats_compute(day=timezone.localdate(conversation.created_at))
+
+    assert [text for _, text in row.unanswered_questions.values()] == ["Refund to z***@example.com please"]
+    assert EMAIL not in str(row.unanswered_questions)

@@ -114,6 +114,15 @@ def test_the_purge_removes_old_conversations_with_every_row_and_file_and_keeps_r
     DailyStat.objects.create(
         day=(timezone.now() - timedelta(days=45)).date(),
         conversations=1,
+        unanswered=1,
+        unanswered_questions={"my card": [1, "My card 4111 1111 1111 1111"]},
+        time_zone="UTC",
+        computed_at=timezone.now(),
+    )
+    kept_questions = {"where is it": [1, "Where is it?"]}
+    DailyStat.objects.create(
+        day=(timezone.now() - timedelta(days=5)).date(),
+        unanswered_questions=kept_questions,
         time_zone="UTC",
         computed_at=timezone.now(),
     )
@@ -128,8 +137,11 @@ def test_the_purge_removes_old_conversations_with_every_row_and_file_and_keeps_r
     assert rows_of(recent)["conversations"] == 1
     assert rows_of(recent)["attachments"] == 1
     assert all(path.exists() for path in recent_files)
-    # The reports' daily counts stay: they are what the reports read once the conversations are gone.
-    assert DailyStat.objects.count() == 1
+    # The reports' daily counts stay: they are what the reports read once the conversations are gone;
+    # the customers' words in them go with the retention.
+    old_day, recent_day = DailyStat.objects.order_by("day")
+    assert (old_day.conversations, old_day.unanswered, old_day.unanswered_questions) == (1, 1, {})
+    assert recent_day.unanswered_questions == kept_questions
 
 
 @pytest.mark.django_db(transaction=True)
