@@ -21,6 +21,7 @@ from conversations.models import Conversation
 from conversations.selectors import PostedMessage
 from conversations.serializers import message_data
 from cs_platform.client_ip import client_ip_from_scope
+from cs_platform.logs import bound_context, request_id_new
 from cs_platform.ratelimit import rate_limit_hit, rate_limit_refund, rate_limit_retry_after
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,17 @@ class ConversationConsumer(JsonFrameConsumer):
     finished_replies: list[int]
     # When this socket last passed a typing frame on to the agents (monotonic seconds).
     typing_relayed_at: float | None
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Each frame from the customer is handled under a request id of its own (and the conversation's
+        id once known): its log lines carry it, and so does the reply a message frame asks for."""
+        context: dict[str, Any] = {"request_id": request_id_new()}
+        if self.conversation is not None:
+            context["conversation_id"] = str(self.conversation.pk)
+        with bound_context(**context):
+            await super().receive(text_data, bytes_data, **kwargs)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its hop to the database thread for the events that use no

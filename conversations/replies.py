@@ -94,6 +94,8 @@ def reply_cancel(*, conversation: Conversation, reply_id: int) -> CancelOutcome:
     ).update(status=Message.Status.CANCELLED, cancel_requested_at=now, completed_at=now)
     if cancelled_before_start:
         reply.refresh_from_db()
+        reply.conversation = conversation
+        reply_finished_log(reply)
         # No worker will send its final frame: every socket of the conversation is told here.
         event = events.reply_done_event(reply)
         transaction.on_commit(lambda: reply_event_send(conversation.pk, event))
@@ -220,11 +222,41 @@ def reply_finish(
     )
     if not finished:
         return None
-    saved = Message.objects.prefetch_related("attachments").get(pk=reply_id)
+    # With its conversation (one join): the log line's client address, and the handoff rules read it.
+    saved = Message.objects.select_related("conversation").prefetch_related("attachments").get(pk=reply_id)
+    reply_finished_log(saved)
     # The agents app's rules (the knowledge base had nothing N times in a row) may hand off now.
     if consult_handoff_rules:
         handoff_rules.reply_finished_handoff(reply=saved)
     return saved
+
+
+def reply_finished_log(reply: Message) -> None:
+    """The reply's one `reply.finished` line, as it was saved: who asked (the conversation, its client
+    address), the model, its times and tokens, and how it ended. Never its text, nor the blocked term.
+
+    Written where the outcome is saved, by whoever saved it (the generator, the sweeper, a cancel), so
+    every reply has exactly one; its request id is the context's (the asking message's, cs_platform/logs.py).
+    """
+    outcome = "blocked" if reply.error_code == "blocked" else str(reply.status)
+    logger.info(
+        "reply.finished",
+        extra={
+            "conversation_id": str(reply.conversation_id),
+            "reply_id": reply.pk,
+            "client_ip": reply.conversation.customer_ip,
+            "model": reply.model,
+            "source": str(reply.source),
+            "ttft_ms": reply.first_token_latency_ms,
+            "total_ms": reply.total_latency_ms,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "completion_tokens_counted": reply.completion_tokens_counted,
+            "truncated": reply.truncated,
+            "outcome": outcome,
+            "error_code": reply.error_code or None,
+        },
+    )
 
 
 def reply_fail(*, reply_id: int, code: str, detail: str = "") -> Message | None:
@@ -283,6 +315,7 @@ __all__ = [
     "reply_event_send",
     "reply_fail",
     "reply_finish",
+    "reply_finished_log",
     "reply_generation_enqueue",
     "reply_generator_register",
     "reply_heartbeat",

@@ -17,7 +17,15 @@ import logging
 import re
 from typing import Any
 
-__all__ = ["PiiMaskingFilter", "id_number_valid", "luhn_valid", "pii_mask"]
+__all__ = [
+    "PiiMaskingFilter",
+    "id_number_valid",
+    "luhn_valid",
+    "mask_mapping",
+    "mask_value",
+    "pii_mask",
+    "record_fields",
+]
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECKS = "10X98765432"
@@ -101,21 +109,50 @@ def pii_mask(text: str) -> str:
     return _EMAIL.sub(_mask_email, masked)
 
 
+# A LogRecord's own attributes: every other one is a structured field (`extra=`, the bound context)…
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    # …but for the objects Django's loggers attach (django.request's request, django.server's socket
+    # and time), which other handlers (mail_admins) read as objects and no line of ours writes.
+    "request",
+    "server_time",
+}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """A record's structured fields: what `extra=` and the bound context put on it."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+    }
+
+
 class PiiMaskingFilter(logging.Filter):
-    """A logging filter that masks personal data in the message, its arguments and its traceback.
+    """A logging filter that masks personal data in the message, its arguments, its structured fields
+    and its traceback.
 
     Attached to the handlers (cs_platform/settings.py LOGGING), so every logger's lines pass through
     it, third-party ones included. The message is formatted here once (`getMessage`) and stored
-    masked, with no arguments left to format again.
+    masked, with no arguments left to format again. The fields (what `extra=` and the bound context,
+    cs_platform/logs.py, put on the record) are masked in place, nested ones too.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not lose the line
-            message = f"{record.msg!s} {record.args!r}"
-        record.msg = pii_mask(message)
-        record.args = None
+        if isinstance(record.msg, dict):
+            # A structlog event dict (ProcessorFormatter.wrap_for_formatter): its values are fields.
+            record.msg = mask_value(record.msg)
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not lose the line
+                message = f"{record.msg!s} {record.args!r}"
+            record.msg = pii_mask(message)
+            record.args = None
+        for key, value in record_fields(record).items():
+            setattr(record, key, mask_value(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -125,6 +162,23 @@ class PiiMaskingFilter(logging.Filter):
         return True
 
 
-def mask_mapping(values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a mapping with its text values masked (for structured log fields)."""
-    return {key: pii_mask(value) if isinstance(value, str) else value for key, value in values.items()}
+def mask_value(value: Any) -> Any:
+    """A structured log field with personal data masked: text, and the text in lists and mappings.
+
+    Numbers, booleans and None stay as they are; any other object becomes its masked text, since a
+    formatter would write its str() into the line (a model instance's str may be a customer's name).
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return pii_mask(value)
+    if isinstance(value, dict):
+        return mask_mapping(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [mask_value(item) for item in value]
+    return pii_mask(str(value))
+
+
+def mask_mapping(values: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of a mapping with its values masked, nested ones too (for structured log fields)."""
+    return {key: mask_value(value) for key, value in values.items()}

@@ -134,6 +134,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Each request's id (a sane X-Request-ID, else a new one) on its log lines and in its answer.
+    "cs_platform.logs.RequestIdMiddleware",
     # Counts every response for /metrics, refusals by the middleware below included.
     "cs_platform.metrics.RequestCountMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -352,7 +354,6 @@ CELERY_BEAT_SCHEDULE = {
 # How many finished days the beat task recomputes each run: a CSAT or a ticket that comes to an older
 # conversation later reaches its day's aggregate within this window (older: manage.py reports_recompute).
 REPORTS_RECOMPUTE_DAYS = env.int("REPORTS_RECOMPUTE_DAYS", default=7)
-
 # Data retention (conversations/retention.py): conversations whose last activity (last message, else
 # creation) is more than DATA_RETENTION_DAYS days ago are deleted with their messages, images,
 # ratings, tickets and review items and the image files, by beat every DATA_RETENTION_INTERVAL_SECONDS,
@@ -515,18 +516,38 @@ REST_FRAMEWORK = {
 
 # Any case (info or INFO); checked in _validate against the logging module's five levels.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").strip().upper()
+# json: one JSON object per line (timestamp, level, logger, event, request_id and the other fields), for
+# a log collector; plain: a readable line, for a person at the embedded default's terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if EMBEDDED else "json").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    # Every line, whatever logger wrote it, has its personal data masked (cs_platform/pii.py).
-    "filters": {"pii": {"()": "cs_platform.pii.PiiMaskingFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["pii"]}},
+    # cs_platform/logs.py: both write the same fields; Celery keeps this configuration (no hijack).
+    "formatters": {
+        "json": {"()": "cs_platform.logs.JsonFormatter"},
+        "plain": {"()": "cs_platform.logs.PlainFormatter"},
+    },
+    "filters": {
+        # The bound context (request id, conversation) onto each record, so that `pii` sees it too.
+        "context": {"()": "cs_platform.logs.ContextFilter"},
+        # Every line, whatever logger wrote it, has its personal data masked (cs_platform/pii.py), in
+        # its message, its fields and its traceback. Keep it last on every handler.
+        "pii": {"()": "cs_platform.pii.PiiMaskingFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "pii"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # django-axes says "BEGIN" at every start at INFO; its lock-outs are warnings and stay.
+        "axes.apps": {"level": "WARNING"},
     },
 }
 
@@ -572,6 +593,10 @@ def _validate() -> None:
         raise ImproperlyConfigured(
             "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL, "
             f"not {env.str('LOG_LEVEL', default='')!r}."
+        )
+    if LOG_FORMAT not in {"json", "plain"}:
+        raise ImproperlyConfigured(
+            f"LOG_FORMAT must be json (a JSON object per line) or plain, not {env.str('LOG_FORMAT')!r}."
         )
     # Each of these is a deadline, an interval or a rate: zero or less would fail every customer at once
     # (a hello timeout of 0 closes every socket with 4408, a link age of 0 expires every link).

@@ -25,6 +25,7 @@ import httpx
 from django.conf import settings
 from httpx_sse import SSEError, aconnect_sse
 
+from cs_platform.logs import REQUEST_ID_HEADER, request_id_get
 from inference.errors import (
     InferenceBadResponse,
     InferenceError,
@@ -241,6 +242,10 @@ class InferenceClient:
         headers = {"Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        # The reply's request id (cs_platform/logs.py): the server's logs (vLLM's) can name it too.
+        request_id = request_id_get()
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
         return headers
 
     def _timeout(self) -> httpx.Timeout:
@@ -325,6 +330,14 @@ class InferenceClient:
                     error_classes.add(failure.error_class)
                     continue
                 self.registry.record_success(base_url)
+                logger.info(
+                    "inference.first_event",
+                    extra={
+                        "server": server_label(base_url),
+                        "model": first.model or None,
+                        "wait_ms": round((time.monotonic() - started) * 1000, 1),
+                    },
+                )
                 yield first
                 try:
                     async for event in events:

@@ -61,6 +61,7 @@ from conversations.replies import (
     reply_finish,
     reply_heartbeat,
 )
+from cs_platform.logs import bound_context, request_id_get, request_id_new
 from inference import runtime
 from inference.client import ChatRequest, InferenceClient, StreamEvent, ToolCall
 from inference.errors import InferenceError, InferenceTimeout
@@ -136,7 +137,7 @@ def inference_client() -> InferenceClient:
     )
 
 
-def reply_generate_in_process(*, reply_id: int) -> None:
+def reply_generate_in_process(*, reply_id: int, request_id: str | None = None) -> None:
     """Generate a reply on the server's own event loop (the embedded default), without waiting for it.
 
     Called from sync code run by `sync_to_async` (a consumer's service call): the reply then runs on
@@ -146,11 +147,11 @@ def reply_generate_in_process(*, reply_id: int) -> None:
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     loop_pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
     if loop is None or loop_pid != os.getpid() or loop.is_closed():
-        asyncio.run(reply_generate(reply_id=reply_id))
+        asyncio.run(reply_generate(reply_id=reply_id, request_id=request_id))
         return
 
     def start() -> None:
-        task = loop.create_task(reply_generate(reply_id=reply_id))
+        task = loop.create_task(reply_generate(reply_id=reply_id, request_id=request_id))
         _in_process_tasks.add(task)
         task.add_done_callback(_in_process_tasks.discard)
         task.add_done_callback(lambda finished: _fail_if_crashed(finished, reply_id))
@@ -693,12 +694,21 @@ def _milliseconds(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
 
-async def reply_generate(*, reply_id: int, client: InferenceClient | None = None) -> None:
+async def reply_generate(
+    *, reply_id: int, client: InferenceClient | None = None, request_id: str | None = None
+) -> None:
     """Generate one reply, unless another delivery of the same job already claimed it.
 
     The single entry point of a generation, for a Celery task or any other runner: a coroutine that
-    takes an id and saves the outcome itself.
+    takes an id and saves the outcome itself. Its log lines carry `request_id` (the asking message's,
+    else a new one) and the reply's id; the inference request sends the same id to the server.
     """
+    # Bound in the coroutine's own context: a runner's loop (the runtime's, the server's) has none.
+    with bound_context(request_id=request_id or request_id_get() or request_id_new(), reply_id=reply_id):
+        await _reply_generate(reply_id=reply_id, client=client)
+
+
+async def _reply_generate(*, reply_id: int, client: InferenceClient | None) -> None:
     # The claim reads the reply with its conversation too: what the generation and its prompt need.
     reply = await database_sync_to_async(reply_claim_for_generation)(reply_id=reply_id)
     if reply is None:
@@ -715,4 +725,5 @@ async def reply_generate(*, reply_id: int, client: InferenceClient | None = None
         client=client or inference_client(),
         reply=reply,
     )
-    await generation.run()
+    with bound_context(conversation_id=str(reply.conversation_id)):
+        await generation.run()

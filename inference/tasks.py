@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import OperationalError, close_old_connections
 
 from conversations import replies
+from cs_platform.logs import bound_context, request_id_get, request_id_new
 from inference import generation, runtime
 from knowledge.retrieval import retrieval_warm_up
 
@@ -36,14 +37,22 @@ REPLY_TIME_LIMIT = REPLY_SOFT_TIME_LIMIT + 30
     retry_backoff_max=30,
     max_retries=3,
 )
-def reply_generate(reply_id: int) -> None:
+def reply_generate(reply_id: int, request_id: str | None = None) -> None:
     """Generate one assistant reply on the process's reply runtime, beside the others it streams;
-    a redelivered job finds it claimed and stops."""
-    try:
-        runtime.run(generation.reply_generate(reply_id=reply_id), timeout=REPLY_RUNTIME_TIME_LIMIT)
-    except (TimeoutError, SoftTimeLimitExceeded):
-        logger.error("Reply %s outlived its time limit; failed", reply_id)
-        replies.reply_fail(reply_id=reply_id, code="inference_timeout")
+    a redelivered job finds it claimed and stops.
+
+    `request_id` is the id of the message that asked for the reply (a job queued before it was passed
+    has none): the task's log lines, the generation's and the inference request carry it.
+    """
+    with bound_context(request_id=request_id or request_id_new(), reply_id=reply_id):
+        try:
+            runtime.run(
+                generation.reply_generate(reply_id=reply_id, request_id=request_id_get()),
+                timeout=REPLY_RUNTIME_TIME_LIMIT,
+            )
+        except (TimeoutError, SoftTimeLimitExceeded):
+            logger.error("Reply %s outlived its time limit; failed", reply_id)
+            replies.reply_fail(reply_id=reply_id, code="inference_timeout")
 
 
 @shared_task(soft_time_limit=60, time_limit=90)
@@ -55,10 +64,13 @@ def replies_fail_stalled() -> int:
 def reply_generation_start(reply_id: int) -> None:
     """How a queued reply starts (registered with conversations.replies by this app's config):
     on the server's own event loop in the embedded default, else as a Celery task."""
+    # The request id bound where the reply was asked for (the customer's websocket frame, an HTTP
+    # request) goes with the job, so that its lines and its inference request carry the same id.
+    request_id = request_id_get()
     if settings.REPLY_GENERATION_IN_PROCESS:
-        generation.reply_generate_in_process(reply_id=reply_id)
+        generation.reply_generate_in_process(reply_id=reply_id, request_id=request_id)
     else:
-        reply_generate.delay(reply_id)
+        reply_generate.apply_async(args=(reply_id,), kwargs={"request_id": request_id})
 
 
 def _retrieval_warm_up() -> None:
