@@ -348,3 +348,20 @@ def test_it_publishes_only_the_proxy_and_trusts_only_its_address() -> None:
         services["proxy"]["environment"]["ATTACHMENT_MAX_BYTES"]
         == services["web"]["environment"]["ATTACHMENT_MAX_BYTES"]
     )
+
+
+def test_the_proxy_gives_each_request_an_id_the_platform_answers_with(
+    web_set: WebSet, transactional_db: None
+) -> None:
+    with web_set.client() as client:
+        first = client.post(f"{web_set.proxy_url}/api/widget/conversations", json={"locale": "en"})
+        second = client.post(
+            f"{web_set.proxy_url}/api/widget/conversations",
+            json={"locale": "en"},
+            headers={"X-Request-ID": "chosen-by-the-client"},
+        )
+
+    ids = [first.headers.get("X-Request-ID", ""), second.headers.get("X-Request-ID", "")]
+    # nginx's $request_id: 32 hex digits, one per request, replacing whatever the client sent.
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids), ids
+    assert ids[0] != ids[1]
