@@ -24,6 +24,7 @@ from conversations import retention, services
 from conversations.models import Attachment, Conversation, Feedback, Message, SatisfactionRating, Ticket
 from conversations.serializers import attachment_url
 from cs_platform.markdown_html import MARKDOWN_TAGS, MARKDOWN_URL_SCHEMES
+from cs_platform.pii import pii_mask
 from cs_platform.roles import user_sees_only_own_tickets
 
 # The model's Markdown is rendered without raw HTML, then sanitised again. `breaks` as in the widget's
@@ -375,12 +376,17 @@ def report_action(
 
 
 def one_line(text: str, *, short: bool = False) -> str:
-    """Long text in a list column: one line, cut with an ellipsis (admin.css), all of it on hover."""
+    """Long text in a list column: one line, cut with an ellipsis (admin.css), all of it on hover.
+
+    Personal data is masked here (cs_platform/pii.py): a list shows many customers' words at once to
+    whoever opens it; a conversation's own page shows what its customer wrote, as written.
+    """
+    masked = pii_mask(text[:2000])
     return format_html(
         '<span class="cs-one-line{}" title="{}">{}</span>',
         " cs-short" if short else "",
-        text[:2000],
-        text[:300],
+        masked,
+        masked[:300],
     )
 
 

@@ -10,6 +10,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from cs_platform.pii import pii_mask
+
 
 def token_hash(token: str) -> str:
     """The stored form of a customer token."""
@@ -131,7 +133,8 @@ class Message(models.Model):
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="message_status_heartbeat")]
 
     def __str__(self) -> str:
-        return f"{self.get_role_display()}: {self.text[:60]}"
+        # Shown in admin's lists, choices and confirmations: with personal data masked (cs_platform/pii.py).
+        return f"{self.get_role_display()}: {pii_mask(self.text[:80])[:60]}"
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:

@@ -172,3 +172,18 @@ def test_the_daily_aggregates_keep_the_questions_masked() -> None:
 
     assert [text for _, text in row.unanswered_questions.values()] == ["Refund to z***@example.com please"]
     assert EMAIL not in str(row.unanswered_questions)
+
+
+@pytest.mark.django_db
+def test_admin_lists_mask_personal_data_and_the_transcript_keeps_it() -> None:
+    conversation: Any = ConversationFactory()
+    MessageFactory(conversation=conversation, text=f"My phone is {MOBILE}")
+    client = Client()
+    client.force_login(make_user(None, is_staff=True, is_superuser=True))
+
+    listed = client.get("/admin/conversations/message/").content.decode()
+    transcript = client.get(f"/admin/conversations/conversation/{conversation.pk}/change/").content.decode()
+
+    assert "My phone is 138****5678" in listed
+    assert MOBILE not in listed
+    assert MOBILE in transcript  # the supervisor helping this customer reads what they wrote
