@@ -125,18 +125,24 @@ async function submit() {
     renderComposer();
     return;
   }
+  // The composer empties as the message goes, so that what the agent types next (while it is being
+  // sent) is kept, not wiped by the answer; a message that fails to go is put back in front of it.
+  const sent = state.composer.text;
+  state.composer.text = "";
   state.composer.sending = true;
   state.composer.error = null;
   renderComposer();
   try {
     const message = await api.post(conversation, text, internal);
     if (state.selected !== conversation) return;
-    state.composer.text = "";
     if (state.assist && !state.assist.streaming) state.assist = null;
     // The socket's conversation.message may come first or not at all: the id keeps it once.
     showSaved({ conversation, message });
   } catch (error) {
     if (reloadIfSignedOut(error)) return;
+    if (state.selected === conversation) {
+      state.composer.text = state.composer.text.trim() ? `${sent}\n${state.composer.text}` : sent;
+    }
     state.composer.error = t("composer.sendFailed", { detail: error.detail || t("error.unknown") });
     announce(state.composer.error, { assertive: true });
   } finally {

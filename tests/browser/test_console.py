@@ -671,3 +671,44 @@ def test_an_agent_drafts_with_ai_edits_the_draft_and_sends_it(
         )
     ) == [sent]
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_it_keeps_what_the_agent_types_while_a_message_is_sent_and_gives_back_one_that_failed(
+    browser: Browser, platform: Platform
+) -> None:
+    make_agent("lin", "Lin", "Wei")
+    conversation = handed_off("Is my refund on its way?")
+    page = open_console(browser, platform, "lin")
+    queue_item(page, conversation).click()
+    page.get_by_test_id("claim-button").click()
+    expect(page.get_by_test_id("claim-button")).to_have_count(0)
+    held: list[Any] = []
+    page.route("**/api/agent/conversations/*/messages", lambda route: held.append(route))
+
+    # The first message is on its way (its request held): the agent goes on typing the next one.
+    send(page, "Yes, it was sent today.")
+    expect(page.get_by_test_id("composer-input")).to_have_value("")
+    for _ in range(250):  # until the request reaches the route (each wait lets Playwright run it)
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert len(held) == 1
+    page.get_by_test_id("composer-input").type("It takes 5 days")
+    held.pop().continue_()
+
+    expect(messages(page, "agent").get_by_test_id("message-text")).to_have_text(["Yes, it was sent today."])
+    expect(page.get_by_test_id("composer-input")).to_have_value("It takes 5 days")
+
+    # A message that fails to go comes back into the composer, with what was typed since after it.
+    page.unroute("**/api/agent/conversations/*/messages")
+    page.route(
+        "**/api/agent/conversations/*/messages",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"code": "busy", "detail": "Try again."}'
+        ),
+    )
+    page.get_by_test_id("composer-input").press("Enter")
+
+    expect(page.locator("#ac-composer-error")).to_contain_text("Try again.")
+    expect(page.get_by_test_id("composer-input")).to_have_value("It takes 5 days")
+    assert Message.objects.filter(conversation=conversation, role=Message.Role.AGENT).count() == 1
