@@ -469,8 +469,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Customers: messages a conversation may send per minute over the websocket, and all the
 # conversations of one address together (a script opening many conversations to get around the first).
+# Generous per address: many customers share one behind a mobile carrier's or a company's NAT.
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
-WIDGET_MESSAGES_PER_IP_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_IP_PER_MINUTE", default=60)
+WIDGET_MESSAGES_PER_IP_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_IP_PER_MINUTE", default=300)
 # HTTP limits, as django-ratelimit rates ("30/m": 30 a minute; s, m, h, d), counted in Redis so that
 # they hold across every web process; per client address unless said otherwise.
 RATE_LIMIT_NEW_CONVERSATIONS = env.str("RATE_LIMIT_NEW_CONVERSATIONS", default="30/m")
