@@ -79,6 +79,10 @@ class Script:
     # pass; after that the stream resumes normally.
     stall_after: int | None = None
     stall_seconds: float = 30.0
+    # If given, every stream sends its first token, then waits until the event is set (or the
+    # client leaves): lets a test see many streams open at the same moment however slowly the
+    # platform starts them.
+    gate: threading.Event | None = None
     # After this many tokens, send a garbage ``data: {not json`` event, then carry on.
     malformed_after: int | None = None
     # After this many tokens, close the socket abruptly: no terminating chunk, no [DONE].
@@ -284,6 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
             if index > 0:
                 self._wait(script.token_delay)
             self._send_event(chunk({"content": script.tokens[index]}))
+            if index == 0 and script.gate is not None:
+                self._wait_for(script.gate)
 
         for position, call in enumerate(script.tool_calls):
             call_id = call.id or f"chatcmpl-tool-{position}"
@@ -357,6 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
             if remaining <= 0:
                 return
             if self._client_closed(min(remaining, _POLL_INTERVAL)):
+                raise _ClientGone
+
+    def _wait_for(self, event: threading.Event) -> None:
+        """Wait until ``event`` is set, raising :class:`_ClientGone` as :meth:`_wait` does."""
+        owner = self.server.owner
+        while not event.is_set():
+            if owner.is_stopping or self._client_closed(_POLL_INTERVAL):
                 raise _ClientGone
 
     def _client_closed(self, timeout: float) -> bool:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -246,17 +247,21 @@ async def test_it_streams_twenty_replies_at_once_in_one_worker_process(
     stack_for: Callable[..., Stack], scripted_server: ScriptedInferenceServer
 ) -> None:
     tokens = [f"word{index} " for index in range(50)]
-    scripted_server.default = Script(tokens=tokens, token_delay=0.1, model="scripted-model")
-    stack = stack_for(scripted_server.base_url, "scripted-model")
+    gate = threading.Event()
+    scripted_server.default = Script(tokens=tokens, token_delay=0.05, gate=gate, model="scripted-model")
+    # The first streams wait at the gate for the last to open: give them longer than that.
+    stack = stack_for(scripted_server.base_url, "scripted-model", INFERENCE_TOKEN_TIMEOUT="90")
     customers = Customers()
     reply_ids = await _queue(customers, 20)
 
     await _enqueue(*reply_ids)
-    # Each stream takes 5 s: twenty open at once means one process streams them side by side.
+    # Every stream holds after its first token until all twenty are open: one process streams
+    # them side by side, however slowly a loaded machine starts them.
     await _wait_until_async(
-        lambda: _open_streams(scripted_server) == 20, seconds=30, what="20 streams open at once"
+        lambda: _open_streams(scripted_server) == 20, seconds=60, what="20 streams open at once"
     )
     connections_while_streaming = _worker_connections()
+    gate.set()
     received = {
         reply_id: await customers.until(reply_id, "reply.done", "reply.error") for reply_id in reply_ids
     }
