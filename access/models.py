@@ -72,3 +72,66 @@ class IpRule(models.Model):
         super().clean_fields(exclude=exclude)
         if not exclude or "cidr" not in exclude:
             self.cidr = str(network_parse(self.cidr))
+
+
+def assistant_model_only() -> list[str]:
+    """A new key's allowed models: the assistant (GATEWAY_ASSISTANT_MODEL), not the raw model."""
+    return [settings.GATEWAY_ASSISTANT_MODEL]
+
+
+class ApiKey(models.Model):
+    """A key another system calls the OpenAI-compatible gateway (/v1/) with.
+
+    The key is `csk_<prefix>_<secret>`: the prefix is public and finds the row, and only a SHA-256 of
+    the secret is kept, compared in constant time. The secret is random (240 bits), so a fast hash is
+    as safe as a slow one and costs nothing per request. It is shown once, when the key is issued.
+    Managed by superusers only, like the IP rules: a key opens the assistant to another system.
+    """
+
+    name = models.CharField(max_length=100, help_text="What calls with it, e.g. “CRM ticket sidebar”.")
+    owner = models.CharField(
+        max_length=200, blank=True, help_text="Who answers for it: a team, a person, an e-mail address."
+    )
+    note = models.TextField(blank=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_sha256 = models.CharField(max_length=64, editable=False)
+    allowed_models = models.JSONField(
+        default=assistant_model_only,
+        blank=True,
+        help_text="The model names the key may ask for: the assistant (grounded like the widget) and, "
+        "for a plain proxy to the model, the inference server's model.",
+    )
+    keeps_conversations = models.BooleanField(
+        default=False,
+        help_text="Keep each request and its answer as a conversation (channel API), visible in admin.",
+    )
+    fetches_image_urls = models.BooleanField(
+        default=False,
+        help_text="Let requests name images by http(s) URL, fetched by the platform (size, type and time "
+        "limits; never internal addresses). Without it only data: URLs are taken.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, default=60, help_text="Empty: no limit."
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt and completion tokens together. Empty: no limit."
+    )
+    monthly_tokens = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per calendar month (TIME_ZONE) before requests are refused. Empty: no quota.",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name} (csk_{self.prefix}_…)"

@@ -154,6 +154,10 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Messages (admin's included) are kept in the session, on the server: a new API key is shown once in
+# one, and must never travel in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "cs_platform.urls"
 
 TEMPLATES = [
@@ -414,6 +418,19 @@ INFERENCE_HANDOFF_TOOL = env.bool("INFERENCE_HANDOFF_TOOL", default=False)
 # disclaimer, both kept in admin. Each process reads them from the database at most this often, so an
 # edit applies on every process within this many seconds (at once in the process that saved it).
 SAFETY_CACHE_SECONDS = env.float("SAFETY_CACHE_SECONDS", default=10.0)
+# The OpenAI-compatible gateway (gateway/, /v1/): the model name that answers as the assistant (the
+# widget's profile, knowledge, citations, blocked terms and disclaimer); keys may also be allowed the
+# inference server's own model, a plain proxy.
+GATEWAY_ASSISTANT_MODEL = env.str("GATEWAY_ASSISTANT_MODEL", default="support-assistant")
+# The largest request body /v1/ takes (images come inline as base64 data: URLs, a third larger).
+GATEWAY_MAX_REQUEST_BYTES = env.int("GATEWAY_MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
+# Images per request (each normalised like an upload, ATTACHMENT_MAX_BYTES each).
+GATEWAY_MAX_IMAGES_PER_REQUEST = env.int("GATEWAY_MAX_IMAGES_PER_REQUEST", default=4)
+# An http(s) image URL (keys that may fetch them) must answer in full within this many seconds.
+GATEWAY_IMAGE_FETCH_TIMEOUT_SECONDS = env.float("GATEWAY_IMAGE_FETCH_TIMEOUT_SECONDS", default=10.0)
+# Internal networks an image URL may still point into (an intranet CDN, say): every other loopback,
+# private, link-local or reserved address is refused, so a key cannot make the platform reach them.
+GATEWAY_IMAGE_URL_ALLOWED_NETWORKS: list[str] = env.list("GATEWAY_IMAGE_URL_ALLOWED_NETWORKS", default=[])
 # A reply whose worker has not shown progress for this long is failed and the customer told.
 REPLY_STALLED_AFTER_SECONDS = env.int("REPLY_STALLED_AFTER_SECONDS", default=30)
 # A reply no worker has picked up after this long is failed (no worker running, queue jammed).
@@ -607,6 +624,7 @@ def _validate() -> None:
         "REPLY_SWEEP_INTERVAL_SECONDS",
         "REPLY_QUEUE_TIMEOUT_SECONDS",
         "OCR_TIMEOUT_SECONDS",
+        "GATEWAY_IMAGE_FETCH_TIMEOUT_SECONDS",
     ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
@@ -617,6 +635,8 @@ def _validate() -> None:
         "WIDGET_MESSAGES_PER_MINUTE",
         "WIDGET_MESSAGES_PER_IP_PER_MINUTE",
         "CHANNEL_LAYER_MAX_CONNECTIONS",
+        "GATEWAY_MAX_REQUEST_BYTES",
+        "GATEWAY_MAX_IMAGES_PER_REQUEST",
     ):
         if globals()[name] <= 0:
             raise ImproperlyConfigured(f"{name} must be a positive integer.")
@@ -631,6 +651,10 @@ def _validate() -> None:
             raise ImproperlyConfigured(
                 f"{name} must be a rate such as 30/m (a count per s, m, h or d), not {globals()[name]!r}."
             )
+    if not GATEWAY_ASSISTANT_MODEL.strip():
+        raise ImproperlyConfigured(
+            "GATEWAY_ASSISTANT_MODEL must name the assistant's model (such as support-assistant)."
+        )
     if INFERENCE_MAX_IMAGES_PER_PROMPT < 0:
         raise ImproperlyConfigured(
             "INFERENCE_MAX_IMAGES_PER_PROMPT must be zero (no images) or a positive integer."
