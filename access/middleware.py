@@ -62,9 +62,17 @@ class IpRulesMiddleware:
                 verdict.reason,
                 f", rule {verdict.rule_id}" if verdict.rule_id is not None else "",
             )
-            return JsonResponse(
-                {"code": REFUSED_CODE, "detail": refusal_detail(scope=scope, address=address)}, status=403
-            )
+            detail = refusal_detail(scope=scope, address=address)
+            body: dict[str, Any] = {"code": REFUSED_CODE, "detail": detail}
+            if scope == Scope.API:
+                # The gateway's callers use OpenAI clients, which read the reason from `error`.
+                body["error"] = {
+                    "message": detail,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": REFUSED_CODE,
+                }
+            return JsonResponse(body, status=403)
         return self.get_response(request)
 
 

@@ -128,6 +128,7 @@ INSTALLED_APPS = [
     "reports",
     "access",
     "safety",
+    "gateway",
     # Failed staff sign-ins and lock-outs (cs_platform/staff_login.py).
     "axes",
 ]

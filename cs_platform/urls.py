@@ -10,6 +10,7 @@ from django.views.generic import RedirectView
 from agents.views import console_page
 from conversations.views import chat_page
 from cs_platform import health, metrics, staff_login
+from gateway.errors import GatewayError
 
 admin.site.site_header = "Customer service platform"
 admin.site.site_title = "Customer service"
@@ -32,15 +33,26 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+def _is_gateway(request: HttpRequest) -> bool:
+    return request.path.startswith("/v1/")
+
+
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """The API's 404 as {"code", "detail"} (a bad UUID in its path too); Django's page elsewhere."""
+    """The API's 404 as {"code", "detail"} (a bad UUID in its path too), the gateway's in OpenAI's shape;
+    Django's page elsewhere."""
+    if _is_gateway(request):
+        return GatewayError(404, f"Unknown path {request.path}.", code="not_found").response()
     if _is_api(request):
         return JsonResponse({"code": "not_found", "detail": "There is nothing at this address."}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """The API's 500 as {"code", "detail"}, without the error's text; Django's page elsewhere."""
+    """The API's 500 as {"code", "detail"}, without the error's text (the gateway's in OpenAI's shape);
+    Django's page elsewhere."""
+    if _is_gateway(request):
+        sentence = "Something went wrong on our side; please try again."
+        return GatewayError(500, sentence, code="server_error", error_type="server_error").response()
     if _is_api(request):
         return JsonResponse(
             {"code": "server_error", "detail": "Something went wrong on our side; please try again."},
@@ -62,6 +74,7 @@ urlpatterns = [
     path("api/reports/", include("reports.urls")),
     path("reports/", include("reports.page_urls")),
     path("kb/", include("knowledge.urls")),
+    path("v1/", include("gateway.urls")),
     # Before admin's own URLs: its sign-in page, rate-limited with the console's (cs_platform/staff_login.py).
     path("admin/login/", staff_login.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),

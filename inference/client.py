@@ -53,6 +53,8 @@ class ChatRequest:
     # OpenAI function tools offered to the model (the handoff tool); sent only when there are any, with
     # tool_choice "auto": a server started without tool calling (llama.cpp's default) is never asked.
     tools: tuple[dict[str, Any], ...] = ()
+    # Further sampling options sent as they are (the gateway's callers' top_p, stop, seed, penalties).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,20 @@ class InferenceClient:
                 ) from error
         return self._models[base_url]
 
+    async def served_model(self) -> str:
+        """The model's name: the configured one, or the one the first server in line lists."""
+        if self.model:
+            return self.model
+        http = self.http or httpx.AsyncClient(timeout=self._timeout())
+        try:
+            for base_url in self.registry.order(self.base_urls):
+                with contextlib.suppress(_ServerFailed, httpx.HTTPError):
+                    return await self._model_for(http, base_url)
+        finally:
+            if http is not self.http:
+                await http.aclose()
+        raise InferenceUnavailable("No inference server said which model it serves.")
+
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Stream a chat completion, trying each server in turn until one sends its first event.
 
@@ -391,6 +407,7 @@ class InferenceClient:
             async with asyncio.timeout(deadline):
                 model = await self._model_for(http, base_url)
                 payload = {
+                    **request.options,
                     "model": model,
                     "messages": request.messages,
                     "max_tokens": request.max_tokens,

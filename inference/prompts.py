@@ -239,13 +239,20 @@ def instant_answer_find(
 def instant_answer_for(*, locale: str, history: list[Message]) -> InstantAnswer | None:
     """`instant_answer_find` for a history already read (newest first): a reply's, or a draft's."""
     latest = next((message for message in history if message.role == Message.Role.CUSTOMER), None)
-    if latest is not None and latest.text.strip() and not latest.attachments.all():
-        match = faq_find(question=latest.text.strip(), locale=locale)
+    question = latest.text.strip() if latest is not None and not latest.attachments.all() else ""
+    return instant_answer_for_question(locale=locale, question=question, query=retrieval_query(history))
+
+
+def instant_answer_for_question(*, locale: str, question: str, query: str) -> InstantAnswer | None:
+    """`instant_answer_for` once the history is read: `question` is the customer's latest text (empty
+    when it came with images), `query` what retrieval is asked (the gateway's callers come here too)."""
+    if question:
+        match = faq_find(question=question, locale=locale)
         if match is not None and match.answer.strip():
             return InstantAnswer(text=match.answer.strip(), source=Message.Source.FAQ, citations=[])
     if active_profile().model_answers(locale):
         return None
-    found = sources_find(query=retrieval_query(history), locale=locale)
+    found = sources_find(query=query, locale=locale)
     if not found.found:
         return InstantAnswer(
             text=grounding.unanswered_sentence(locale),

@@ -736,14 +736,21 @@ def test_http_a_refusal_of_the_widget_api_is_readable_by_the_embedding_page(sett
 
 @pytest.mark.django_db
 def test_http_the_gateway_is_open_until_a_rule_says_otherwise() -> None:
-    # No gateway yet (issue 13): an admitted request reaches the URL resolver and its 404.
-    assert get("/v1/models", PUBLIC).status_code == 404
+    # An admitted request reaches the gateway, which asks for its key.
+    assert get("/v1/models", PUBLIC).status_code == 401
 
     rule_add("api", "198.51.100.0/24")
-    assert get("/v1/models", OTHER_PUBLIC).status_code == 404
+    assert get("/v1/models", OTHER_PUBLIC).status_code == 401
     response = get("/v1/models", PUBLIC)
     assert_refused(response)
     assert "the API gateway" in response.json()["detail"]
+    # In OpenAI's shape too, which is what the gateway's clients read.
+    assert response.json()["error"] == {
+        "message": response.json()["detail"],
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "ip_not_allowed",
+    }
 
 
 @pytest.mark.django_db
