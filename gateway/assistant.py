@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
 from conversations.models import Message
 from cs_platform.pii import pii_mask
@@ -88,6 +89,14 @@ def _cost(entry: dict[str, Any]) -> int:
     content = entry["content"]
     images = sum(1 for part in content if part["type"] == "image_url") if isinstance(content, list) else 0
     return estimate_tokens(text_of(content)) + images * IMAGE_TOKENS_ESTIMATE + TOKENS_PER_MESSAGE_OVERHEAD
+
+
+def assistant_plan_on_own_thread(call: ChatCall) -> AssistantPlan:
+    """`assistant_plan` on a thread borrowed from a pool, whose database connection it gives back."""
+    try:
+        return assistant_plan(call)
+    finally:
+        connection.close()
 
 
 def assistant_plan(call: ChatCall) -> AssistantPlan:

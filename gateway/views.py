@@ -27,7 +27,7 @@ from conversations.uploads import UploadsBusy
 from cs_platform.client_ip import client_ip_from_request
 from cs_platform.logs import request_id_get
 from gateway import errors
-from gateway.assistant import AssistantPlan, assistant_plan
+from gateway.assistant import AssistantPlan, assistant_plan_on_own_thread
 from gateway.completions import Completion
 from gateway.errors import GatewayError
 from gateway.images import GatewayImageError, image_url_to_data_url
@@ -192,7 +192,9 @@ class ChatCompletionRun:
         await _images_take(call, api_key)
         exchange.call = call
         if exchange.mode == ApiRequest.Mode.ASSISTANT:
-            plan: AssistantPlan = await sync_to_async(assistant_plan, thread_sensitive=False)(call)
+            plan: AssistantPlan = await sync_to_async(assistant_plan_on_own_thread, thread_sensitive=False)(
+                call
+            )
             exchange.locale = plan.locale
             return Completion(client=client, request=None, plan=plan)
         return Completion(client=client, request=_proxy_request(call))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from asgiref.sync import sync_to_async
 from celery import current_app
 from django.conf import settings as django_settings
+from django.db import connections
 
 from conversations import handoff_rules, replies
 from cs_platform.health import forget_readiness
@@ -20,6 +22,14 @@ from inference.client import server_registry
 from tests.scripted_inference import ScriptedInferenceServer
 
 real_reply_generation_enqueue = replies.reply_generation_enqueue
+
+
+@pytest.fixture
+async def worker_connections_closed() -> AsyncIterator[None]:
+    """Close the connection the async ORM opened in asgiref's worker thread, which would otherwise
+    outlive the test database (the async tests run with transaction=True for that thread to see rows)."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session", autouse=True)

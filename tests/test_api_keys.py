@@ -4,7 +4,7 @@ admin for superusers only, where a new key is shown once."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -14,7 +14,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import CommandError, call_command
-from django.db import connections
 from django.forms.models import model_to_dict
 from django.test import Client
 from django.utils import timezone
@@ -35,14 +34,6 @@ def _fast_password_hashing(settings: Any) -> None:
 def _models(settings: Any) -> None:
     settings.GATEWAY_ASSISTANT_MODEL = "support-assistant"
     settings.INFERENCE_MODEL = "qwen2.5-vl-7b"
-
-
-@pytest.fixture
-async def worker_connections_closed() -> AsyncIterator[None]:
-    """Close the connection the async ORM opened in asgiref's worker thread, which would otherwise
-    outlive the test database (the async tests run with transaction=True for that thread to see rows)."""
-    yield
-    await sync_to_async(connections.close_all)()
 
 
 def issue(**fields: Any) -> keys.IssuedKey:
