@@ -56,12 +56,26 @@ async def _key(request: HttpRequest) -> ApiKey:
         raise errors.invalid_api_key(refused.message) from None
 
 
+# The inference server's model name when INFERENCE_MODEL does not say it, as last asked, and when:
+# the servers are asked at most once a minute, not once per request.
+_served_model: dict[tuple[str, ...], tuple[str, float]] = {}
+SERVED_MODEL_SECONDS = 60.0
+
+
 async def _raw_model(client: InferenceClient) -> str | None:
     """The inference server's model name, or None when no server can say."""
+    if client.model:
+        return client.model
+    servers = tuple(client.base_urls)
+    known = _served_model.get(servers)
+    if known is not None and time.monotonic() - known[1] < SERVED_MODEL_SECONDS:
+        return known[0]
     try:
-        return await client.served_model()
+        name = await client.served_model()
     except InferenceError:
         return None
+    _served_model[servers] = (name, time.monotonic())
+    return name
 
 
 async def _models_for(api_key: ApiKey, client: InferenceClient) -> list[str]:
@@ -191,6 +205,9 @@ class ChatCompletionRun:
         await limits_check(api_key)
         await _images_take(call, api_key)
         exchange.call = call
+        # The model's name as last asked (when INFERENCE_MODEL does not say it): the stream needs no
+        # GET /models of its own. None (no server answers) leaves the stream to find out and fail.
+        client.model = await _raw_model(client) or ""
         if exchange.mode == ApiRequest.Mode.ASSISTANT:
             plan: AssistantPlan = await sync_to_async(assistant_plan_on_own_thread, thread_sensitive=False)(
                 call

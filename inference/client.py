@@ -283,8 +283,10 @@ class InferenceClient:
         http = self.http or httpx.AsyncClient(timeout=self._timeout())
         try:
             for base_url in self.registry.order(self.base_urls):
-                with contextlib.suppress(_ServerFailed, httpx.HTTPError):
-                    return await self._model_for(http, base_url)
+                # A hung server gets the fail-over deadline, not the stream's long read timeout.
+                with contextlib.suppress(_ServerFailed, httpx.HTTPError, TimeoutError):
+                    async with asyncio.timeout(self.response_timeout):
+                        return await self._model_for(http, base_url)
         finally:
             if http is not self.http:
                 await http.aclose()

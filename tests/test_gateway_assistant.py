@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
 from access.keys import api_key_create
+from gateway import views
 from gateway.models import ApiRequest
 from knowledge.retrieval import FaqMatch
 from safety.models import SafetySettings
@@ -23,6 +24,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 AssistantProfileFactory: Any = factories.AssistantProfileFactory
 ASSISTANT = "support-assistant"
+
+
+@pytest.fixture(autouse=True)
+def _served_model_forgotten() -> None:
+    views._served_model.clear()
 
 
 @pytest.fixture
@@ -195,3 +201,22 @@ async def set_disclaimer(text: str) -> None:
         safety.save()
 
     await database_sync_to_async(write)()
+
+
+async def test_it_asks_the_server_its_models_name_once_a_minute_when_inference_model_is_unset(
+    knowledge: KnowledgeStub, key: str, scripted_inference: ScriptedInferenceServer
+) -> None:
+    scripted_inference.default = Script(tokens=["raw"], model="served-by-the-server")
+    raw_key = await database_sync_to_async(api_key_create)(
+        name="raw", allowed_models=["served-by-the-server"]
+    )
+
+    for _ in range(3):
+        status, body = await ask(
+            raw_key.key, {"model": "served-by-the-server", "messages": [{"role": "user", "content": "Hi"}]}
+        )
+        assert (status, body["choices"][0]["message"]["content"]) == (200, "raw")
+
+    listings = [r for r in scripted_inference.requests if r.method == "GET" and r.path.endswith("/models")]
+    assert len(listings) == 1
+    assert len(scripted_inference.chat_requests) == 3
