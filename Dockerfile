@@ -22,6 +22,7 @@ COPY review review
 COPY reports reports
 COPY access access
 COPY safety safety
+COPY gateway gateway
 RUN pip install .
 COPY manage.py ./
 COPY templates templates

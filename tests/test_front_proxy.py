@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,10 +27,13 @@ import yaml
 from django.conf import settings
 from websockets.typing import Origin
 
+from access.keys import api_key_create
 from conversations.models import Conversation
 from cs_platform.processes import free_port, parent_death_signal, stop_process_group, wait_until_answering
 from cs_platform.serve_web import daphne_arguments
+from gateway.models import ApiRequest
 from tests.factories import jpeg_bytes
+from tests.scripted_inference import Script, ScriptedInferenceServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MEGABYTE = 1024 * 1024
@@ -36,6 +41,12 @@ MEGABYTE = 1024 * 1024
 PROXY_ADDRESS = "127.0.0.1"
 # Another loopback address: a client that is neither the proxy nor in METRICS_ALLOWED_IPS (127.0.0.1/32).
 CLIENT_ADDRESS = "127.0.0.2"
+MODEL = "scripted-model"
+ASSISTANT = "support-assistant"
+# The gateway's body limit at nginx, smaller than the platform's (its default 20 MiB) so that a body
+# between the two shows which of them refused it.
+PROXY_GATEWAY_MAX_BYTES = 2 * MEGABYTE
+PLATFORM_GATEWAY_MAX_BYTES = 20 * MEGABYTE
 
 
 def _compose() -> dict[str, Any]:
@@ -73,7 +84,15 @@ class WebSet:
 
 
 @pytest.fixture(scope="module")
-def web_set(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSet]:
+def scripted() -> Iterator[ScriptedInferenceServer]:
+    with ScriptedInferenceServer(default=Script(model=MODEL)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def web_set(
+    django_db_setup: None, scripted: ScriptedInferenceServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebSet]:
     """daphne by the production entry point, with deploy/nginx in front of it listed in TRUSTED_PROXIES.
 
     One for the module (they take seconds to start and stop); tests that use it take `transactional_db`,
@@ -101,6 +120,9 @@ def web_set(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
         "METRICS_ALLOWED_IPS": "127.0.0.1/32",
         "METRICS_TOKEN": "",
         "ATTACHMENT_MAX_BYTES": str(10 * MEGABYTE),
+        "GATEWAY_MAX_REQUEST_BYTES": str(PLATFORM_GATEWAY_MAX_BYTES),
+        "INFERENCE_BASE_URL": scripted.base_url,
+        "INFERENCE_MODEL": MODEL,
         "DAPHNE_BIND": "127.0.0.1",
         "DAPHNE_PORT": str(daphne_port),
         "PYTHONUNBUFFERED": "1",
@@ -115,6 +137,7 @@ def web_set(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
         "WEB_UPSTREAM": f"127.0.0.1:{daphne_port}",
         "NGINX_CONF": str(prefix / "nginx.conf"),
         "ATTACHMENT_MAX_BYTES": str(10 * MEGABYTE),
+        "GATEWAY_MAX_REQUEST_BYTES": str(PROXY_GATEWAY_MAX_BYTES),
     }
     daphne = subprocess.Popen(
         _web_command(), cwd=ROOT, env=daphne_env, stdout=(logs / "daphne.log").open("ab"),
@@ -348,6 +371,11 @@ def test_it_publishes_only_the_proxy_and_trusts_only_its_address() -> None:
         services["proxy"]["environment"]["ATTACHMENT_MAX_BYTES"]
         == services["web"]["environment"]["ATTACHMENT_MAX_BYTES"]
     )
+    assert (
+        services["proxy"]["environment"]["GATEWAY_MAX_REQUEST_BYTES"]
+        == services["web"]["environment"]["GATEWAY_MAX_REQUEST_BYTES"]
+        == "${GATEWAY_MAX_REQUEST_BYTES:-20971520}"
+    )
 
 
 def test_the_proxy_gives_each_request_an_id_the_platform_answers_with(
@@ -365,3 +393,143 @@ def test_the_proxy_gives_each_request_an_id_the_platform_answers_with(
     # nginx's $request_id: 32 hex digits, one per request, replacing whatever the client sent.
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids), ids
     assert ids[0] != ids[1]
+
+
+def _chat_body(question: str, *, stream: bool = False, padding: int = 0) -> bytes:
+    """A chat-completions body for the assistant, made `padding` bytes longer by trailing white space."""
+    body = {"model": ASSISTANT, "stream": stream, "messages": [{"role": "user", "content": question}]}
+    return json.dumps(body).encode() + b" " * padding
+
+
+def _wait_for(condition: Any, *, what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {seconds} s: {what}")
+        time.sleep(0.05)
+
+
+def test_it_streams_the_gateways_first_token_through_the_proxy_while_the_model_is_still_generating(
+    web_set: WebSet, scripted: ScriptedInferenceServer, transactional_db: None
+) -> None:
+    scripted.clear()
+    gate = threading.Event()
+    scripted.enqueue(Script(tokens=["Parcels ", "arrive ", "in ", "two ", "days."], gate=gate, model=MODEL))
+    key = api_key_create(name="x").key
+    contents: list[str] = []
+    try:
+        with (
+            web_set.client() as client,
+            client.stream(
+                "POST",
+                f"{web_set.proxy_url}/v1/chat/completions",
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    "Content-Type": "application/json",
+                    "Accept-Encoding": "gzip",
+                },
+                content=_chat_body("How long does delivery take?", stream=True),
+            ) as response,
+        ):
+            lines = response.iter_lines()
+            for line in lines:
+                if not line.startswith("data: {"):
+                    continue
+                delta = json.loads(line.removeprefix("data: "))["choices"][0]["delta"]
+                if delta.get("content"):
+                    contents.append(delta["content"])
+                    break
+            # The model sent one token and is held at the gate: nothing on the way (nginx, a
+            # compressor, daphne) held that token back for more.
+            [held] = scripted.chat_requests
+            assert held.completed is False
+            assert contents == ["Parcels "]
+            gate.set()
+            rest = [line for line in lines if line]
+    finally:
+        gate.set()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert "content-encoding" not in response.headers
+    assert rest[-1] == "data: [DONE]"
+    contents += [
+        json.loads(line.removeprefix("data: "))["choices"][0]["delta"].get("content") or ""
+        for line in rest[:-1]
+    ]
+    assert "".join(contents) == "Parcels arrive in two days."
+    # Marked once its last chunk is written, which the client may read first.
+    _wait_for(lambda: held.completed, what="the model's stream to end")
+
+
+def test_it_refuses_a_gateway_body_over_its_limit_at_the_proxy_in_openais_shape(
+    web_set: WebSet, scripted: ScriptedInferenceServer, transactional_db: None
+) -> None:
+    scripted.clear()
+    scripted.enqueue(Script(tokens=["Parcels ", "arrive ", "in ", "two ", "days."], model=MODEL))
+    key = api_key_create(name="x").key
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with web_set.client() as client:
+        # Under the platform's 20 MiB but over nginx's 2 MiB: only nginx refuses it.
+        refused = client.post(
+            f"{web_set.proxy_url}/v1/chat/completions",
+            headers=headers,
+            content=_chat_body("Refused?", padding=3 * MEGABYTE),
+        )
+        # Over the 1 MiB the rest of the API is capped at, under the gateway's: it reaches the platform.
+        answered = client.post(
+            f"{web_set.proxy_url}/v1/chat/completions",
+            headers=headers,
+            content=_chat_body("How long does delivery take?", padding=MEGABYTE + MEGABYTE // 2),
+        )
+        _wait_for(lambda: ApiRequest.objects.count() == 1, what="the answered request's record")
+
+    assert refused.status_code == 413
+    assert refused.headers["content-type"] == "application/json"
+    assert refused.json() == {
+        "error": {
+            "message": "The request body is over 2097152 bytes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    }
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"] == "Parcels arrive in two days."
+    # The platform keeps every request with a good key, a refused one included: one record, the
+    # answered one, so the refused body never reached it. Nor the model: one call, the answered one's.
+    [record] = ApiRequest.objects.all()
+    assert record.status_code == 200
+    [sent] = scripted.chat_requests
+    assert sent.json["messages"][-1] == {"role": "user", "content": "How long does delivery take?"}
+
+
+def test_it_refuses_to_start_the_proxy_with_a_gateway_limit_that_is_no_positive_number_of_bytes(
+    tmp_path: Path,
+) -> None:
+    refusals = {}
+    for value in ["20m", "0", "-1"]:
+        started = subprocess.run(
+            ["sh", str(ROOT / "deploy/nginx/start.sh")],
+            env={
+                **os.environ,
+                "GATEWAY_MAX_REQUEST_BYTES": value,
+                "NGINX_CONF": str(tmp_path / "nginx.conf"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        refusals[value] = (started.returncode, started.stderr)
+
+    assert refusals == {
+        value: (
+            2,
+            f"start.sh: GATEWAY_MAX_REQUEST_BYTES must be a positive number of bytes, not '{value}'.\n",
+        )
+        for value in ["20m", "0", "-1"]
+    }
+    # Refused before anything was written.
+    assert not (tmp_path / "nginx.conf").exists()
