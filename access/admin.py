@@ -15,9 +15,10 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -161,7 +162,15 @@ class ApiKeyForm(forms.ModelForm):
         return cleaned
 
 
-_KEY_RECORD_FIELDS = ("key_display", "state", "last_used_at", "revoked_at", "created_at", "created_by")
+_KEY_RECORD_FIELDS = (
+    "key_display",
+    "state",
+    "usage_this_month",
+    "last_used_at",
+    "revoked_at",
+    "created_at",
+    "created_by",
+)
 
 
 class ApiKeyStateFilter(admin.SimpleListFilter):
@@ -237,6 +246,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="key")
     def key_display(self, obj: ApiKey) -> str:
         return f"{keys.KEY_START}{obj.prefix}_…"
+
+    @admin.display(description="usage this month")
+    def usage_this_month(self, obj: ApiKey) -> str:
+        # What gateway.limits.month_tokens_used counts against the quota (its sync twin), and the rows.
+        month_start = timezone.localtime().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        totals = obj.requests.filter(created_at__gte=month_start).aggregate(
+            requests=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+        )
+        used = int(totals["prompt"] or 0) + int(totals["completion"] or 0)
+        quota = "" if obj.monthly_tokens is None else f" of its monthly quota of {obj.monthly_tokens:,}"
+        url = reverse("admin:gateway_apirequest_changelist")
+        return format_html(
+            '{} tokens{} in {} request(s) since {} · <a href="{}?api_key__id__exact={}">all its requests</a>',
+            f"{used:,}",
+            quota,
+            totals["requests"],
+            f"{month_start:%Y-%m-%d}",
+            url,
+            obj.pk,
+        )
 
     @admin.display(description="allowed models")
     def models_display(self, obj: ApiKey) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Case, CharField, Count, F, Q, Sum, Value, When
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,6 +26,7 @@ from access.rules import Reason, Scope
 from conversations.models import Conversation, Message, SatisfactionRating, Ticket
 from cs_platform.client_ip import client_ip_from_request
 from cs_platform.ratelimit import RATE_LIMIT_UNAVAILABLE
+from gateway.models import ApiRequest
 from inference.client import ServerState, server_registry
 
 # Seconds: what a customer notices (under 0.5 s feels instant, over 5 s needs the "thinking" line).
@@ -122,6 +123,80 @@ class PlatformCollector(Collector):
         tokens.add_metric(["prompt"], row["prompt"] or 0)
         tokens.add_metric(["completion"], row["completion"] or 0)
         yield tokens
+
+
+class GatewayCollector(Collector):
+    """The gateway's kept requests (every call with a valid key): counts, tokens and times to first
+    token, in two aggregate queries however many rows there are."""
+
+    def collect(self) -> Iterator[Any]:
+        # The model a caller asked for is a label only once it was recognised (a mode was chosen): a
+        # refused name is the caller's free text, and each one would be a series of its own.
+        model = Case(When(mode="", then=Value("")), default=F("model"), output_field=CharField())
+        rows = (
+            ApiRequest.objects.order_by()
+            .annotate(model_label=model)
+            .values("model_label", "mode", "status_code", "error_code")
+            .annotate(total=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
+        )
+        requests = CounterMetricFamily(
+            "cs_gateway_requests",
+            "Gateway requests kept (with a valid key) by model, mode, HTTP status and error code.",
+            labels=["model", "mode", "status", "error_code"],
+        )
+        tokens_by_model: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            requests.add_metric(
+                [row["model_label"], row["mode"], str(row["status_code"]), row["error_code"]], row["total"]
+            )
+            prompt, completion = tokens_by_model.get(row["model_label"], (0, 0))
+            tokens_by_model[row["model_label"]] = (
+                prompt + (row["prompt"] or 0),
+                completion + (row["completion"] or 0),
+            )
+        yield requests
+        tokens = CounterMetricFamily(
+            "cs_gateway_tokens",
+            "Tokens the gateway's requests read (prompt) and wrote (completion), by model.",
+            labels=["model", "kind"],
+        )
+        for name, (prompt, completion) in sorted(tokens_by_model.items()):
+            tokens.add_metric([name, "prompt"], prompt)
+            tokens.add_metric([name, "completion"], completion)
+        yield tokens
+        yield self._first_tokens()
+
+    @staticmethod
+    def _first_tokens() -> HistogramMetricFamily:
+        """Times to first token of the gateway's requests by mode, with the replies' buckets."""
+        buckets = {
+            f"le_{index}": Count("id", filter=Q(first_token_ms__lte=int(bound * 1000)))
+            for index, bound in enumerate(FIRST_TOKEN_BUCKETS_SECONDS)
+        }
+        histogram = HistogramMetricFamily(
+            "cs_gateway_first_token_seconds",
+            "Time from a gateway request's arrival to its first token, by mode.",
+            labels=["mode"],
+        )
+        rows: Iterable[Mapping[str, Any]] = (
+            ApiRequest.objects.filter(first_token_ms__isnull=False)
+            .order_by("mode")
+            .values("mode")
+            .annotate(**buckets, measured=Count("id"), total_ms=Sum("first_token_ms"))
+        )
+        for row in rows:
+            histogram.add_metric(
+                [row["mode"]],
+                [
+                    *(
+                        (str(bound), row[f"le_{index}"])
+                        for index, bound in enumerate(FIRST_TOKEN_BUCKETS_SECONDS)
+                    ),
+                    ("+Inf", row["measured"]),
+                ],
+                sum_value=(row["total_ms"] or 0) / 1000,
+            )
+        return histogram
 
 
 class QueueCollector(Collector):
@@ -252,6 +327,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
     registry = CollectorRegistry()
     registry.register(PlatformCollector())
+    registry.register(GatewayCollector())
     registry.register(InferenceServerCollector())
     registry.register(QueueCollector())
     registry.register(RequestCollector())

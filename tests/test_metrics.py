@@ -212,3 +212,123 @@ def test_it_leaves_the_queue_depth_out_with_the_in_memory_broker(client: Client,
     settings.CELERY_BROKER_URL = "memory://"
 
     assert "cs_queue_depth" not in metrics_body(client)
+
+
+def gateway_requests(count: int = 1, **fields: Any) -> None:
+    from gateway.models import ApiRequest
+
+    values: dict[str, Any] = {
+        "model": "support-assistant",
+        "served_model": "qwen2.5-vl-7b",
+        "mode": ApiRequest.Mode.ASSISTANT,
+        "status_code": 200,
+        **fields,
+    }
+    ApiRequest.objects.bulk_create(ApiRequest(**values) for _ in range(count))
+
+
+def test_it_counts_the_gateways_requests_and_tokens_by_model_mode_status_and_error_code(
+    client: Client,
+) -> None:
+    gateway_requests(2, prompt_tokens=900, completion_tokens=40)
+    gateway_requests(model="qwen2.5-vl-7b", mode="proxy", stream=True, prompt_tokens=50, completion_tokens=10)
+    gateway_requests(status_code=429, error_code="insufficient_quota", served_model="")
+    gateway_requests(status_code=502, error_code="upstream_error", prompt_tokens=30)
+    # A name the gateway did not recognise is the caller's free text: it is no label of its own.
+    gateway_requests(
+        model="made-up-1", mode="", served_model="", status_code=404, error_code="model_not_found"
+    )
+    gateway_requests(
+        model="made-up-2", mode="", served_model="", status_code=404, error_code="model_not_found"
+    )
+
+    body = metrics_body(client)
+
+    requests = sorted(line for line in body.splitlines() if line.startswith("cs_gateway_requests_total"))
+    assert requests == [
+        'cs_gateway_requests_total{error_code="",mode="assistant",model="support-assistant",'
+        'status="200"} 2.0',
+        'cs_gateway_requests_total{error_code="",mode="proxy",model="qwen2.5-vl-7b",status="200"} 1.0',
+        'cs_gateway_requests_total{error_code="insufficient_quota",mode="assistant",model="support-assistant",'
+        'status="429"} 1.0',
+        'cs_gateway_requests_total{error_code="model_not_found",mode="",model="",status="404"} 2.0',
+        'cs_gateway_requests_total{error_code="upstream_error",mode="assistant",model="support-assistant",'
+        'status="502"} 1.0',
+    ]
+    tokens = sorted(line for line in body.splitlines() if line.startswith("cs_gateway_tokens_total"))
+    assert tokens == [
+        'cs_gateway_tokens_total{kind="completion",model=""} 0.0',
+        'cs_gateway_tokens_total{kind="completion",model="qwen2.5-vl-7b"} 10.0',
+        'cs_gateway_tokens_total{kind="completion",model="support-assistant"} 80.0',
+        'cs_gateway_tokens_total{kind="prompt",model=""} 0.0',
+        'cs_gateway_tokens_total{kind="prompt",model="qwen2.5-vl-7b"} 50.0',
+        'cs_gateway_tokens_total{kind="prompt",model="support-assistant"} 1830.0',
+    ]
+    assert "made-up" not in body
+
+
+def test_it_reports_the_gateways_times_to_first_token_by_mode(client: Client) -> None:
+    for first_token_ms in (80, 400, 2500):
+        gateway_requests(first_token_ms=first_token_ms)
+    gateway_requests(mode="proxy", model="qwen2.5-vl-7b", first_token_ms=12000)
+    # Refused before the model: no first token, not in the histogram.
+    gateway_requests(status_code=429, error_code="rate_limit_exceeded")
+
+    body = metrics_body(client)
+
+    histogram = [line for line in body.splitlines() if line.startswith("cs_gateway_first_token_seconds")]
+    assert histogram == [
+        'cs_gateway_first_token_seconds_bucket{le="0.1",mode="assistant"} 1.0',
+        'cs_gateway_first_token_seconds_bucket{le="0.25",mode="assistant"} 1.0',
+        'cs_gateway_first_token_seconds_bucket{le="0.5",mode="assistant"} 2.0',
+        'cs_gateway_first_token_seconds_bucket{le="1.0",mode="assistant"} 2.0',
+        'cs_gateway_first_token_seconds_bucket{le="2.0",mode="assistant"} 2.0',
+        'cs_gateway_first_token_seconds_bucket{le="3.0",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_bucket{le="5.0",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_bucket{le="10.0",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_bucket{le="20.0",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_bucket{le="30.0",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_bucket{le="+Inf",mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_count{mode="assistant"} 3.0',
+        'cs_gateway_first_token_seconds_sum{mode="assistant"} 2.98',
+        'cs_gateway_first_token_seconds_bucket{le="0.1",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="0.25",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="0.5",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="1.0",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="2.0",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="3.0",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="5.0",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="10.0",mode="proxy"} 0.0',
+        'cs_gateway_first_token_seconds_bucket{le="20.0",mode="proxy"} 1.0',
+        'cs_gateway_first_token_seconds_bucket{le="30.0",mode="proxy"} 1.0',
+        'cs_gateway_first_token_seconds_bucket{le="+Inf",mode="proxy"} 1.0',
+        'cs_gateway_first_token_seconds_count{mode="proxy"} 1.0',
+        'cs_gateway_first_token_seconds_sum{mode="proxy"} 12.0',
+    ]
+
+
+def test_it_reads_the_gateways_figures_in_two_queries_however_many_rows(
+    django_assert_num_queries: Any,
+) -> None:
+    from cs_platform.metrics import GatewayCollector
+
+    gateway_requests(20, first_token_ms=300, prompt_tokens=10, completion_tokens=2)
+    gateway_requests(5, mode="proxy", model="qwen2.5-vl-7b", status_code=502, error_code="upstream_error")
+
+    with django_assert_num_queries(2):
+        families = list(GatewayCollector().collect())
+
+    assert [family.name for family in families] == [
+        "cs_gateway_requests",
+        "cs_gateway_tokens",
+        "cs_gateway_first_token_seconds",
+    ]
+
+
+def test_it_reports_no_gateway_series_before_any_request(client: Client) -> None:
+    body = metrics_body(client)
+
+    assert "# TYPE cs_gateway_requests_total counter" in body
+    assert "cs_gateway_requests_total{" not in body
+    assert "cs_gateway_tokens_total{" not in body
+    assert "cs_gateway_first_token_seconds_bucket" not in body
