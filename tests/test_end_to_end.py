@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import redis
 import websockets
@@ -273,6 +274,10 @@ async def test_it_tells_the_customer_when_the_worker_is_killed_mid_reply(product
     assert reply.text == error["message"]["text"]
 
 
+# What the environment of the tests sets and the embedded default must not see (it picks its own).
+EMBEDDED_UNSET = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_BROKER_URL", "INFERENCE_BASE_URL"}
+
+
 def _embedded_start(env: dict[str, str], log: Path) -> tuple[int, subprocess.Popen[bytes]]:
     """`manage.py run_embedded` on free ports, once it is running or has stopped by itself."""
     port, model_port = free_port(), free_port()
@@ -300,11 +305,7 @@ def embedded_platform(
     One for this module's tests: each opens conversations of its own.
     """
     tmp_path = tmp_path_factory.mktemp("embedded")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_BROKER_URL", "INFERENCE_BASE_URL"}
-    }
+    env = {key: value for key, value in os.environ.items() if key not in EMBEDDED_UNSET}
     env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
     for attempt in range(1, PORT_ATTEMPTS + 1):
         log = tmp_path / f"embedded-{attempt}.log"
@@ -443,3 +444,64 @@ async def test_it_keeps_the_embedded_defaults_instructions_out_of_its_replies(
     assert reply["text"].strip()
     # The demo profile's instructions (name, rules, language policy) are the model's, not the customer's.
     _assert_no_instructions(reply["text"])
+
+
+def test_it_answers_the_openai_client_through_the_gateway_with_the_local_model(
+    embedded_platform: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base_url, _, log = embedded_platform
+    output = log.read_text()
+    assert f"API:    {base_url}/v1/   (OpenAI-compatible; a key: " in output
+    env = {key: value for key, value in os.environ.items() if key not in EMBEDDED_UNSET}
+    env["VAR_DIR"] = str(log.parent / "var")
+    # As the printed line says: the operator issues a key on the embedded default's own database.
+    created = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "api_key",
+            "create",
+            "--name",
+            "smoke",
+            "--quiet",
+            "--model",
+            "support-assistant",
+            "--model",
+            MODEL_ALIAS,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    client = openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key=created.stdout.strip(), max_retries=0, timeout=120
+    )
+
+    models = [model.id for model in client.models.list()]
+    assert models == ["support-assistant", MODEL_ALIAS]
+    # The plain proxy: the local model itself writes, streamed token by token.
+    chunks = list(
+        client.chat.completions.create(
+            model=models[1],
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens >= 1
+    # The assistant: the demo profile quotes the knowledge base, with the section cited.
+    answer = client.chat.completions.create(
+        model="support-assistant", messages=[{"role": "user", "content": "How do I return an item?"}]
+    )
+    assert answer.choices[0].message.content
+    _assert_no_instructions(answer.choices[0].message.content)
+    assert answer.model_extra is not None
+    assert isinstance(answer.model_extra["citations"], list)

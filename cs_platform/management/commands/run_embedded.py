@@ -185,6 +185,10 @@ class Command(BaseCommand):
                 "the admin's password)"
             )
             self.stdout.write(f"  Reports: {address}/reports/   (a supervisor, a manager or the admin)")
+            self.stdout.write(
+                f"  API:    {address}/v1/   (OpenAI-compatible; a key: "
+                ".venv/bin/python manage.py api_key create --name NAME)"
+            )
             self.stdout.write("Press Ctrl+C to stop.\n")
             self._watch(server, model_server)
         except StopRequested as stop:
