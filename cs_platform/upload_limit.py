@@ -1,4 +1,5 @@
-"""Refuse an upload over the size limit before Django reads it: the second line of defence.
+"""Refuse an upload (or a gateway request) over its size limit before Django reads it: the second line
+of defence.
 
 The first is the front proxy (deploy/nginx), which refuses such a body before daphne reads any of
 it. Nothing here can spare daphne that memory: daphne reads a request's whole body before any ASGI
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
@@ -30,26 +33,57 @@ def _too_large_body() -> bytes:
     ).encode()
 
 
-class UploadSizeLimitMiddleware:
-    """ASGI middleware capping request bodies on upload paths at ATTACHMENT_MAX_BYTES (+ multipart room)."""
+def _gateway_too_large_body() -> bytes:
+    """The gateway's own 413 (gateway/views.py), in OpenAI's shape as its callers read errors."""
+    message = f"The request body is over {settings.GATEWAY_MAX_REQUEST_BYTES} bytes."
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+    return json.dumps({"error": error}).encode()
 
-    def __init__(
-        self, app: Any, path_pattern: str = r"^/api/widget/conversations/[^/]+/attachments/?$"
-    ) -> None:
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The paths whose bodies may be larger than a small JSON document, how large, and the refusal."""
+
+    path_pattern: re.Pattern[str]
+    limit: Callable[[], int]
+    refusal: Callable[[], bytes]
+
+
+UPLOAD_LIMIT = BodyLimit(
+    re.compile(r"^/api/widget/conversations/[^/]+/attachments/?$"),
+    lambda: settings.ATTACHMENT_MAX_BYTES + MULTIPART_OVERHEAD_BYTES,
+    _too_large_body,
+)
+# The OpenAI-compatible gateway: images come inline, as base64 in the JSON body.
+GATEWAY_LIMIT = BodyLimit(
+    re.compile(r"^/v1/"), lambda: settings.GATEWAY_MAX_REQUEST_BYTES, _gateway_too_large_body
+)
+
+
+class UploadSizeLimitMiddleware:
+    """ASGI middleware capping request bodies on the upload path at ATTACHMENT_MAX_BYTES (+ multipart room)
+    and on the gateway's at GATEWAY_MAX_REQUEST_BYTES."""
+
+    def __init__(self, app: Any, limits: tuple[BodyLimit, ...] = (UPLOAD_LIMIT, GATEWAY_LIMIT)) -> None:
         self.app = app
-        self.path_pattern = re.compile(path_pattern)
+        self.limits = limits
 
     async def __call__(
         self, scope: dict[str, Any], receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] != "http" or not self.path_pattern.match(scope["path"]):
+        rule = (
+            next((rule for rule in self.limits if rule.path_pattern.match(scope["path"])), None)
+            if scope["type"] == "http"
+            else None
+        )
+        if rule is None:
             await self.app(scope, receive, send)
             return
-        limit = settings.ATTACHMENT_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
+        limit = rule.limit()
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(send)
+            await self._refuse(send, rule)
             return
         received = 0
         refused = False
@@ -63,15 +97,15 @@ class UploadSizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, rule)
                     # Django sees a disconnect and drops the request without answering it.
                     return {"type": "http.disconnect"}
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: ASGISendCallable) -> None:
-        body = _too_large_body()
+    async def _refuse(self, send: ASGISendCallable, rule: BodyLimit) -> None:
+        body = rule.refusal()
         await send(
             {
                 "type": "http.response.start",

@@ -1199,3 +1199,37 @@ async def test_it_sends_uploaded_images_with_a_websocket_message() -> None:
     message = await database_sync_to_async(Message.objects.get)(pk=accepted["message"]["id"])
     expected = await database_sync_to_async(lambda: message_data(message))()
     assert [a["id"] for a in expected["attachments"]] == [second.json()["id"], first.json()["id"]]
+
+
+async def test_it_cuts_off_a_gateway_body_past_its_own_limit_in_openais_shape(settings: Any) -> None:
+    settings.GATEWAY_MAX_REQUEST_BYTES = 2 * CHUNK
+    body = ChunkedBody(count=1000, size=CHUNK)
+    sent = Sent()
+    app = BodyReadingApp()
+
+    await limited(app)(http_scope("/v1/chat/completions"), body, sent)
+
+    assert sent.status == 413
+    assert sent.json == {
+        "error": {
+            "message": f"The request body is over {2 * CHUNK} bytes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    }
+    assert body.calls == 3
+    assert app.received == ["http.request"] * 2 + ["http.disconnect"]
+
+
+async def test_it_lets_a_gateway_body_under_its_limit_through_past_the_uploads(settings: Any) -> None:
+    settings.ATTACHMENT_MAX_BYTES = CHUNK
+    settings.GATEWAY_MAX_REQUEST_BYTES = 100 * CHUNK
+    body = ChunkedBody(count=10, size=CHUNK)
+    sent = Sent()
+    app = BodyReadingApp()
+
+    await limited(app)(http_scope("/v1/chat/completions"), body, sent)
+
+    assert sent.status == 201
+    assert app.body_bytes == 10 * CHUNK

@@ -490,3 +490,18 @@ def test_it_refuses_bad_requests_with_the_parameter_named(gateways: list[str]) -
         assert refused.value.param == param, arguments
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_caller_that_gives_up_on_a_whole_answer_stops_the_models_stream_too(
+    gateways: list[str], scripted: ScriptedInferenceServer
+) -> None:
+    scripted.default = Script(tokens=[f"w{n} " for n in range(200)], token_delay=0.05, model=MODEL)
+    client = openai.OpenAI(base_url=gateways[0], api_key=key_with(), max_retries=0, timeout=1.5)
+
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model=ASSISTANT, messages=[{"role": "user", "content": "Talk"}])
+
+    scripted.wait_for_disconnects(1, timeout=15)
+    assert not scripted.chat_requests[0].completed
+    wait_for(lambda: ApiRequest.objects.exists(), what="the abandoned request's record")
+    assert ApiRequest.objects.get().client_disconnected is True
