@@ -16,8 +16,8 @@ class ApiRequest(models.Model):
     """
 
     class Mode(models.TextChoices):
-        ASSISTANT = "assistant", "Assistant (grounded, like the widget)"
-        PROXY = "proxy", "Model (plain proxy)"
+        ASSISTANT = "assistant", "Assistant"
+        PROXY = "proxy", "Plain proxy"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     api_key = models.ForeignKey(

@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
                 ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
                 ('model', models.CharField(blank=True, help_text='The model the caller asked for.', max_length=200)),
                 ('served_model', models.CharField(blank=True, help_text='The model that answered.', max_length=200)),
-                ('mode', models.CharField(blank=True, choices=[('assistant', 'Assistant (grounded, like the widget)'), ('proxy', 'Model (plain proxy)')], max_length=16)),
+                ('mode', models.CharField(blank=True, choices=[('assistant', 'Assistant'), ('proxy', 'Plain proxy')], max_length=16)),
                 ('stream', models.BooleanField(default=False)),
                 ('status_code', models.PositiveSmallIntegerField()),
                 ('error_code', models.CharField(blank=True, max_length=64)),

@@ -35,7 +35,7 @@ from cs_platform.processes import (
     stop_process_group,
     wait_until_answering,
 )
-from inference.local_model import MODEL_DESCRIPTION, LocalModelMissing, LocalModelServer
+from inference.local_model import MODEL_ALIAS, MODEL_DESCRIPTION, LocalModelMissing, LocalModelServer
 
 # Ctrl+C, a closed terminal, and `kill` (or a supervisor) all stop the children on the way out.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
@@ -139,6 +139,8 @@ class Command(BaseCommand):
                     {
                         "INFERENCE_BASE_URL": model_server.base_url,
                         "INFERENCE_CONTEXT_TOKENS": str(model_server.context_tokens),
+                        # Named, so that admin offers the model to gateway keys as a plain proxy.
+                        "INFERENCE_MODEL": MODEL_ALIAS,
                     }
                 )
             address = f"http://{host}:{port}"
