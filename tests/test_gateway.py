@@ -8,9 +8,11 @@ import base64
 import io
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -58,6 +60,8 @@ def gateways(
         "INFERENCE_VISION": "true",
         "MEDIA_ROOT": str(logs_dir / "media"),
         "SAFETY_CACHE_SECONDS": "0",
+        # The picture server below: 127.0.0.1 is let through, every other internal address still refused.
+        "GATEWAY_IMAGE_URL_ALLOWED_NETWORKS": "127.0.0.1/32",
         "PYTHONUNBUFFERED": "1",
     }
     processes: list[subprocess.Popen[bytes]] = []
@@ -505,3 +509,71 @@ def test_a_caller_that_gives_up_on_a_whole_answer_stops_the_models_stream_too(
     assert not scripted.chat_requests[0].completed
     wait_for(lambda: ApiRequest.objects.exists(), what="the abandoned request's record")
     assert ApiRequest.objects.get().client_disconnected is True
+
+
+@pytest.fixture
+def picture_server() -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving /label.png (a PNG) and /page.html (not an image)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, format="PNG")
+    picture = buffer.getvalue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = (
+                (picture, "image/png") if self.path == "/label.png" else (b"<html></html>", "text/html")
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def image_message(url: str) -> list[Any]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Read it"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ],
+        }
+    ]
+
+
+def test_it_fetches_an_image_url_only_for_a_key_allowed_to_and_never_from_an_internal_address(
+    gateways: list[str], scripted: ScriptedInferenceServer, picture_server: str
+) -> None:
+    fetching = client_for(gateways[0], key_with(fetches_image_urls=True))
+    plain = client_for(gateways[0], key_with())
+
+    fetching.chat.completions.create(model=ASSISTANT, messages=image_message(f"{picture_server}/label.png"))
+
+    image_url = only_request(scripted)["messages"][-1]["content"][1]["image_url"]["url"]
+    assert image_url.startswith("data:image/jpeg;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(image_url.split(",", 1)[1])))
+    assert image.size == (64, 48)
+    for client, url, code in (
+        (plain, f"{picture_server}/label.png", "image_url_not_allowed"),
+        (fetching, f"{picture_server}/page.html", "image_fetch_failed"),
+        (fetching, f"http://127.0.0.2:{picture_server.rsplit(':', 1)[1]}/label.png", "image_url_not_allowed"),
+        (fetching, "http://169.254.169.254/latest/meta-data/", "image_url_not_allowed"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=ASSISTANT, messages=image_message(url))
+        assert refused.value.code == code, url
+    # Only the first reached the model.
+    assert len(scripted.chat_requests) == 1
