@@ -40,11 +40,15 @@ class ChatCall:
 
     def image_parts(self) -> list[dict[str, Any]]:
         """Every image part, in order, so that the caller can replace their URLs in place."""
+        return [part for _, part in self.image_parts_where()]
+
+    def image_parts_where(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every image part with where it is (`messages[0].content[1]`, a refusal's `param`)."""
         return [
-            part
-            for message in self.messages
+            (f"messages[{index}].content[{position}]", part)
+            for index, message in enumerate(self.messages)
             if isinstance(message["content"], list)
-            for part in message["content"]
+            for position, part in enumerate(message["content"])
             if part["type"] == "image_url"
         ]
 
@@ -127,7 +131,8 @@ def chat_call_read(body: dict[str, Any]) -> ChatCall:
     if not isinstance(model, str) or not model.strip():
         raise bad_request("You must provide a model parameter (GET /v1/models lists them).", param="model")
     for name, sentence in UNSUPPORTED.items():
-        if body.get(name) not in (None, [], "none"):
+        # Given at all, even empty (OpenAI refuses `"tools": []` too); only "no tool" may be said.
+        if body.get(name) is not None and not (name == "tool_choice" and body[name] == "none"):
             raise bad_request(sentence, param=name)
     if body.get("n") not in (None, 1):
         raise bad_request("Only one choice is generated: `n` must be 1.", param="n")

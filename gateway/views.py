@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 # A proxied call that names no max_tokens gets this many at most (the assistant's come from its profile).
 PROXY_DEFAULT_MAX_TOKENS = 1024
-PROXY_DEFAULT_TEMPERATURE = 0.7
 OWNED_BY = "cs-platform"
 # Records being written after their caller went away: kept referenced until they are saved.
 _records_in_flight: set[asyncio.Task[ApiRequest]] = set()
@@ -138,7 +137,7 @@ async def _read_body(request: HttpRequest) -> bytes:
 
 async def _images_take(call: ChatCall, api_key: ApiKey) -> None:
     """Replace every image URL by the normalised image's data: URL (fetched first where allowed)."""
-    for number, part in enumerate(call.image_parts()):
+    for number, (where, part) in enumerate(call.image_parts_where()):
         try:
             part["image_url"] = {
                 "url": await image_url_to_data_url(
@@ -147,7 +146,7 @@ async def _images_take(call: ChatCall, api_key: ApiKey) -> None:
             }
         except GatewayImageError as rejected:
             raise errors.bad_request(
-                f"Image {number + 1}: {rejected.message}", param="messages", code=rejected.code
+                f"Image {number + 1}: {rejected.message}", param=where, code=rejected.code
             ) from None
         except UploadsBusy as busy:
             raise GatewayError(
@@ -159,7 +158,7 @@ def _proxy_request(call: ChatCall) -> ChatRequest:
     return ChatRequest(
         messages=[{"role": entry["role"], "content": entry["content"]} for entry in call.messages],
         max_tokens=call.max_tokens or PROXY_DEFAULT_MAX_TOKENS,
-        temperature=call.temperature if call.temperature is not None else PROXY_DEFAULT_TEMPERATURE,
+        temperature=call.temperature,
         options=dict(call.options),
     )
 

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 class ChatRequest:
     messages: list[dict[str, Any]]
     max_tokens: int
-    temperature: float
+    # None: the server's own default (a proxied caller that gave none).
+    temperature: float | None
     # What retrieval found, numbered in the prompt from 1 in this order: the reply's markers ([1]) are
     # read back against it. Never sent to the server: the prompt already holds them.
     sources: tuple[Source, ...] = ()
@@ -413,10 +414,11 @@ class InferenceClient:
                     "model": model,
                     "messages": request.messages,
                     "max_tokens": request.max_tokens,
-                    "temperature": request.temperature,
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 }
+                if request.temperature is not None:
+                    payload["temperature"] = request.temperature
                 if request.tools:
                     payload["tools"] = list(request.tools)
                     payload["tool_choice"] = "auto"

@@ -483,11 +483,19 @@ def test_it_refuses_bad_requests_with_the_parameter_named(gateways: list[str]) -
             {
                 "model": ASSISTANT,
                 "messages": [
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y"}}]}
+                    {"role": "system", "content": "Be brief."},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Look"},
+                            {"type": "image_url", "image_url": {"url": "ftp://x/y"}},
+                        ],
+                    },
                 ],
             },
-            "messages",
+            "messages[1].content[1]",
         ),
+        ({"model": ASSISTANT, "messages": [{"role": "user", "content": "x"}], "tools": []}, "tools"),
     ):
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(**arguments)

@@ -187,6 +187,8 @@ async def test_the_plain_proxy_gets_no_knowledge_no_disclaimer_and_no_citations(
     assert body["choices"][0]["message"]["content"] == "raw [1]"
     assert "citations" not in body
     assert sent(scripted_inference)["messages"] == [{"role": "user", "content": "Hi"}]
+    # No sampling option the caller did not give: the server's own defaults apply.
+    assert "temperature" not in sent(scripted_inference)
     assert knowledge.queries == []
 
 
