@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,8 @@ class Server:
     url: str
     inference: ScriptedInferenceServer
     log: Path
+    # The daphne process's environment, for running `manage.py` as an operator on the same platform.
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -49,7 +51,9 @@ def server(
     }
     process = daphne_start(port=port, environment=environment, log=log)
     try:
-        yield Server(url=f"http://127.0.0.1:{port}", inference=scripted_inference, log=log)
+        yield Server(
+            url=f"http://127.0.0.1:{port}", inference=scripted_inference, log=log, environment=environment
+        )
     finally:
         stop_process_group(process)
         print(log.read_text()[-6000:])
