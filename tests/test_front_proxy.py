@@ -533,3 +533,51 @@ def test_it_refuses_to_start_the_proxy_with_a_gateway_limit_that_is_no_positive_
     }
     # Refused before anything was written.
     assert not (tmp_path / "nginx.conf").exists()
+
+
+def test_the_proxy_answers_a_gateway_caller_in_openais_shape_while_the_platform_is_down(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("nginx") is None or shutil.which("envsubst") is None:
+        pytest.fail("nginx and envsubst are needed: scripts/install.sh --test installs them.")
+    prefix = Path(tempfile.mkdtemp(prefix="cs-nginx-"))
+    prefix.chmod(0o755)
+    proxy_port, nobody_there = free_port(), free_port()
+    nginx = subprocess.Popen(
+        ["sh", str(ROOT / "deploy/nginx/start.sh"), "-p", f"{prefix}/"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "NGINX_LISTEN": f"127.0.0.1:{proxy_port}",
+            "WEB_UPSTREAM": f"127.0.0.1:{nobody_there}",
+            "NGINX_CONF": str(prefix / "nginx.conf"),
+        },
+        stdout=(tmp_path / "nginx.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
+    )
+    try:
+        _wait_for(lambda: _answers(f"http://127.0.0.1:{proxy_port}/v1/models"), what="nginx")
+        response = httpx.get(f"http://127.0.0.1:{proxy_port}/v1/models", timeout=10)
+    finally:
+        stop_process_group(nginx)
+        shutil.rmtree(prefix, ignore_errors=True)
+
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": {
+            "message": "The platform behind this proxy is not answering; try again shortly.",
+            "type": "server_error",
+            "param": None,
+            "code": "platform_unavailable",
+        }
+    }
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
