@@ -24,18 +24,14 @@ from django.utils.html import format_html
 
 from access import keys
 from access.models import ApiKey, IpRule
+from cs_platform.admin_access import SuperuserOnlyAdmin
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
 
 
-def _superuser(request: HttpRequest) -> bool:
-    user = getattr(request, "user", None)
-    return bool(user is not None and user.is_active and user.is_superuser)
-
-
 @admin.register(IpRule)
-class IpRuleAdmin(admin.ModelAdmin):
+class IpRuleAdmin(SuperuserOnlyAdmin):
     list_display = ("cidr", "scope", "action", "enabled", "note", "updated_at", "created_by")
     list_display_links = ("cidr",)
     # The on/off switch, right in the list: a rule is switched off and on again more often than edited.
@@ -52,21 +48,6 @@ class IpRuleAdmin(admin.ModelAdmin):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _superuser(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return _superuser(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
 
 
 def _model_choices(current: list[str]) -> list[tuple[str, str]]:
@@ -194,7 +175,7 @@ class ApiKeyStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SuperuserOnlyAdmin):
     """Superusers only, like the IP rules: a key opens the assistant, and maybe the model, to another system.
 
     The key is shown once, in a message after the add form, and never again: only a hash of its secret
@@ -312,18 +293,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
             text += f" {len(key_ids) - revoked} of those selected had been revoked already."
         self.message_user(request, text, messages.SUCCESS)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _superuser(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return _superuser(request)
-
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A revoked key is kept as it was: what it was allowed is part of the record.
-        return _superuser(request) and (obj is None or obj.revoked_at is None)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
+        return super().has_change_permission(request, obj) and (obj is None or obj.revoked_at is None)

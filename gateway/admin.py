@@ -16,12 +16,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from access import keys
+from cs_platform.admin_access import SuperuserReadOnlyAdmin
 from gateway.models import ApiRequest
-
-
-def _superuser(request: HttpRequest) -> bool:
-    user = getattr(request, "user", None)
-    return bool(user is not None and user.is_active and user.is_superuser)
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
@@ -42,7 +38,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiRequest)
-class ApiRequestAdmin(admin.ModelAdmin):
+class ApiRequestAdmin(SuperuserReadOnlyAdmin):
     """Every call of /v1/chat/completions with a valid key: who, which model, how long, how many tokens."""
 
     list_display = (
@@ -108,18 +104,3 @@ class ApiRequestAdmin(admin.ModelAdmin):
         if search_term.strip().startswith(keys.KEY_START):
             search_term = search_term.strip().removeprefix(keys.KEY_START).split("_", 1)[0]
         return super().get_search_results(request, queryset, search_term)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _superuser(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _superuser(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -220,6 +220,15 @@ class ChatCompletionRun:
         self.exchange.error_code = error.code
         self.exchange.error_detail = error.message
 
+    async def finish(self, *, error: GatewayError | None = None, disconnected: bool = False) -> None:
+        """The request is over: note how, keep it and log it."""
+        if error is not None:
+            self.fail(error)
+        if disconnected:
+            self.exchange.client_disconnected = True
+        await self.record()
+        self.log()
+
     async def record(self) -> None:
         """Keep the request (once), and count its tokens against the key's minute."""
         if self.recorded:
@@ -406,14 +415,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
                 logger.warning("Gateway request %s failed (%s): %s", run.id, failure.code, failure.detail)
                 raise errors.inference_failed(failure.code, _inference_sentence(failure)) from None
         except GatewayError as error:
-            run.fail(error)
-            await run.record()
-            run.log()
+            await run.finish(error=error)
             return error.response()
     except asyncio.CancelledError:
-        run.exchange.client_disconnected = True
-        await run.record()
-        run.log()
+        await run.finish(disconnected=True)
         raise
     if run.call is not None and run.call.stream:
         response = StreamingHttpResponse(run.stream(first, pieces), content_type="text/event-stream")
@@ -427,15 +432,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
     except InferenceError as failure:
         logger.warning("Gateway request %s failed (%s): %s", run.id, failure.code, failure.detail)
         failed = errors.inference_failed(failure.code, _inference_sentence(failure))
-        run.fail(failed)
-        await run.record()
-        run.log()
+        await run.finish(error=failed)
         return failed.response()
     except asyncio.CancelledError:
-        run.exchange.client_disconnected = True
-        await run.record()
-        run.log()
+        await run.finish(disconnected=True)
         raise
-    await run.record()
-    run.log()
+    await run.finish()
     return JsonResponse(run.body(), json_dumps_params={"ensure_ascii": False})
