@@ -17,6 +17,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -202,6 +203,11 @@ class ChatCompletionRun:
         else:
             raise errors.model_not_found(call.model)
         await limits_check(api_key)
+        # The key and the limits were read on this request's own thread (the async ORM's), whose
+        # connection would stay checked out of the pool until the response is sent: a stream lasts
+        # as long as the model writes, so ten streams would hold the whole pool. Give it back now;
+        # the plan reads on a thread of its own, and the record on another, each giving theirs back.
+        await sync_to_async(connections.close_all)()
         await _images_take(call, api_key)
         exchange.call = call
         # The model's name as last asked (when INFERENCE_MODEL does not say it): the stream needs no

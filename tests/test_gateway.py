@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -585,3 +586,48 @@ def test_it_fetches_an_image_url_only_for_a_key_allowed_to_and_never_from_an_int
         assert refused.value.code == code, url
     # Only the first reached the model.
     assert len(scripted.chat_requests) == 1
+
+
+def test_it_holds_no_database_connection_while_streams_are_in_flight(
+    django_db_setup: None, scripted: ScriptedInferenceServer, tmp_path: Path
+) -> None:
+    """Five streams held open at once by a web process with a pool of two connections: each gave its
+    connection back before the model answered, so a sixth request still gets one at once."""
+    gate = threading.Event()
+    scripted.default = Script(tokens=["held", " open"], gate=gate, model=MODEL)
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SECRET_KEY": "gateway-test-secret",
+        "INFERENCE_BASE_URL": scripted.base_url,
+        "INFERENCE_MODEL": MODEL,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "DATABASE_POOL_MAX_SIZE": "2",
+        "DATABASE_POOL_TIMEOUT": "3",
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = free_port()
+    process = daphne_start(port=port, environment=environment, log=tmp_path / "daphne.log")
+    url = f"http://127.0.0.1:{port}/v1"
+    key = key_with()
+    streams: list[Any] = []
+    try:
+        for _ in range(5):
+            stream = client_for(url, key).chat.completions.create(
+                model=ASSISTANT, messages=[{"role": "user", "content": "Hold"}], stream=True
+            )
+            streams.append(stream)
+        wait_for(lambda: len(scripted.chat_requests) == 5, what="five streams at the model")
+        assert [model.id for model in client_for(url, key).models.list()] == [ASSISTANT]
+        gate.set()
+        texts = [
+            "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+            for stream in streams
+        ]
+    finally:
+        gate.set()
+        stop_process_group(process)
+        print((tmp_path / "daphne.log").read_text()[-4000:])
+    assert texts == ["held open"] * 5
+    wait_for(lambda: ApiRequest.objects.filter(status_code=200).count() == 5, what="five records")
