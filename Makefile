@@ -61,17 +61,19 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 # Replies under load in the production shape (daphne, a Celery worker, PostgreSQL, its own Redis, a
-# paced model server), then image preprocessing, then retrieval quality and speed on the demo knowledge
-# base, then the reports over a generated year (200,000 conversations in a PostgreSQL database of its
-# own, cs_bench_reports); each writes its sections of docs/benchmarks.md. BENCH_ARGS=--quick for a
-# short run of the replies, BENCH_ARGS_REPORTS=--quick for 20,000 conversations in the reports';
+# paced model server), then the OpenAI-compatible gateway against that model server straight, then
+# image preprocessing, then retrieval quality and speed on the demo knowledge base, then the reports
+# over a generated year (200,000 conversations in a PostgreSQL database of its own, cs_bench_reports);
+# each writes its sections of docs/benchmarks.md. BENCH_ARGS=--quick for a short run of the replies
+# and the gateway's, BENCH_ARGS_REPORTS=--quick for 20,000 conversations in the reports';
 # BENCH_DATABASE_URL overrides the database each creates and drops in turn, BENCH_REDIS_URL the
-# Redis the replies use.
+# Redis the replies and the gateway use.
 BENCH_ARGS ?=
 BENCH_ARGS_REPORTS ?=
 bench: install
 	@bash scripts/ensure_services.sh
 	$(PY) bench/replies.py $(BENCH_ARGS)
+	$(PY) bench/gateway.py $(BENCH_ARGS)
 	$(PY) bench/images.py
 	$(PY) -m bench.retrieval --write-docs
 	$(PY) bench/reports.py $(BENCH_ARGS_REPORTS)
