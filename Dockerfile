@@ -23,6 +23,7 @@ COPY reports reports
 COPY access access
 COPY safety safety
 COPY gateway gateway
+COPY tools tools
 RUN pip install .
 COPY manage.py ./
 COPY templates templates

@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "access",
     "safety",
     "gateway",
+    "tools",
     # Failed staff sign-ins and lock-outs (cs_platform/staff_login.py).
     "axes",
 ]
@@ -488,6 +489,10 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Customers: messages a conversation may send per minute over the websocket, and all the
 # conversations of one address together (a script opening many conversations to get around the first).
 # Generous per address: many customers share one behind a mobile carrier's or a company's NAT.
+# Identity verification (DESIGN.md, Business tools): the host site passes its customer's id with an
+# HMAC-SHA256 of it made with this secret; only a verified id reaches the tools that read a customer's
+# own data. Empty: no conversation is verified, and such tools are never offered.
+WIDGET_IDENTITY_SECRET = env.str("WIDGET_IDENTITY_SECRET", default="")
 WIDGET_MESSAGES_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_MINUTE", default=20)
 WIDGET_MESSAGES_PER_IP_PER_MINUTE = env.int("WIDGET_MESSAGES_PER_IP_PER_MINUTE", default=300)
 # HTTP limits, as django-ratelimit rates ("30/m": 30 a minute; s, m, h, d), counted in Redis so that
