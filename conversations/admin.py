@@ -632,8 +632,16 @@ class ConversationAdmin(CreatedByCustomersOnly):
     # Searching message text joins the messages: admin drops the repeated rows (an EXISTS), so a
     # conversation with three matching messages is listed once.
     # `metadata` searches the JSON the embedding page set (a customer id it passed, say) as text: how
-    # staff find one customer's conversations to export or erase them.
-    search_fields = ("id", "messages__text", "customer_ip", "customer_user_agent", "metadata")
+    # staff find one customer's conversations to export or erase them; `verified_customer_id` is the id
+    # the host site vouched for with its HMAC (DESIGN.md, Business tools).
+    search_fields = (
+        "id",
+        "messages__text",
+        "customer_ip",
+        "customer_user_agent",
+        "metadata",
+        "verified_customer_id",
+    )
     date_hierarchy = "created_at"
     # Status changes through the actions below: each is a service that keeps tickets and status in step.
     readonly_fields = (
@@ -644,6 +652,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "customer_ip",
         "customer_user_agent",
         "metadata",
+        "verified_customer_id",
         "created_at",
         "updated_at",
         "last_message_at",
@@ -658,6 +667,7 @@ class ConversationAdmin(CreatedByCustomersOnly):
         "customer_ip",
         "customer_user_agent",
         "metadata",
+        "verified_customer_id",
         "created_at",
         "last_message_at",
         "satisfaction",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,8 @@ from conversations.serializers import ATTACHMENT_SIGNING_SALT, attachment_data, 
 from conversations.uploads import UploadsBusy
 from cs_platform.client_ip import client_ip_from_request
 from knowledge.selectors import quick_entry_list
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
@@ -136,9 +141,29 @@ def _locale_from_accept_language(header: str) -> str:
     return Conversation.Locale.EN
 
 
+CUSTOMER_ID_MAX_LENGTH = Conversation._meta.get_field("verified_customer_id").max_length or 128
+
+
+def customer_hash(*, customer_id: str, secret: str) -> str:
+    """What the host site sends as `customer.hash`: the hex HMAC-SHA256 of the id, keyed with the secret."""
+    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def customer_hash_matches(*, customer_id: str, given_hash: str, secret: str) -> bool:
+    """Whether `given_hash` is the id's HMAC, in either case of hex, compared in constant time."""
+    given = given_hash.lower()
+    # compare_digest refuses a str with other than ASCII in it (a TypeError): such a hash is just wrong.
+    if not given.isascii():
+        return False
+    return hmac.compare_digest(customer_hash(customer_id=customer_id, secret=secret), given)
+
+
 class ConversationCreateInput(serializers.Serializer[Any]):
     locale = serializers.ChoiceField(choices=Conversation.Locale.choices, required=False)
     metadata = serializers.DictField(required=False, default=dict)
+    # {"id", "hash"}: who the host site says its signed-in customer is. Checked in the view, which can
+    # answer 403 (a wrong hash is not a malformed request); here only its shape.
+    customer = serializers.JSONField(required=False, allow_null=True, default=None)
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
         import json
@@ -146,6 +171,60 @@ class ConversationCreateInput(serializers.Serializer[Any]):
         if len(json.dumps(value)) > 4000:
             raise serializers.ValidationError("Metadata is limited to 4000 characters of JSON.")
         return value
+
+    def validate_customer(self, value: Any) -> tuple[str, str] | None:
+        """The customer's (id, hash), or None for an anonymous one; a missing hash is ""."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('Send the customer as {"id": "...", "hash": "..."}.')
+        customer_id = value.get("id")
+        # A JSON whole number stands for its decimal string, which is what the host site signed (an id
+        # read from a number column); true and 4.5 are not ids.
+        if isinstance(customer_id, int) and not isinstance(customer_id, bool):
+            customer_id = str(customer_id)
+        if not isinstance(customer_id, str) or not customer_id:
+            raise serializers.ValidationError("The customer's id is a non-empty string.")
+        if len(customer_id) > CUSTOMER_ID_MAX_LENGTH:
+            raise serializers.ValidationError(
+                f"The customer's id is at most {CUSTOMER_ID_MAX_LENGTH} characters."
+            )
+        # PostgreSQL cannot store NUL, and no real id holds a control character.
+        if any(ord(character) < 32 or ord(character) == 127 for character in customer_id):
+            raise serializers.ValidationError("The customer's id cannot contain control characters.")
+        given_hash = value.get("hash")
+        if given_hash is None:
+            given_hash = ""
+        if not isinstance(given_hash, str):
+            raise serializers.ValidationError("The customer's hash is a string of hex digits.")
+        return customer_id, given_hash
+
+
+def verified_customer_id(customer: tuple[str, str]) -> str:
+    """The customer's id if its hash is the one WIDGET_IDENTITY_SECRET makes; else 403 invalid_identity."""
+    customer_id, given_hash = customer
+    secret = settings.WIDGET_IDENTITY_SECRET
+    if not secret:
+        # Refused rather than opened unverified: the host site means its customer to be known, and a
+        # chat that silently lost who they are (and every tool for their own orders) is harder to notice
+        # and diagnose than one refused with the reason.
+        logger.warning("A widget conversation named a customer, but WIDGET_IDENTITY_SECRET is not set")
+        raise ApiError(
+            "invalid_identity",
+            "This platform cannot verify customers: it has no WIDGET_IDENTITY_SECRET.",
+            status.HTTP_403_FORBIDDEN,
+        )
+    if not given_hash:
+        raise ApiError(
+            "invalid_identity",
+            "The customer's id came without its hash (the HMAC-SHA256 of the id, in hex).",
+            status.HTTP_403_FORBIDDEN,
+        )
+    if not customer_hash_matches(customer_id=customer_id, given_hash=given_hash, secret=secret):
+        raise ApiError(
+            "invalid_identity", "The customer's hash does not match its id.", status.HTTP_403_FORBIDDEN
+        )
+    return customer_id
 
 
 @method_decorator(
@@ -166,14 +245,23 @@ class ConversationCreateApi(APIView):
         locale = payload.validated_data.get("locale") or _locale_from_accept_language(
             request.headers.get("Accept-Language", "")
         )
+        customer = payload.validated_data.get("customer")
         conversation, token = services.conversation_create(
             locale=locale,
             metadata=payload.validated_data["metadata"],
             customer_ip=client_ip_from_request(request),
             customer_user_agent=request.headers.get("User-Agent", ""),
+            verified_customer_id=verified_customer_id(customer) if customer is not None else "",
         )
         return Response(
-            {"id": str(conversation.pk), "token": token, "ws_path": f"/ws/conversations/{conversation.pk}/"},
+            {
+                "id": str(conversation.pk),
+                "token": token,
+                "ws_path": f"/ws/conversations/{conversation.pk}/",
+                # An extension: the widget remembers whose conversation it keeps (a page signed in as
+                # someone else starts a new one).
+                "customer_verified": bool(conversation.verified_customer_id),
+            },
             status=status.HTTP_201_CREATED,
         )
 

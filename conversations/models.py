@@ -41,6 +41,16 @@ class Conversation(models.Model):
     customer_ip = models.GenericIPAddressField(null=True, blank=True)
     customer_user_agent = models.CharField(max_length=512, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The host site's own id for its signed-in customer, checked against its HMAC when the conversation
+    # was opened (DESIGN.md, Business tools); blank for an anonymous one. The only customer id that
+    # tools receive: never one the customer or the model typed.
+    verified_customer_id = models.CharField(
+        max_length=128,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text="The host site's id for its customer, checked against its HMAC; blank: not verified.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -336,6 +336,7 @@ def _conversation_document(conversation: Conversation) -> dict[str, Any]:
         "locale": conversation.locale,
         "customer_ip": conversation.customer_ip,
         "customer_user_agent": conversation.customer_user_agent,
+        "verified_customer_id": conversation.verified_customer_id,
         "metadata": conversation.metadata,
         "created_at": _iso(conversation.created_at),
         "last_message_at": _iso(conversation.last_message_at),

@@ -48,8 +48,13 @@ def conversation_create(
     channel: str = Conversation.Channel.WIDGET,
     customer_ip: str | None = None,
     customer_user_agent: str = "",
+    verified_customer_id: str = "",
 ) -> tuple[Conversation, str]:
-    """Open a conversation and return it with the customer's secret token (shown once, stored hashed)."""
+    """Open a conversation and return it with the customer's secret token (shown once, stored hashed).
+
+    `verified_customer_id` is the host site's id for the customer, already checked against its HMAC by
+    the caller; it stays with the conversation for good.
+    """
     token = secrets.token_urlsafe(32)
     conversation = Conversation.objects.create(
         token_hash=token_hash(token),
@@ -58,6 +63,7 @@ def conversation_create(
         channel=channel,
         customer_ip=customer_ip,
         customer_user_agent=customer_user_agent[:512],
+        verified_customer_id=verified_customer_id,
     )
     return conversation, token
 

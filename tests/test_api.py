@@ -72,7 +72,8 @@ def test_it_creates_a_conversation_and_returns_its_token_once() -> None:
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "token", "ws_path"}
+    assert set(body) == {"id", "token", "ws_path", "customer_verified"}
+    assert body["customer_verified"] is False
     conversation = Conversation.objects.get()
     assert body["id"] == str(conversation.pk)
     assert body["ws_path"] == f"/ws/conversations/{conversation.pk}/"

@@ -65,7 +65,9 @@ def inactive_since(conversation: Conversation, *, days: int) -> Conversation:
 def rich_conversation(*, days: int, colour: tuple[int, int, int] = (200, 30, 30)) -> Conversation:
     """A conversation with a message carrying an image, a rated reply, a CSAT, a resolved ticket and a
     review item, last active `days` ago."""
-    conversation: Any = ConversationFactory(customer_ip="203.0.113.7", metadata={"customer_id": "C-4711"})
+    conversation: Any = ConversationFactory(
+        customer_ip="203.0.113.7", metadata={"customer_id": "C-4711"}, verified_customer_id="C-4711"
+    )
     attachment = attachment_for(conversation, colour=colour)
     customer = MessageFactory(conversation=conversation, text="My parcel, see the photo.")
     Attachment.objects.filter(pk=attachment.pk).update(message=customer)
@@ -380,6 +382,7 @@ def test_the_export_is_a_zip_of_the_conversations_json_and_their_images(admin_cl
     [exported] = document["conversations"]
     assert exported["id"] == str(conversation.pk)
     assert exported["metadata"] == {"customer_id": "C-4711"}
+    assert exported["verified_customer_id"] == "C-4711"
     assert exported["customer_ip"] == "203.0.113.7"
     assert [message["text"] for message in exported["messages"]] == [
         "My parcel, see the photo.",

@@ -5,6 +5,11 @@
  *           data-lang="zh-Hans" data-position="right" data-color="#0a7"
  *           data-greeting="..." data-title="..."></script>
  *
+ * A site whose customer is signed in adds data-customer-id="<its id for them>" and
+ * data-customer-hash="<hex HMAC-SHA256 of that id, keyed with WIDGET_IDENTITY_SECRET>", computed
+ * on its server (the secret never reaches the page): the conversation is then verified, and a
+ * conversation kept from another customer (or from nobody) is not reopened for this one.
+ *
  * It adds a launcher bubble that opens <origin of this script>/chat/?embed=1&... in an iframe,
  * and exposes window.CSWidget: open(), close(), toggle(), prefill(text), setMetadata(object),
  * on(name, handler), off(name, handler). Events ("open", "close", "message.sent", "reply.done",
@@ -33,6 +38,8 @@
   const lang = normalizeLocale(data.lang) || normalizeLocale((navigator.languages && navigator.languages[0]) || navigator.language) || "en";
   const position = data.position === "left" ? "left" : "right";
   const color = data.color && window.CSS && CSS.supports("color", data.color) ? data.color : null;
+  // Sent in host.hello (to the widget's origin only), never in the frame's URL: not in its logs or history.
+  const customer = data.customerId ? { id: data.customerId, hash: data.customerHash || "" } : null;
 
   const LABELS = {
     en: { open: "Chat with us", close: "Close chat", frameTitle: "Customer support chat", unread: "{count} new" },
@@ -364,6 +371,7 @@
       frameReady = true;
       const hello = {
         metadata, prefill: pendingPrefill, open: isOpen, greeting: data.greeting || null, title: data.title || null,
+        customer,
       };
       frame.contentWindow.postMessage({ source: SOURCE, type: "host.hello", payload: hello }, widgetOrigin);
       pendingPrefill = null;

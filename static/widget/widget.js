@@ -17,6 +17,7 @@
  *   chat/ui.js          the page's frame: header, banner, notices, announcer, lightbox
  *   chat/transcript.js  entries and how they are drawn, reply timers
  *   chat/api.js         the REST calls
+ *   chat/identity.js    the host page's verified customer, and whose conversation may be shown
  *   chat/socket.js      the websocket and what each frame does
  *   chat/handoff.js     handing over to a person
  *   chat/composer.js    sending, stopping, quick entries, images
@@ -28,6 +29,7 @@ import { loadQuickEntries } from "./chat/api.js";
 import { handleHostMessage } from "./chat/bridge.js";
 import { config, framed } from "./chat/config.js";
 import { renderHandoffStatus } from "./chat/handoff.js";
+import { holdVerifiedConversation } from "./chat/identity.js";
 import { connect, connectionState, watchConnectivity } from "./chat/socket.js";
 import { loadConversationState, state } from "./chat/state.js";
 import { renderAll } from "./chat/transcript.js";
@@ -38,6 +40,8 @@ function start() {
   buildInterface();
   window.addEventListener("message", handleHostMessage);
   watchConnectivity();
+  // A conversation opened for a verified customer waits for the host page to name the same one.
+  holdVerifiedConversation();
   loadConversationState();
   renderAll();
   updateHeader();

@@ -6,6 +6,7 @@
 import { renderQuickEntries } from "./composer.js";
 import { STORAGE_KEY, config } from "./config.js";
 import { renderHandoffStatus } from "./handoff.js";
+import { customerSettled, identity } from "./identity.js";
 import { connect } from "./socket.js";
 import { loadConversationState, state } from "./state.js";
 import { storage } from "./storage.js";
@@ -35,16 +36,24 @@ export function ensureConversation() {
   if (state.creating) return state.creating;
   state.creating = (async () => {
     try {
+      // The host page's customer (verified by the server, which refuses a wrong hash with 403
+      // invalid_identity), once the page has had its say.
+      await customerSettled();
+      const customer = identity.customer;
+      const request = { locale: config.locale, metadata: state.metadata || {} };
+      if (customer) request.customer = { id: customer.id, hash: customer.hash };
       const response = await fetch(`${config.apiBase}/conversations`, {
         method: "POST",
         credentials: "omit",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ locale: config.locale, metadata: state.metadata || {} }),
+        body: JSON.stringify(request),
       });
       if (response.status !== 201 && response.status !== 200) throw await readError(response);
       const body = await response.json();
       if (body.id == null || !body.token || !body.ws_path) throw new ApiError(response.status, "bad_response", "");
-      const conversation = { id: body.id, token: body.token, ws_path: body.ws_path };
+      // Whose it is, so that a page signed in as someone else does not open it (identity.js).
+      const customerId = customer && body.customer_verified === true ? customer.id : null;
+      const conversation = { id: body.id, token: body.token, ws_path: body.ws_path, customer_id: customerId };
       state.conversation = conversation;
       storage.set(STORAGE_KEY, conversation);
       loadConversationState();

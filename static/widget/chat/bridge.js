@@ -5,6 +5,7 @@
 
 import { prefill } from "./composer.js";
 import { config, framed, hostSettings, stringOrNull } from "./config.js";
+import { cleanCustomer, settleCustomer } from "./identity.js";
 import { reconnectNow } from "./socket.js";
 import { state } from "./state.js";
 import { renderAll } from "./transcript.js";
@@ -57,6 +58,8 @@ export function handleHostMessage(event) {
   switch (data.type) {
     case "host.hello":
       if (payload && typeof payload === "object") {
+        // First: whose conversation may be shown, before the socket is opened below.
+        settleCustomer(cleanCustomer(payload.customer));
         applyHostSettings(payload);
         if (payload.metadata && typeof payload.metadata === "object") state.metadata = cleanMetadata(payload.metadata);
         if (typeof payload.prefill === "string") prefill(payload.prefill);

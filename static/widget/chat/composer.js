@@ -67,7 +67,8 @@ export async function deliver(entry) {
     await ensureConversation();
   } catch (error) {
     entry.sendFailed = true;
-    entry.sendError = error && error.code === "rate_limited" ? strings.frameErrors.rate_limited : t("createFailed");
+    entry.sendError = error && error.code === "rate_limited" ? strings.frameErrors.rate_limited
+      : error && error.code === "invalid_identity" ? t("identityRefused") : t("createFailed");
     renderEntry(entry);
     return;
   }

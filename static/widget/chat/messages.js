@@ -88,6 +88,8 @@ const STRINGS = {
     someone: "An agent",
     conversationExpired: "Your earlier conversation is no longer available, so we started a new one.",
     createFailed: "We couldn't start the conversation. Please check your connection and try again.",
+    // The host page named a customer whose hash the platform refused (403 invalid_identity).
+    identityRefused: "We couldn't confirm your account, so the chat can't start. Please reload the page or sign in again.",
     errorOffer: "You can try again, or talk to a person.",
     replyErrors: {
       inference_unavailable: "The assistant isn't available right now.",
@@ -210,6 +212,7 @@ const STRINGS = {
     someone: "客服人员",
     conversationExpired: "之前的对话已失效，已为您开始新的对话。",
     createFailed: "暂时无法开始对话，请检查网络后重试。",
+    identityRefused: "无法确认您的账户身份，暂时无法开始对话。请刷新页面或重新登录。",
     errorOffer: "您可以重试，或转人工客服。",
     replyErrors: {
       inference_unavailable: "智能助手暂时无法使用。",

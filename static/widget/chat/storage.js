@@ -50,7 +50,9 @@ export function loadStoredConversation() {
   const value = storage.get(STORAGE_KEY);
   if (!value || typeof value !== "object") return null;
   if (value.id == null || typeof value.token !== "string" || typeof value.ws_path !== "string") return null;
-  return { id: value.id, token: value.token, ws_path: value.ws_path };
+  // The verified customer it was opened for (identity.js); null for an anonymous one.
+  const customerId = typeof value.customer_id === "string" ? value.customer_id : null;
+  return { id: value.id, token: value.token, ws_path: value.ws_path, customer_id: customerId };
 }
 
 export function forgetConversation(conversation) {
