@@ -38,6 +38,9 @@ EVENTS_WITHOUT_DATABASE = frozenset(
         "reply.delta",
         "reply.done",
         "reply.error",
+        # A business tool the reply is calling (inference.generation): passed on as it comes.
+        "tool.started",
+        "tool.finished",
         # A handoff another trigger opened (conversations/handoff_rules.py).
         "handoff.started",
         # From the agent console (agents/events.py builds them): passed on, or ignored, as they come.
@@ -409,6 +412,14 @@ class ConversationConsumer(JsonFrameConsumer):
             return  # already in the text this socket got with `ready`, or sent again by a retry
         self.delta_floor[event["reply_id"]] = event["seq"]
         await self.send_json(event)
+
+    async def tool_started(self, event: dict[str, Any]) -> None:
+        if event["reply_id"] not in self.finished_replies:
+            await self.send_json(event)
+
+    async def tool_finished(self, event: dict[str, Any]) -> None:
+        if event["reply_id"] not in self.finished_replies:
+            await self.send_json(event)
 
     async def reply_done(self, event: dict[str, Any]) -> None:
         await self._reply_finished(event)

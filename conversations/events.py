@@ -92,6 +92,22 @@ def reply_delta_event(*, reply_id: int, seq: int, text: str) -> dict[str, Any]:
     return {"type": "reply.delta", "reply_id": reply_id, "seq": seq, "text": text}
 
 
+def tool_started_event(*, reply_id: int, call_id: str, name: str, summary: str) -> dict[str, Any]:
+    """A business tool the reply called is running: `summary` says what, in the conversation's language."""
+    return {
+        "type": "tool.started",
+        "reply_id": reply_id,
+        "call_id": call_id,
+        "name": name,
+        "summary": summary,
+    }
+
+
+def tool_finished_event(*, reply_id: int, call_id: str, outcome: str) -> dict[str, Any]:
+    """The tool call is over: "ok", "error" or "timeout" (DESIGN.md, Business tools)."""
+    return {"type": "tool.finished", "reply_id": reply_id, "call_id": call_id, "outcome": outcome}
+
+
 def reply_done_event(reply: Message) -> dict[str, Any]:
     return {"type": "reply.done", "reply_id": reply.pk, "message": message_data(reply)}
 

@@ -489,6 +489,14 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Customers: messages a conversation may send per minute over the websocket, and all the
 # conversations of one address together (a script opening many conversations to get around the first).
 # Generous per address: many customers share one behind a mobile carrier's or a company's NAT.
+# The demo shop's API (cs_platform/demo_shop.py, /demo/shop/api/): the company system the demo's
+# business tools call. On in the embedded default only.
+DEMO_SHOP_ENABLED = env.bool("DEMO_SHOP_ENABLED", default=EMBEDDED)
+# Business tools (tools/): offered to a model that does tool calling (vLLM with --enable-auto-tool-choice
+# and a --tool-call-parser), as the handoff tool is; the embedded llama.cpp model does none.
+INFERENCE_TOOLS = env.bool("INFERENCE_TOOLS", default=False)
+# Rounds of tool calls in one reply; the last round offers no tool, so the model must answer.
+INFERENCE_TOOL_ROUNDS = env.int("INFERENCE_TOOL_ROUNDS", default=3)
 # Identity verification (DESIGN.md, Business tools): the host site passes its customer's id with an
 # HMAC-SHA256 of it made with this secret; only a verified id reaches the tools that read a customer's
 # own data. Empty: no conversation is verified, and such tools are never offered.

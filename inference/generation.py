@@ -67,6 +67,7 @@ from inference.client import ChatRequest, InferenceClient, StreamEvent, ToolCall
 from inference.errors import InferenceError, InferenceTimeout
 from inference.grounding import FenceTagFilter, ToolCallTextFilter, citations_from_text
 from inference.prompts import InstantAnswer, instant_answer_find, prompt_build
+from inference.tooling import business_tools
 from knowledge.retrieval import Source
 from safety.policy import SafetyPolicy, policy_cached, policy_get
 from safety.terms import BlockedTermFilter
@@ -85,6 +86,9 @@ FINAL_FRAME_RETRY_SECONDS = 60.0
 _reply_text_append = progress.areply_text_append
 _reply_cancel_flagged = progress.areply_cancel_flagged
 _reply_progress_clear = sync_to_async(progress.reply_progress_clear, thread_sensitive=False)
+
+# The outcomes a tool.finished frame names (DESIGN.md); a call refused or given bad arguments is "error".
+TOOL_FRAME_OUTCOMES = frozenset({"ok", "error", "timeout"})
 
 # The tool the model may call to hand the conversation to a person (OpenAI function-tool format).
 HANDOFF_TOOL_NAME = "handoff_to_human"
@@ -215,6 +219,15 @@ class ReplyGeneration:
     handoff_tool_offered: bool = False
     # The reason the model gave when it called the handoff tool (None: it did not call it).
     handoff_reason: str | None = None
+    # The business tools offered (inference/tooling.py), the calls of them the model made in the round
+    # that just ended, the rounds of calls run so far, and the tokens of the rounds before this one.
+    business_tool_names: frozenset[str] = frozenset()
+    business_calls: list[ToolCall] = field(default_factory=list)
+    tool_rounds: int = 0
+    # Where in `text` the current round's words begin.
+    round_start: int = 0
+    earlier_prompt_tokens: int = 0
+    earlier_completion_tokens: int = 0
     seq: int = -1
     model: str = ""
     prompt_tokens: int | None = None
@@ -263,8 +276,16 @@ class ReplyGeneration:
                         tool.get("function", {}).get("name") == HANDOFF_TOOL_NAME for tool in planned.tools
                     )
                     await self._safety_load()
-                    producer = asyncio.create_task(self._produce(planned))
+                    request = await self._business_tools_offer(planned)
+                    producer = asyncio.create_task(self._produce(request))
                     end = await self._consume()
+                    while self._business_calls_due(end):
+                        # The model asked for business tools: run them, give it their results, and
+                        # let it go on writing the same reply (the customer sees one answer).
+                        await asyncio.gather(producer, return_exceptions=True)
+                        request = await self._business_calls_run(request)
+                        producer = asyncio.create_task(self._produce(request))
+                        end = await self._consume()
             except _Abandoned:
                 raise
             except InferenceError as error:
@@ -473,9 +494,13 @@ class ReplyGeneration:
         return [ToolCall(name=call.name, arguments=call.arguments) for call in self.tool_filter.take_calls()]
 
     def _tool_calls_take(self, calls: list[ToolCall]) -> None:
-        """Note the model's tool calls: the first handoff_to_human one (if offered) sets the handoff."""
+        """Note the model's tool calls: the first handoff_to_human one (if offered) sets the handoff, and
+        calls of the business tools offered are kept to run when the round ends."""
         for call in calls:
-            if call.name != HANDOFF_TOOL_NAME:
+            if call.name in self.business_tool_names:
+                call_id = call.id or f"call_{self.tool_rounds}_{len(self.business_calls)}"
+                self.business_calls.append(replace(call, id=call_id))
+            elif call.name != HANDOFF_TOOL_NAME:
                 logger.warning(
                     "Reply %s: the model called an unknown tool %r; ignored", self.reply_id, call.name
                 )
@@ -486,6 +511,91 @@ class ReplyGeneration:
             elif self.handoff_reason is None:
                 self.handoff_reason = handoff_reason_read(call.arguments)
                 logger.info("Reply %s: the model asked for a person: %s", self.reply_id, self.handoff_reason)
+
+    async def _business_tools_offer(self, request: ChatRequest) -> ChatRequest:
+        """The request with the business tools this conversation may use, when the server calls tools."""
+        provider = business_tools()
+        if not settings.INFERENCE_TOOLS or provider is None or self.reply is None:
+            return request
+        try:
+            offered = await database_sync_to_async(provider.offered)(conversation=self.reply.conversation)
+        except Exception:
+            logger.exception("Reply %s: reading the business tools failed; none are offered", self.reply_id)
+            return request
+        if not offered:
+            return request
+        self.business_tool_names = frozenset(entry["function"]["name"] for entry in offered)
+        return replace(request, tools=(*request.tools, *offered))
+
+    def _business_calls_due(self, end: _End) -> bool:
+        """Whether the round that ended asked for business tools the reply should run now."""
+        if not self.business_calls:
+            return False
+        if end.outcome is not ReplyOutcome.COMPLETE or self.blocked_term is not None or self.handoff_reason:
+            self.business_calls = []
+            return False
+        return True
+
+    async def _business_calls_run(self, request: ChatRequest) -> ChatRequest:
+        """Run the round's calls (each told to the customer as it starts and ends) and return the request
+        that gives the model their results; the last round allowed offers no business tool."""
+        provider = business_tools()
+        assert provider is not None
+        assert self.reply is not None
+        calls, self.business_calls = self.business_calls, []
+        self.tool_rounds += 1
+        round_text = self.text_this_round()
+        await self._flush()
+        self.round_start = len(self.text)
+        self.earlier_prompt_tokens += self.prompt_tokens or 0
+        self.earlier_completion_tokens += self.completion_tokens or 0
+        self.prompt_tokens = self.completion_tokens = None
+        results: list[dict[str, Any]] = []
+        for call in calls:
+            summary = provider.summary(name=call.name, arguments=call.arguments, locale=self.locale)
+            await self._send(
+                events.tool_started_event(
+                    reply_id=self.reply_id, call_id=call.id, name=call.name, summary=summary
+                )
+            )
+            result = await provider.call(
+                conversation=self.reply.conversation,
+                reply_id=self.reply_id,
+                call_id=call.id,
+                name=call.name,
+                arguments=call.arguments,
+            )
+            self._stop_if_told()
+            outcome = result.outcome if result.outcome in TOOL_FRAME_OUTCOMES else "error"
+            await self._send(
+                events.tool_finished_event(reply_id=self.reply_id, call_id=call.id, outcome=outcome)
+            )
+            results.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+        asked = {
+            "role": "assistant",
+            "content": round_text or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in calls
+            ],
+        }
+        tools = request.tools
+        if self.tool_rounds >= settings.INFERENCE_TOOL_ROUNDS:
+            # The last round: the model answers with what it has, and may call no more business tools.
+            tools = tuple(tool for tool in tools if tool["function"]["name"] not in self.business_tool_names)
+            self.business_tool_names = frozenset()
+        logger.info(
+            "Reply %s: ran %s business tool call(s), round %s", self.reply_id, len(calls), self.tool_rounds
+        )
+        return replace(request, messages=[*request.messages, asked, *results], tools=tools)
+
+    def text_this_round(self) -> str:
+        """What the model wrote in the round that just ended (sent or about to be)."""
+        return (self.text + self.pending)[self.round_start :].strip()
 
     def _hands_off(self, end: _End) -> bool:
         """Whether this reply ends in the model's handoff: it called the tool and the reply completed."""
@@ -571,8 +681,10 @@ class ReplyGeneration:
             text=text,
             model=self.model,
             # Unknown is not zero: None unless the server reported it.
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.chunks_received if counted else self.completion_tokens,
+            prompt_tokens=self._tokens(self.earlier_prompt_tokens, self.prompt_tokens),
+            completion_tokens=self.chunks_received
+            if counted
+            else self._tokens(self.earlier_completion_tokens, self.completion_tokens),
             completion_tokens_counted=counted,
             first_token_latency_ms=_milliseconds(self.first_token_at - self.created_at)
             if self.first_token_at
@@ -599,6 +711,13 @@ class ReplyGeneration:
             logger.warning(
                 "Reply %s saved; %s cache or channel-layer calls failed", self.reply_id, self.relay_failures
             )
+
+    @staticmethod
+    def _tokens(earlier: int, this_round: int | None) -> int | None:
+        """A count over every round of tool calls; unknown (None) when no round reported one."""
+        if this_round is None and not earlier:
+            return None
+        return earlier + (this_round or 0)
 
     async def _send_final(self, event: dict[str, Any]) -> None:
         """Send the final frame, again and again while the channel layer refuses it (for a while)."""

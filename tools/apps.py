@@ -7,3 +7,9 @@ class ToolsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "tools"
     verbose_name = "Business tools"
+
+    def ready(self) -> None:
+        from inference.tooling import business_tools_register
+        from tools.provider import ToolsProvider
+
+        business_tools_register(ToolsProvider())
