@@ -435,6 +435,9 @@ def _usage(script: Script, body: dict[str, Any]) -> dict[str, Any]:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: twenty replies connecting at once overflowed it, and the
+    # connections it dropped looked like a server that closed them. A real server takes bursts.
+    request_queue_size = 128
     owner: ScriptedInferenceServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -58,16 +58,20 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     )
 
 
-def _wait_until(predicate: Callable[[], bool], *, seconds: float, what: str) -> None:
+def _wait_until(
+    predicate: Callable[[], bool], *, seconds: float, what: str, state: Callable[[], str] | None = None
+) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f" ({state()})" if state else ""))
         time.sleep(0.05)
 
 
-async def _wait_until_async(predicate: Callable[[], bool], *, seconds: float, what: str) -> None:
-    await asyncio.to_thread(_wait_until, predicate, seconds=seconds, what=what)
+async def _wait_until_async(
+    predicate: Callable[[], bool], *, seconds: float, what: str, state: Callable[[], str] | None = None
+) -> None:
+    await asyncio.to_thread(_wait_until, predicate, seconds=seconds, what=what, state=state)
 
 
 @dataclass
@@ -258,7 +262,10 @@ async def test_it_streams_twenty_replies_at_once_in_one_worker_process(
     # Every stream holds after its first token until all twenty are open: one process streams
     # them side by side, however slowly a loaded machine starts them.
     await _wait_until_async(
-        lambda: _open_streams(scripted_server) == 20, seconds=60, what="20 streams open at once"
+        lambda: _open_streams(scripted_server) == 20,
+        seconds=60,
+        what="20 streams open at once",
+        state=lambda: f"{_open_streams(scripted_server)} open of {len(scripted_server.chat_requests)} requests",
     )
     connections_while_streaming = _worker_connections()
     gate.set()
