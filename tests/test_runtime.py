@@ -265,7 +265,9 @@ async def test_it_streams_twenty_replies_at_once_in_one_worker_process(
         lambda: _open_streams(scripted_server) == 20,
         seconds=60,
         what="20 streams open at once",
-        state=lambda: f"{_open_streams(scripted_server)} open of {len(scripted_server.chat_requests)} requests",
+        state=lambda: (
+            f"{_open_streams(scripted_server)} open of {len(scripted_server.chat_requests)} requests"
+        ),
     )
     connections_while_streaming = _worker_connections()
     gate.set()
