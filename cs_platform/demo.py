@@ -3,9 +3,11 @@ staff user of each role (agents, a supervisor, a manager)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,10 +16,13 @@ from django.db import transaction
 
 from agents.demo import handoff_demo_load
 from cs_platform import roles
+from cs_platform.demo_shop import demo_shop_token
 from inference.models import AssistantProfile
 from knowledge import services
 from knowledge.importing import ImportReport, articles_import_paths, faq_csv_import
 from knowledge.models import Article, FaqEntry, IndexBuild
+from tools.models import Tool
+from tools.services import ToolImportReport, tools_import
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +65,72 @@ def demo_knowledge_load(directory: Path | None = None) -> ImportReport:
     return report
 
 
+# The demo shop's tools (tools/demo/shop_tools.json), calling the demo shop's API
+# (cs_platform/demo_shop.py) on the platform's own address, which only `make run` knows.
+DEMO_TOOLS_FILE = settings.BASE_DIR / "tools" / "demo" / "shop_tools.json"
+DEMO_SHOP_PATH = "/demo/shop/api/"
+DEMO_SHOP_DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def demo_shop_base_url(host: str, port: int) -> str:
+    """The address the demo tools reach the platform on, from the one daphne listens on."""
+    # Listening on every address (not binding to it here): the tools call this machine's own.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _rebased(url: str, base_url: str) -> str:
+    parts, base = urlsplit(url), urlsplit(base_url)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
+
+def _is_demo_shop_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.hostname in _LOOPBACK_HOSTS and parts.path.startswith(DEMO_SHOP_PATH)
+
+
+def demo_tools_load(*, base_url: str, path: Path | None = None) -> ToolImportReport:
+    """Import the demo shop's tools while there are no tools, then keep the demo's own pointed at this run.
+
+    Loaded once, like the knowledge base: a tool deleted or edited in admin stays so. But the port
+    (`make run PORT=…`) and SECRET_KEY (the API's token) may differ from the last run, so each run sets
+    the address and the Authorization header of the tools that still call the demo shop on this
+    machine. The file holds no secret: the token is added here, never written to it.
+    """
+    report = ToolImportReport()
+    if not settings.DEMO_SHOP_ENABLED:
+        return report
+    authorization = {"Authorization": f"Bearer {demo_shop_token()}"}
+    if not Tool.objects.exists():
+        items = json.loads((path or DEMO_TOOLS_FILE).read_text(encoding="utf-8"))
+        for item in items:
+            item["url"] = _rebased(item["url"], base_url)
+            item["headers"] = authorization
+        report = tools_import(items=items)
+        for failure in report.failures:
+            logger.warning("Demo tools: %s", failure)
+        return report
+    for tool in Tool.objects.all():
+        if not _is_demo_shop_url(tool.url):
+            continue
+        url, headers = _rebased(tool.url, base_url), {**tool.headers, **authorization}
+        if (url, headers) != (tool.url, tool.headers):
+            tool.url, tool.headers = url, headers
+            tool.save(update_fields=["url", "headers", "updated_at"])
+            report.updated.append(tool.name)
+    return report
+
+
 def admin_password_file() -> Path:
     return settings.VAR_DIR / "admin_password"
 
 
-def demo_data_load() -> str | None:
-    """Load the demo data once; return the admin's password when the user was created now."""
+def demo_data_load(*, shop_base_url: str = DEMO_SHOP_DEFAULT_BASE_URL) -> str | None:
+    """Load the demo data once; return the admin's password when the user was created now.
+
+    `shop_base_url` is where the platform listens (`make run` knows it): the demo tools call it.
+    """
     if not AssistantProfile.objects.exists():
         AssistantProfile.objects.create(
             name="Acme Support",
@@ -84,6 +149,7 @@ def demo_data_load() -> str | None:
     demo_knowledge_load()
     # The team's hours (every day 09:00–21:00 Beijing time, as the demo FAQ says), for handoffs.
     handoff_demo_load()
+    demo_tools_load(base_url=shop_base_url)
     user_model = get_user_model()
     if user_model.objects.filter(username="admin").exists():
         # A platform set up before the demo had agents gets them, with the admin's saved password.

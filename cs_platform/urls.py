@@ -82,3 +82,6 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
 ]
+if settings.DEMO_SHOP_ENABLED:
+    # The demo's "company system", which the demo business tools call (cs_platform/demo_shop.py).
+    urlpatterns.append(path("demo/shop/api/", include("cs_platform.demo_shop")))

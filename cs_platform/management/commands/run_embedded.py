@@ -25,6 +25,7 @@ from cs_platform.demo import (
     DEMO_SUPERVISORS,
     admin_password_file,
     demo_data_load,
+    demo_shop_base_url,
 )
 from cs_platform.processes import (
     PortTakenByAnother,
@@ -125,7 +126,7 @@ class Command(BaseCommand):
         try:
             settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
             call_command("migrate", interactive=False, verbosity=0)
-            password = demo_data_load()
+            password = demo_data_load(shop_base_url=demo_shop_base_url(host, port))
             failed = replies_fail_stalled(all_streaming=True)
             if failed:
                 self.stdout.write(f"Failed {len(failed)} replies left streaming by the last run.")
