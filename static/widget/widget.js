@@ -16,6 +16,7 @@
  *   chat/state.js       the chat's state (the websocket's is socket.js's own)
  *   chat/ui.js          the page's frame: header, banner, notices, announcer, lightbox
  *   chat/transcript.js  entries and how they are drawn, reply timers
+ *   chat/tools.js       the status lines of the business tools a reply calls
  *   chat/api.js         the REST calls
  *   chat/identity.js    the host page's verified customer, and whose conversation may be shown
  *   chat/socket.js      the websocket and what each frame does

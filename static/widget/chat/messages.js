@@ -45,6 +45,14 @@ const STRINGS = {
     stopped: "Stopped",
     interrupted: "Incomplete",
     truncated: "This reply was cut short.",
+    // The business tools a reply calls (chat/tools.js); the lines' own words come from the server.
+    toolCallsLabel: "What the assistant is looking up",
+    toolWorking: "Looking something up…",
+    toolDone: "Done: ",
+    toolFailures: {
+      error: "That lookup didn't work.",
+      timeout: "That lookup took too long.",
+    },
     sources: "Sources",
     sourceLink: "Source {number}: {title}",
     opensInNewTab: "(opens in a new tab)",
@@ -170,6 +178,13 @@ const STRINGS = {
     stopped: "已停止",
     interrupted: "回复未完成",
     truncated: "回复过长，已被截断。",
+    toolCallsLabel: "查询进度",
+    toolWorking: "正在查询…",
+    toolDone: "已完成：",
+    toolFailures: {
+      error: "查询未成功。",
+      timeout: "查询超时。",
+    },
     sources: "参考资料",
     sourceLink: "参考资料 {number}：{title}",
     opensInNewTab: "（在新标签页中打开）",

@@ -14,6 +14,7 @@ import { assistantTitle, joinSentences, strings, t } from "./messages.js";
 import { state } from "./state.js";
 import { forgetConversation } from "./storage.js";
 import { addLocalNotice, appendEntry, applyMessage, armReplyTimer, clearReplyTimer, createAwaitingReply, currentStreamingReply, dirtyEntries, entryFromMessage, findAnsweredCustomerEntry, findById, findReply, indexEntry, lastCustomerEntry, makeEntry, pauseReplyTimers, removeEntry, renderAll, renderEntry, replyErrorText, scheduleTextRender, scrollToBottom, updateQueuedNotes, updateStopButton } from "./transcript.js";
+import { onToolFinished, onToolStarted, settledToolCalls } from "./tools.js";
 import { announce, hideBanner, showBanner, showBannerSoon, showNotice, updateHeader } from "./ui.js";
 
 // Only this module changes the websocket's state; the rest ask isConnected().
@@ -236,6 +237,8 @@ export function handleFrame(frame) {
     case "reply.delta": return onReplyDelta(frame);
     case "reply.done": return onReplyDone(frame);
     case "reply.error": return onReplyError(frame);
+    case "tool.started": return onToolStarted(frame);
+    case "tool.finished": return onToolFinished(frame);
     case "feedback.saved": return onFeedbackSaved(frame);
     case "csat.saved": return onCsatSaved(frame);
     case "handoff.started": return onHandoffStarted(frame);
@@ -265,6 +268,7 @@ export function onReady(frame) {
   const previousEntries = state.entries;
   for (const entry of previousEntries) clearReplyTimer(entry);
   const oldReplies = state.replies;
+  const oldById = state.byId;
 
   state.entries = [];
   state.byId = new Map();
@@ -277,6 +281,9 @@ export function onReady(frame) {
   for (const message of history) {
     if (!message || typeof message !== "object") continue;
     const entry = entryFromMessage(message);
+    // The tool lines this visit saw stay with their reply; one still running may have finished
+    // unheard while the socket was away, so it is dropped rather than left spinning.
+    entry.toolCalls = settledToolCalls(oldById.get(String(message.id)));
     state.entries.push(entry);
     indexEntry(entry);
   }
@@ -290,6 +297,7 @@ export function onReady(frame) {
     }
     entry.replyId = pending.reply_id;
     entry.status = "streaming";
+    if (!entry.toolCalls.length) entry.toolCalls = settledToolCalls(oldReplies.get(String(pending.reply_id)));
     // The server's snapshot is authoritative: deltas after it continue from its seq.
     entry.text = typeof pending.text === "string" ? pending.text : "";
     entry.lastSeq = Number.isInteger(pending.seq) ? pending.seq : -1;

@@ -12,6 +12,7 @@ import { citationMarkerNumbers, linkCitationMarkers, renderMarkdownInto } from "
 import { assistantTitle, greetingText, joinSentences, strings, t } from "./messages.js";
 import { isConnected } from "./socket.js";
 import { state } from "./state.js";
+import { hasRunningToolCall, renderToolCalls } from "./tools.js";
 import { openLightbox, ui } from "./ui.js";
 
 const timeFormat = new Intl.DateTimeFormat(config.locale, { hour: "numeric", minute: "2-digit" });
@@ -69,6 +70,10 @@ export function makeEntry(fields) {
     answersTo: null,
     retried: false,
     truncated: false,
+    // The business tools the reply called (chat/tools.js), each {callId, name, summary, state, outcome}.
+    toolCalls: [],
+    toolListElement: null,
+    toolLineElements: null,
     timer: null,
     element: null,
   }, fields);
@@ -168,7 +173,10 @@ export function renderEntry(entry) {
     }
   } else {
     const bubble = h("div", { class: "cs-bubble" });
-    if (entry.thinking && !entry.text) {
+    const toolCalls = entry.role === "assistant" ? renderToolCalls(entry) : null;
+    if (toolCalls) bubble.append(toolCalls);
+    // A running tool's spinner says the assistant is at work: no thinking dots beside it.
+    if (entry.thinking && !entry.text && !hasRunningToolCall(entry)) {
       bubble.append(h("div", { class: "cs-thinking", testid: "thinking", role: "img", "aria-label": t("thinking") },
         h("span"), h("span"), h("span")));
     }
