@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Message
 from tests import factories
+from tests.http_servers import base_url, serving
 from tests.scripted_inference import Script, ScriptedInferenceServer, ScriptedToolCall, count_prompt_tokens
 from tests.test_generation import GroupListener, generate, queued_reply, reload
 from tools.models import Tool, ToolCall
@@ -67,15 +68,11 @@ def shop() -> Iterator[Shop]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Shop(url=f"http://127.0.0.1:{server.server_address[1]}", requests=recorded, release=release)
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as server:
+        try:
+            yield Shop(url=base_url(server), requests=recorded, release=release)
+        finally:
+            release.set()
 
 
 @pytest.fixture

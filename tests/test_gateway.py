@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from conversations.models import Conversation, Message
 from cs_platform.processes import free_port, stop_process_group
 from gateway.models import ApiRequest
 from safety.models import BlockedTerm
+from tests.http_servers import base_url, serving
 from tests.processes import daphne_start, database_url
 from tests.scripted_inference import Script, ScriptedInferenceServer
 
@@ -541,14 +542,8 @@ def picture_server() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as server:
+        yield base_url(server)
 
 
 def image_message(url: str) -> list[Any]:

@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -34,6 +34,7 @@ from inference.errors import (
     InferenceTimeout,
     InferenceUnavailable,
 )
+from tests.http_servers import base_url, serving
 from tests.scripted_inference import Script, ScriptedInferenceServer, ScriptedToolCall
 
 REQUEST = ChatRequest(
@@ -82,14 +83,8 @@ class _JsonHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def json_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JsonHandler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_JsonHandler) as server:
+        yield f"{base_url(server)}/v1"
 
 
 @pytest.fixture(autouse=True)
