@@ -28,6 +28,7 @@ from inference.prompts import (
     estimate_tokens,
     grounded_system_prompt,
     instant_answer_for_question,
+    messages_with_system,
     retrieval_query,
     sources_find,
     sources_that_fit,
@@ -138,21 +139,8 @@ def assistant_plan(call: ChatCall) -> AssistantPlan:
     found = sources_find(query=query, locale=locale)
     sources = sources_that_fit(found.sources, budget=budget)
     system = grounded_system_prompt(base=base, sources=sources) + notes_block
-    messages: list[dict[str, Any]]
-    if settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN and conversation:
-        # Some templates (gemma) drop system messages: the instructions go into the first user turn.
-        first = dict(conversation[0])
-        content = first["content"]
-        first["content"] = (
-            f"{system}\n\n{content}"
-            if isinstance(content, str)
-            else [{"type": "text", "text": system}, *content]
-        )
-        messages = [first, *conversation[1:]]
-    else:
-        messages = [{"role": "system", "content": system}, *conversation]
     request = ChatRequest(
-        messages=messages,
+        messages=messages_with_system(system, conversation),
         max_tokens=max_tokens,
         temperature=profile.temperature,
         sources=tuple(sources),

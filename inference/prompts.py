@@ -415,16 +415,8 @@ def chat_request_build(
     # Chat templates expect the first turn after the system message to be the user's.
     while history and history[0]["role"] == "assistant":
         history.pop(0)
-    messages: list[dict[str, Any]]
-    if settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN and history:
-        # Some templates (gemma) drop system messages: put the instructions into the first user turn.
-        first = dict(history[0])
-        first["content"] = _prepend_text(first["content"], f"{system}\n\n")
-        messages = [first, *history[1:]]
-    else:
-        messages = [{"role": "system", "content": system}, *history]
     return ChatRequest(
-        messages=messages,
+        messages=messages_with_system(system, history),
         max_tokens=profile.max_tokens,
         temperature=profile.temperature,
         sources=tuple(sources),
@@ -512,6 +504,16 @@ def _truncate_to_tokens(text: str, budget: int) -> str:
     while text and estimate_tokens(text) > budget:
         text = text[len(text) // 10 + 1 :]
     return text
+
+
+def messages_with_system(system: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system message, then the history; or, for templates that drop system messages (gemma,
+    INFERENCE_SYSTEM_PROMPT_IN_USER_TURN), the instructions at the start of the first user turn."""
+    if settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN and history:
+        first = dict(history[0])
+        first["content"] = _prepend_text(first["content"], f"{system}\n\n")
+        return [first, *history[1:]]
+    return [{"role": "system", "content": system}, *history]
 
 
 def _prepend_text(content: str | list[dict[str, Any]], prefix: str) -> str | list[dict[str, Any]]:

@@ -222,3 +222,17 @@ async def test_it_asks_the_server_its_models_name_once_a_minute_when_inference_m
     listings = [r for r in scripted_inference.requests if r.method == "GET" and r.path.endswith("/models")]
     assert len(listings) == 1
     assert len(scripted_inference.chat_requests) == 3
+
+
+async def test_it_puts_the_instructions_in_the_first_user_turn_for_templates_without_a_system_role(
+    knowledge: KnowledgeStub, key: str, settings: Any, scripted_inference: ScriptedInferenceServer
+) -> None:
+    settings.INFERENCE_SYSTEM_PROMPT_IN_USER_TURN = True
+    scripted_inference.default = Script(tokens=["Hello"])
+
+    await ask(key, {"model": ASSISTANT, "messages": [{"role": "user", "content": "Hi"}]})
+
+    [only] = sent(scripted_inference)["messages"]
+    assert only["role"] == "user"
+    assert only["content"].startswith("Your name is Support assistant.")
+    assert only["content"].endswith("\n\nHi")
